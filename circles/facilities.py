@@ -1,0 +1,510 @@
+"""Facilities: OSM features by category, planner facility files, snapping to the network.
+
+Planner files (CSV, XLSX, GeoJSON, GeoPackage, Shapefile) are how a civil-affairs
+bureau's list of elderly canteens enters, since OSM rarely maps them. Every row either
+becomes a facility or lands in the rejects table with its reason; nothing is dropped
+silently. A file that cannot be read at all is a :class:`~circles._errors.DataFileError`
+naming the file and the problem.
+
+Snapping (:func:`snap`): a facility joins the network at the nearest point of the nearest
+edge (not merely the nearest node); the straight access walk from the facility to that
+point is walked at the same speed. A facility farther than ``max_snap_m`` from every
+walkable edge is ``unreachable`` rather than snapped across a river or a motorway.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+
+from circles._errors import ConfigError, DataFileError, InputDataError
+from circles.network import WalkNetwork
+from circles.settings import MAX_SNAP_M, WGS84
+
+logger = logging.getLogger(__name__)
+
+#: Column names recognised as longitude / latitude when none are configured.
+LON_NAMES = ("lon", "lng", "long", "longitude", "x_wgs84", "经度")
+LAT_NAMES = ("lat", "latitude", "y_wgs84", "纬度")
+
+#: Columns of the facilities table (besides geometry).
+FACILITY_COLUMNS = (
+    "facility_id",
+    "category",
+    "name",
+    "source",
+    "status",
+    "snap_m",
+    "edge",
+    "frac",
+    "near_island",
+)
+
+#: Status of a facility after snapping.
+STATUS_SNAPPED = "snapped"
+STATUS_UNREACHABLE = "unreachable"
+STATUS_ISLAND = "island"
+
+_TREES: weakref.WeakKeyDictionary[WalkNetwork, Any] = weakref.WeakKeyDictionary()
+
+
+@dataclass(frozen=True)
+class FacilityFile:
+    """How to read one planner facility file.
+
+    Attributes
+    ----------
+    path : str
+        CSV, XLSX, GeoJSON, GeoPackage or Shapefile.
+    category : str, optional
+        One category for every row (e.g. a list of elderly canteens); otherwise each
+        row's ``category_column`` decides.
+    category_column, id_column, name_column : str
+        Column names (``id_column`` may be absent: ids are then ``<file>:<row>``).
+    lon_column, lat_column : str, optional
+        Longitude/latitude columns (degrees) of a CSV/XLSX; detected from common names
+        (lon/lng/longitude/经度, lat/latitude/纬度) when not given.
+    x_column, y_column : str, optional
+        Projected coordinate columns, in ``crs``.
+    crs : str
+        CRS of x/y columns or of a spatial file without one (default EPSG:4326).
+    coord_system : str
+        ``"wgs84"``, ``"gcj02"`` (Amap/Gaode, Tencent) or ``"bd09"`` (Baidu): converted
+        to WGS84 on the way in.
+    sheet : str or int, optional
+        Excel sheet (default: the first).
+    layer : str, optional
+        GeoPackage layer (default: the first).
+    """
+
+    path: str
+    category: str | None = None
+    category_column: str = "category"
+    id_column: str = "id"
+    name_column: str = "name"
+    lon_column: str | None = None
+    lat_column: str | None = None
+    x_column: str | None = None
+    y_column: str | None = None
+    crs: str = WGS84
+    coord_system: str = "wgs84"
+    sheet: str | int | None = None
+    layer: str | None = None
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _read_table(spec: FacilityFile) -> pd.DataFrame:
+    path = Path(spec.path)
+    if not path.exists():
+        raise DataFileError(f"{path}: facility file not found")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in {".csv", ".txt", ".tsv"}:
+            sep = "\t" if suffix == ".tsv" else None
+            for enc in ("utf-8-sig", "gb18030"):
+                try:
+                    return pd.read_csv(
+                        path,
+                        sep=sep,
+                        engine="python",
+                        encoding=enc,
+                        dtype=str,
+                        keep_default_na=False,
+                        na_values=[""],
+                    )
+                except UnicodeDecodeError:
+                    continue
+            raise DataFileError(f"{path}: not UTF-8 or GB18030 text")
+        if suffix in {".xlsx", ".xlsm", ".xls"}:
+            return pd.read_excel(path, sheet_name=spec.sheet or 0, dtype=str)
+        if suffix in {".geojson", ".json", ".gpkg", ".shp", ".fgb"}:
+            gdf = gpd.read_file(path, layer=spec.layer) if spec.layer else gpd.read_file(path)
+            return gdf
+    except DataFileError:
+        raise
+    except Exception as exc:
+        raise DataFileError(
+            f"{path}: cannot read facility file ({type(exc).__name__}: {exc})"
+        ) from exc
+    raise DataFileError(
+        f"{path}: unsupported facility file type {suffix!r}; use CSV, XLSX, GeoJSON, "
+        "GeoPackage or Shapefile"
+    )
+
+
+def _pick(
+    df: pd.DataFrame, given: str | None, names: Sequence[str], what: str, path: str
+) -> str | None:
+    if given is not None:
+        if given not in df.columns:
+            raise InputDataError(
+                f"{path}: no column {given!r} for {what}; columns are {list(df.columns)}"
+            )
+        return given
+    lower = {str(c).strip().lower(): c for c in df.columns}
+    for n in names:
+        if n in lower:
+            return str(lower[n])
+    return None
+
+
+def read_facility_file(
+    spec: FacilityFile,
+    *,
+    categories: Iterable[str],
+    area: shapely.Geometry | None = None,
+) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
+    """Read a planner facility file into facilities and rejects.
+
+    Parameters
+    ----------
+    spec : FacilityFile
+        What to read and how.
+    categories : iterable of str
+        Known category ids; rows with another category are rejected.
+    area : shapely geometry, optional
+        Study area in EPSG:4326; rows outside it are rejected.
+
+    Returns
+    -------
+    facilities : geopandas.GeoDataFrame
+        EPSG:4326 points (or the file's geometries) with ``facility_id``, ``category``,
+        ``name``, ``source``.
+    rejects : pandas.DataFrame
+        ``source``, ``row`` (1-based data row), ``facility_id``, ``reason`` and the
+        original columns.
+    """
+    known = set(categories)
+    raw = _read_table(spec)
+    src = str(spec.path)
+    df = pd.DataFrame(raw.drop(columns="geometry", errors="ignore")).reset_index(drop=True)
+    reason = pd.Series("", index=df.index, dtype=object)
+
+    def reject(mask: pd.Series | np.ndarray, why: str | pd.Series) -> None:
+        m = pd.Series(np.asarray(mask, bool), index=df.index) & (reason == "")
+        if isinstance(why, pd.Series):
+            reason[m] = why[m]
+        else:
+            reason[m] = why
+
+    # geometry
+    if isinstance(raw, gpd.GeoDataFrame) and "geometry" in raw:
+        if raw.crs is None:
+            raw = raw.set_crs(spec.crs)
+        geom = raw.geometry.to_crs(WGS84).reset_index(drop=True)
+        reject(geom.isna() | geom.is_empty, "missing geometry")
+        lon = pd.Series(np.nan, index=df.index)
+        lat = pd.Series(np.nan, index=df.index)
+        ok = ~(geom.isna() | geom.is_empty)
+        rp = geom[ok].representative_point()
+        lon[ok], lat[ok] = rp.x, rp.y
+        geoms = geom.to_numpy()
+    else:
+        if spec.x_column or spec.y_column:
+            xc = _pick(df, spec.x_column, (), "x", src)
+            yc = _pick(df, spec.y_column, (), "y", src)
+            crs = spec.crs
+        else:
+            xc = _pick(df, spec.lon_column, LON_NAMES, "longitude", src)
+            yc = _pick(df, spec.lat_column, LAT_NAMES, "latitude", src)
+            crs = WGS84
+        if xc is None or yc is None:
+            raise InputDataError(
+                f"{src}: no coordinate columns found; name them lon/lat (or longitude/"
+                "latitude, 经度/纬度) or set lon_column/lat_column or x_column/y_column"
+            )
+        xs, ys = df[xc].astype("string").str.strip(), df[yc].astype("string").str.strip()
+        missing = xs.isna() | ys.isna() | (xs == "") | (ys == "")
+        reject(missing, "missing coordinates")
+        xn = pd.to_numeric(xs, errors="coerce")
+        yn = pd.to_numeric(ys, errors="coerce")
+        reject(xn.isna() | yn.isna(), "non-numeric coordinates")
+        reject(~(np.isfinite(xn) & np.isfinite(yn)), "non-finite coordinates")
+        good = np.isfinite(xn) & np.isfinite(yn)
+        pts = gpd.GeoSeries(gpd.points_from_xy(xn.where(good, 0), yn.where(good, 0)), crs=crs)
+        if crs != WGS84:
+            pts = pts.to_crs(WGS84)
+        lon, lat = pts.x.where(good), pts.y.where(good)
+        reject(good & ((lon.abs() > 180) | (lat.abs() > 90)), "coordinates out of range")
+        geoms = np.asarray(pts.to_numpy())
+    coord_system = spec.coord_system.lower()
+    if coord_system != "wgs84":
+        from circles import coords
+
+        geoms = np.asarray(
+            coords.geometry_to_wgs84(gpd.GeoSeries(geoms, crs=WGS84), coord_system).to_numpy()
+        )
+
+    # category
+    if spec.category is not None:
+        if spec.category not in known:
+            raise ConfigError(
+                f"{src}: category {spec.category!r} is not in the profile; known: {sorted(known)}"
+            )
+        cat = pd.Series(spec.category, index=df.index, dtype=object)
+    else:
+        if spec.category_column not in df.columns:
+            raise InputDataError(
+                f"{src}: no {spec.category_column!r} column; add one or set `category` "
+                "for the whole file"
+            )
+        cat = df[spec.category_column].astype("string").str.strip()
+        reject(cat.isna() | (cat == ""), "missing category")
+        unknown = ~cat.isin(known) & cat.notna()
+        reject(unknown, "unknown category " + cat.fillna("").map(repr).astype(object))
+        cat = cat.astype(object)
+
+    # ids
+    if spec.id_column in df.columns:
+        ids = df[spec.id_column].astype("string").str.strip()
+        blank = ids.isna() | (ids == "")
+        reject(blank, "missing id")
+        dup = ids.duplicated(keep="first") & ~blank
+        reject(dup, "duplicate id " + ids.fillna("").map(repr).astype(object))
+        ids = ids.astype(object)
+    else:
+        ids = pd.Series([f"{Path(src).stem}:{i + 1}" for i in df.index], dtype=object)
+    names = (
+        df[spec.name_column].astype(object)
+        if spec.name_column in df.columns
+        else pd.Series(None, index=df.index, dtype=object)
+    )
+
+    if area is not None:
+        inside = np.zeros(len(df), bool)
+        valid = np.array([g is not None and not shapely.is_empty(g) for g in geoms])
+        inside[valid] = shapely.intersects(np.asarray(geoms)[valid], area)
+        reject(valid & ~inside & (reason == ""), "outside study area")
+
+    ok = (reason == "").to_numpy()
+    fac = gpd.GeoDataFrame(
+        {
+            "facility_id": ids[ok].astype(str).to_numpy(),
+            "category": cat[ok].to_numpy(),
+            "name": names[ok].to_numpy(),
+            "source": src,
+        },
+        geometry=np.asarray(geoms)[ok],
+        crs=WGS84,
+    )
+    rej = df.loc[~ok].copy()
+    rej.insert(0, "reason", reason[~ok].to_numpy())
+    rej.insert(0, "facility_id", ids[~ok].to_numpy())
+    rej.insert(0, "row", (np.flatnonzero(~ok) + 1))
+    rej.insert(0, "source", src)
+    if len(rej):
+        logger.warning("%s: %d of %d rows rejected", src, len(rej), len(df))
+    return fac.reset_index(drop=True), rej.reset_index(drop=True)
+
+
+def osm_facilities(
+    features: gpd.GeoDataFrame, matches: pd.DataFrame, *, source: str
+) -> gpd.GeoDataFrame:
+    """Facilities from classified OSM features (one row per feature and category).
+
+    Parameters
+    ----------
+    features : geopandas.GeoDataFrame
+        From :func:`circles.io.read_osm_features`.
+    matches : pandas.DataFrame
+        From :func:`circles.categories.classify` (``feature_index``, ``category``).
+    source : str
+        Recorded in the ``source`` column.
+    """
+    if matches.empty:
+        return empty_facilities()
+    f = features.loc[matches["feature_index"].to_numpy()]
+    osm_type = f["osm_type"].astype(str) if "osm_type" in f else pd.Series("n", index=f.index)
+    ids = osm_type.str[0].to_numpy().astype(object) + f["osm_id"].astype(str).to_numpy()
+    names = f["name"].to_numpy() if "name" in f else None
+    return gpd.GeoDataFrame(
+        {
+            "facility_id": ids.astype(str),
+            "category": matches["category"].to_numpy(),
+            "name": names,
+            "source": source,
+        },
+        geometry=f.geometry.to_numpy(),
+        crs=WGS84,
+    ).reset_index(drop=True)
+
+
+def empty_facilities() -> gpd.GeoDataFrame:
+    """An empty facilities table with the standard columns."""
+    return gpd.GeoDataFrame(
+        {"facility_id": [], "category": [], "name": [], "source": []},
+        geometry=gpd.GeoSeries([], crs=WGS84),
+        crs=WGS84,
+    )
+
+
+# --------------------------------------------------------------------------- snapping
+
+
+def edge_lines(network: WalkNetwork) -> np.ndarray:
+    """Straight edges as shapely LineStrings in the network's metric CRS."""
+    xy = np.stack(
+        [
+            np.column_stack([network.x[network.u], network.y[network.u]]),
+            np.column_stack([network.x[network.v], network.y[network.v]]),
+        ],
+        axis=1,
+    )
+    return shapely.linestrings(xy)
+
+
+def _trees(network: WalkNetwork) -> tuple[np.ndarray, shapely.STRtree, shapely.STRtree | None]:
+    got = _TREES.get(network)
+    if got is None:
+        lines = edge_lines(network)
+        dropped = None
+        if len(network.dropped_segments):
+            from pyproj import Transformer
+
+            tr = Transformer.from_crs(WGS84, network.crs, always_xy=True)
+            d = network.dropped_segments
+            x0, y0 = tr.transform(d[:, 0], d[:, 1])
+            x1, y1 = tr.transform(d[:, 2], d[:, 3])
+            dl = shapely.linestrings(
+                np.stack([np.column_stack([x0, y0]), np.column_stack([x1, y1])], axis=1)
+            )
+            dropped = shapely.STRtree(dl)
+        got = (lines, shapely.STRtree(lines), dropped)
+        _TREES[network] = got
+    return got
+
+
+def snap(
+    network: WalkNetwork,
+    geometry: gpd.GeoSeries,
+    *,
+    max_snap_m: float = MAX_SNAP_M,
+) -> pd.DataFrame:
+    """Snap facilities to the nearest point of the nearest walkable edge.
+
+    Parameters
+    ----------
+    network : WalkNetwork
+    geometry : geopandas.GeoSeries
+        Facility geometries (points or areas) with a CRS.
+    max_snap_m : float
+        Largest straight access distance in metres.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Aligned with ``geometry``: ``edge`` (int, -1 when not snapped), ``frac`` (0-1
+        along the edge from ``u``), ``snap_m`` (access distance, m), ``status``
+        (``snapped``, ``unreachable`` when farther than ``max_snap_m`` from any walkable
+        way, ``island`` when its nearest way lies on a small disconnected piece of the
+        network and the main network is beyond ``max_snap_m``), ``near_island``
+        (snapped to the main network although a disconnected piece was nearer).
+    """
+    if geometry.crs is None:
+        raise InputDataError("facility geometries have no CRS")
+    if not max_snap_m >= 0:
+        raise ConfigError(f"max_snap_m must be >= 0, got {max_snap_m!r}")
+    n = len(geometry)
+    edge = np.full(n, -1, np.int64)
+    frac_a = np.full(n, np.nan)
+    snap_m = np.full(n, np.nan)
+    status = np.full(n, STATUS_UNREACHABLE, dtype=object)
+    near_island = np.zeros(n, bool)
+    if n:
+        g = np.asarray(geometry.to_crs(network.crs).to_numpy())
+        lines, tree, dropped = _trees(network)
+        gi = np.flatnonzero(~(shapely.is_missing(g) | shapely.is_empty(g)))
+        (qi, ei), dist = tree.query_nearest(
+            g[gi], max_distance=max_snap_m, return_distance=True, all_matches=False
+        )
+        _, first = np.unique(qi, return_index=True)
+        qi, ei, dist = qi[first], ei[first], dist[first]
+        rows = gi[qi]
+        on_edge = shapely.get_point(shapely.shortest_line(g[rows], lines[ei]), 1)
+        frac = shapely.line_locate_point(lines[ei], on_edge, normalized=True)
+        edge[rows] = ei
+        frac_a[rows] = np.clip(frac, 0.0, 1.0)
+        snap_m[rows] = dist
+        status[rows] = STATUS_SNAPPED
+        if dropped is not None:
+            lim = np.full(n, max_snap_m)
+            lim[rows] = dist
+            (dq, _), ddist = dropped.query_nearest(
+                g[gi], max_distance=max_snap_m, return_distance=True, all_matches=False
+            )
+            _, f2 = np.unique(dq, return_index=True)
+            drows, ddist = gi[dq[f2]], ddist[f2]
+            closer = ddist < lim[drows]
+            snapped = status[drows] == STATUS_SNAPPED
+            near_island[drows[closer & snapped]] = True
+            isl = closer & ~snapped
+            status[drows[isl]] = STATUS_ISLAND
+            snap_m[drows[isl]] = ddist[isl]
+    out = pd.DataFrame(
+        {
+            "edge": edge,
+            "frac": frac_a,
+            "snap_m": snap_m,
+            "status": status,
+            "near_island": near_island,
+        },
+        index=geometry.index,
+    )
+    return out
+
+
+def snap_facilities(
+    network: WalkNetwork, facilities: gpd.GeoDataFrame, *, max_snap_m: float = MAX_SNAP_M
+) -> gpd.GeoDataFrame:
+    """Facilities with snapping columns added (a new frame; the input is unchanged)."""
+    s = snap(network, facilities.geometry, max_snap_m=max_snap_m)
+    out = facilities.copy()
+    for c in s.columns:
+        out[c] = s[c].to_numpy()
+    return out
+
+
+def read_facility_files(
+    specs: Sequence[FacilityFile],
+    *,
+    categories: Iterable[str],
+    area: shapely.Geometry | None = None,
+) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
+    """Read several planner files; ids must be unique across files too."""
+    cats = list(categories)
+    facs, rejs = [], []
+    for spec in specs:
+        f, r = read_facility_file(spec, categories=cats, area=area)
+        facs.append(f)
+        rejs.append(r)
+    fac = pd.concat(facs, ignore_index=True) if facs else empty_facilities()
+    fac = gpd.GeoDataFrame(fac, geometry="geometry", crs=WGS84)
+    rej = (
+        pd.concat(rejs, ignore_index=True)
+        if rejs
+        else pd.DataFrame(columns=["source", "row", "facility_id", "reason"])
+    )
+    dup = fac["facility_id"].duplicated(keep="first")
+    if dup.any():
+        extra = pd.DataFrame(
+            {
+                "source": fac.loc[dup, "source"],
+                "row": np.nan,
+                "facility_id": fac.loc[dup, "facility_id"],
+                "reason": "duplicate id " + fac.loc[dup, "facility_id"].map(repr) + " across files",
+            }
+        )
+        rej = pd.concat([rej, extra], ignore_index=True)
+        fac = fac.loc[~dup].reset_index(drop=True)
+    return fac, rej

@@ -1,0 +1,529 @@
+"""Reading OSM data offline: walking networks, facility features, boundaries.
+
+Loaders are chosen on measured evidence (see ``benchmarks/README.md``):
+
+=====================  ==============================================================
+file                   loader
+=====================  ==============================================================
+``.osm.pbf``           pyrosm (Cython PBF reader: Helsinki's walking network in ~0.2 s,
+                       Liechtenstein's in ~1 s), all highway ways, then the walking rules
+                       of :mod:`circles.network`
+``.osm``, ``.osm.bz2`` a streaming ``xml.etree.ElementTree.iterparse`` reader of this
+                       module (osmnx's ``graph_from_xml`` takes 1-4 s and loads every way
+                       unfiltered); same walking rules
+``.graphml``           ``osmnx.load_graphml`` (networks osmnx users already keep), split
+                       into straight segments by :func:`circles.network.from_networkx`
+=====================  ==============================================================
+
+Extracts are clipped: ways that reference nodes outside the file are trimmed to the
+part inside (segments with a missing end are dropped), never a crash.
+"""
+
+from __future__ import annotations
+
+import bz2
+import json
+import logging
+import os
+import tempfile
+import warnings
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+
+from circles._errors import DataFileError, InputDataError, NetworkError
+from circles.network import (
+    WALK_TAG_KEYS,
+    WalkNetwork,
+    build_network,
+    from_networkx,
+    oneway_foot_direction,
+    walk_mask,
+)
+from circles.settings import WGS84
+
+logger = logging.getLogger(__name__)
+
+OSM_SUFFIXES = (".osm.pbf", ".pbf", ".osm", ".osm.bz2", ".xml", ".xml.bz2", ".graphml")
+
+#: OSM keys whose features are read as potential facilities when no profile says more.
+DEFAULT_FEATURE_KEYS = (
+    "amenity",
+    "leisure",
+    "shop",
+    "healthcare",
+    "emergency",
+    "social_facility",
+    "sport",
+)
+
+
+def osm_format(path: str | os.PathLike[str]) -> str:
+    """``"pbf"``, ``"xml"`` or ``"graphml"`` from a file name; error for anything else."""
+    name = Path(path).name.lower()
+    if name.endswith(".pbf"):
+        return "pbf"
+    if name.endswith((".osm", ".osm.bz2", ".xml", ".xml.bz2")):
+        return "xml"
+    if name.endswith(".graphml"):
+        return "graphml"
+    raise DataFileError(f"{path}: unknown OSM file type; expected one of {', '.join(OSM_SUFFIXES)}")
+
+
+def _check_file(path: str | os.PathLike[str]) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise DataFileError(f"{p}: file not found")
+    if not p.is_file():
+        raise DataFileError(f"{p}: not a file")
+    if p.stat().st_size == 0:
+        raise DataFileError(f"{p}: file is empty")
+    return p
+
+
+# --------------------------------------------------------------------------- networks
+
+
+def load_network(source: str | os.PathLike[str], *, keep_largest: bool = True) -> WalkNetwork:
+    """Load the walking network of an OSM extract or an osmnx GraphML file.
+
+    Parameters
+    ----------
+    source : str or path
+        ``.osm.pbf``, ``.osm``, ``.osm.bz2`` or ``.graphml`` (``ox.save_graphml``) file.
+    keep_largest : bool, default True
+        Keep only the largest connected piece; the number of nodes dropped is in
+        ``network.report["nodes_in_small_components"]``.
+
+    Returns
+    -------
+    WalkNetwork
+        Straight segments with geodesic lengths in metres and a metric (UTM) CRS.
+    """
+    path = _check_file(source)
+    kind = osm_format(path)
+    if kind == "graphml":
+        return _load_graphml(path, keep_largest=keep_largest)
+    if kind == "pbf":
+        nodes, segs = _pbf_segments(path)
+    else:
+        nodes, segs = _xml_segments(path)
+    n_ways = int(segs["way_id"].nunique()) if len(segs) else 0
+    mask = walk_mask(segs) if len(segs) else np.zeros(0, bool)
+    report = {
+        "highway_ways": n_ways,
+        "walkable_ways": int(segs.loc[mask, "way_id"].nunique()) if len(segs) else 0,
+    }
+    segs = segs.loc[mask]
+    if segs.empty:
+        raise NetworkError(f"{path}: no walkable ways (highway=footway, residential, ...) found")
+    return build_network(
+        nodes["id"].to_numpy(),
+        nodes["lon"].to_numpy(),
+        nodes["lat"].to_numpy(),
+        segs["u"].to_numpy(),
+        segs["v"].to_numpy(),
+        highway=segs["highway"].astype(str).to_numpy(dtype=object),
+        way_id=segs["way_id"].to_numpy(),
+        direction=oneway_foot_direction(segs),
+        keep_largest=keep_largest,
+        source=str(path),
+        report=report,
+    )
+
+
+def _pbf_segments(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    import pyrosm
+
+    try:
+        osm = pyrosm.OSM(str(path))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            got = osm.get_network(
+                network_type="all", extra_attributes=list(WALK_TAG_KEYS[1:]), nodes=True
+            )
+    except Exception as exc:  # pyrosm raises assorted errors on corrupt files
+        raise DataFileError(f"{path}: cannot read as OSM PBF ({exc})") from exc
+    if got is None or got[1] is None:
+        raise NetworkError(f"{path}: no highway ways in this extract")
+    nodes, edges = got
+    segs = pd.DataFrame({"u": edges["u"].to_numpy(), "v": edges["v"].to_numpy()})
+    segs["way_id"] = edges["id"].to_numpy()
+    for key in WALK_TAG_KEYS:
+        if key in edges:
+            segs[key] = edges[key].to_numpy()
+    if "oneway:foot" not in segs and "tags" in edges:
+        segs["oneway:foot"] = [_json_tag(t, "oneway:foot") for t in edges["tags"].to_numpy()]
+    return pd.DataFrame({"id": nodes["id"], "lon": nodes["lon"], "lat": nodes["lat"]}), segs
+
+
+def _json_tag(tags: Any, key: str) -> str | None:
+    if isinstance(tags, str) and key in tags:
+        try:
+            return json.loads(tags).get(key)
+        except ValueError:
+            return None
+    if isinstance(tags, dict):
+        return tags.get(key)
+    return None
+
+
+@contextmanager
+def _open_xml(path: Path) -> Iterator[IO[bytes]]:
+    opener = bz2.open if path.name.lower().endswith(".bz2") else open
+    with opener(path, "rb") as fh:
+        yield fh
+
+
+def _iter_osm_xml(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Yield ``("node"|"way"|"relation", element)`` from an OSM XML file, streaming."""
+    try:
+        with _open_xml(path) as fh:
+            for _, elem in ET.iterparse(fh, events=("end",)):
+                tag = elem.tag
+                if tag == "node":
+                    yield (
+                        "node",
+                        {
+                            "id": int(elem.get("id")),
+                            "lat": float(elem.get("lat", "nan")),
+                            "lon": float(elem.get("lon", "nan")),
+                            "tags": {t.get("k"): t.get("v") for t in elem.iter("tag")},
+                        },
+                    )
+                    elem.clear()
+                elif tag == "way":
+                    yield (
+                        "way",
+                        {
+                            "id": int(elem.get("id")),
+                            "nodes": [int(nd.get("ref")) for nd in elem.iter("nd")],
+                            "tags": {t.get("k"): t.get("v") for t in elem.iter("tag")},
+                        },
+                    )
+                    elem.clear()
+                elif tag == "relation":
+                    yield (
+                        "relation",
+                        {
+                            "id": int(elem.get("id")),
+                            "members": [
+                                (m.get("type"), int(m.get("ref")), m.get("role", ""))
+                                for m in elem.iter("member")
+                            ],
+                            "tags": {t.get("k"): t.get("v") for t in elem.iter("tag")},
+                        },
+                    )
+                    elem.clear()
+    except (ET.ParseError, OSError, EOFError, ValueError, TypeError) as exc:
+        raise DataFileError(f"{path}: cannot read as OSM XML ({exc})") from exc
+
+
+def _xml_segments(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    ids: list[int] = []
+    lons: list[float] = []
+    lats: list[float] = []
+    su: list[int] = []
+    sv: list[int] = []
+    sway: list[int] = []
+    tagrows: list[dict[str, Any]] = []
+    for kind, el in _iter_osm_xml(path):
+        if kind == "node":
+            ids.append(el["id"])
+            lons.append(el["lon"])
+            lats.append(el["lat"])
+        elif kind == "way" and "highway" in el["tags"]:
+            refs = el["nodes"]
+            if len(refs) < 2:
+                continue
+            su.extend(refs[:-1])
+            sv.extend(refs[1:])
+            sway.extend([el["id"]] * (len(refs) - 1))
+            tags = {k: el["tags"].get(k) for k in WALK_TAG_KEYS}
+            tagrows.extend([tags] * (len(refs) - 1))
+    nodes = pd.DataFrame({"id": ids, "lon": lons, "lat": lats})
+    segs = pd.DataFrame(tagrows, columns=list(WALK_TAG_KEYS))
+    segs["u"] = np.asarray(su, dtype=np.int64)
+    segs["v"] = np.asarray(sv, dtype=np.int64)
+    segs["way_id"] = np.asarray(sway, dtype=np.int64)
+    return nodes, segs
+
+
+def _load_graphml(path: Path, *, keep_largest: bool) -> WalkNetwork:
+    import osmnx as ox
+
+    try:
+        graph = ox.load_graphml(path)
+    except Exception as exc:
+        raise DataFileError(f"{path}: cannot read as osmnx GraphML ({exc})") from exc
+    if graph.number_of_edges() == 0:
+        raise NetworkError(f"{path}: the GraphML network has no edges")
+    return from_networkx(graph, keep_largest=keep_largest, source=str(path))
+
+
+# --------------------------------------------------------------------------- features
+
+
+def read_osm_features(
+    source: str | os.PathLike[str], *, keys: Iterable[str] = DEFAULT_FEATURE_KEYS
+) -> gpd.GeoDataFrame:
+    """Tagged OSM features (points and areas) that may be facilities.
+
+    Parameters
+    ----------
+    source : str or path
+        ``.osm.pbf``, ``.osm`` or ``.osm.bz2`` file. GraphML files hold no facilities:
+        give facilities in planner files, or fetch them online
+        (:func:`circles.fetch.fetch_osm`) which writes a ``*_features.gpkg``; a
+        ``.gpkg``/``.geojson`` path is read as such a saved feature table.
+    keys : iterable of str
+        Features carrying any of these keys are returned.
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        EPSG:4326, one row per feature, with ``osm_type``, ``osm_id``, ``name``, one
+        column per tag key found, and ``tags`` (dict of every tag).
+    """
+    path = _check_file(source)
+    keys = tuple(dict.fromkeys(keys))
+    name = path.name.lower()
+    if name.endswith((".gpkg", ".geojson", ".json", ".shp")):
+        return _read_saved_features(path)
+    kind = osm_format(path)
+    if kind == "graphml":
+        raise InputDataError(
+            f"{path}: a GraphML network holds no facilities; add planner facility files "
+            "or the *_features.gpkg written by an online fetch"
+        )
+    if kind == "pbf":
+        return _pbf_features(path, keys)
+    return _xml_features(path, keys)
+
+
+def _read_saved_features(path: Path) -> gpd.GeoDataFrame:
+    try:
+        gdf = gpd.read_file(path)
+    except Exception as exc:
+        raise DataFileError(f"{path}: cannot read feature table ({exc})") from exc
+    if gdf.crs is None:
+        raise InputDataError(f"{path}: feature table has no CRS")
+    gdf = gdf.to_crs(WGS84)
+    if "tags" not in gdf:
+        gdf["tags"] = [{}] * len(gdf)
+    return gdf
+
+
+def _pbf_features(path: Path, keys: tuple[str, ...]) -> gpd.GeoDataFrame:
+    import pyrosm
+
+    try:
+        osm = pyrosm.OSM(str(path))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pois = osm.get_pois(custom_filter={k: True for k in keys})
+    except Exception as exc:
+        raise DataFileError(f"{path}: cannot read features from OSM PBF ({exc})") from exc
+    if pois is None or len(pois) == 0:
+        return _empty_features()
+    pois = pois.rename(columns={"id": "osm_id"})
+    tags = []
+    for raw, row in zip(pois["tags"].to_numpy(), pois.itertuples(index=False), strict=True):
+        d = json.loads(raw) if isinstance(raw, str) else (raw if isinstance(raw, dict) else {})
+        d = {k: v for k, v in d.items() if v is not None}
+        for col in keys:
+            val = getattr(row, col, None) if col.isidentifier() else None
+            if isinstance(val, str):
+                d.setdefault(col, val)
+        tags.append(d)
+    pois["tags"] = tags
+    gdf = gpd.GeoDataFrame(pois, geometry="geometry", crs=WGS84)
+    gdf = gdf[~gdf.geometry.is_empty & gdf.geometry.notna()]
+    return gdf.reset_index(drop=True)
+
+
+def _empty_features() -> gpd.GeoDataFrame:
+    return gpd.GeoDataFrame(
+        {"osm_type": [], "osm_id": [], "name": [], "tags": []},
+        geometry=gpd.GeoSeries([], crs=WGS84),
+        crs=WGS84,
+    )
+
+
+def _xml_features(path: Path, keys: tuple[str, ...]) -> gpd.GeoDataFrame:
+    coords: dict[int, tuple[float, float]] = {}
+    rows: list[dict[str, Any]] = []
+    geoms: list[Any] = []
+    keyset = set(keys)
+    for kind, el in _iter_osm_xml(path):
+        if kind == "node":
+            coords[el["id"]] = (el["lon"], el["lat"])
+            if keyset & el["tags"].keys():
+                rows.append({"osm_type": "node", "osm_id": el["id"], "tags": el["tags"]})
+                geoms.append(shapely.Point(el["lon"], el["lat"]))
+        elif kind == "way" and keyset & el["tags"].keys():
+            pts = [coords[r] for r in el["nodes"] if r in coords]
+            if not pts:
+                continue
+            closed = len(el["nodes"]) > 3 and el["nodes"][0] == el["nodes"][-1]
+            if closed and len(pts) == len(el["nodes"]):
+                geom = shapely.make_valid(shapely.Polygon(pts))
+            elif len(pts) >= 2:
+                geom = shapely.LineString(pts)
+            else:
+                geom = shapely.Point(pts[0])
+            rows.append({"osm_type": "way", "osm_id": el["id"], "tags": el["tags"]})
+            geoms.append(geom)
+    if not rows:
+        return _empty_features()
+    df = pd.DataFrame(rows)
+    tagdf = pd.DataFrame(list(df["tags"]))
+    cols = [c for c in tagdf.columns if c in keyset or c == "name" or c.startswith("name:")]
+    extra = [c for c in tagdf.columns if c not in cols]
+    del extra
+    out = pd.concat([df[["osm_type", "osm_id"]], tagdf[cols]], axis=1)
+    out["tags"] = df["tags"]
+    if "name" not in out:
+        out["name"] = None
+    return gpd.GeoDataFrame(out, geometry=geoms, crs=WGS84)
+
+
+# --------------------------------------------------------------------------- boundaries
+
+
+def read_osm_boundaries(
+    source: str | os.PathLike[str], *, admin_level: int | str | None = 8
+) -> gpd.GeoDataFrame:
+    """Administrative boundary polygons at one ``admin_level`` from an OSM extract.
+
+    Boundaries that the extract cuts (relations with members outside the file, such
+    as a neighbouring country's municipality at the edge) come out incomplete; those
+    whose rings cannot be closed are skipped with a log message.
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        EPSG:4326 with ``osm_id``, ``name``, ``admin_level`` and polygon geometry.
+    """
+    path = _check_file(source)
+    kind = osm_format(path)
+    level = None if admin_level is None else str(admin_level)
+    if kind == "graphml":
+        raise InputDataError(f"{path}: a GraphML network holds no administrative boundaries")
+    if kind == "pbf":
+        import pyrosm
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                b = pyrosm.OSM(str(path)).get_boundaries(boundary_type="administrative")
+        except Exception as exc:
+            raise DataFileError(f"{path}: cannot read boundaries ({exc})") from exc
+        if b is None or len(b) == 0:
+            return _empty_boundaries()
+        if level is not None:
+            b = b[b["admin_level"].astype(str) == level]
+        out = gpd.GeoDataFrame(
+            {
+                "osm_id": b["id"].to_numpy(),
+                "name": b["name"].to_numpy(),
+                "admin_level": b["admin_level"].astype(str).to_numpy(),
+            },
+            geometry=b.geometry.to_numpy(),
+            crs=WGS84,
+        )
+    else:
+        import osmnx as ox
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                f = ox.features_from_xml(
+                    path, tags={"boundary": "administrative"}, encoding="utf-8"
+                )
+        except Exception as exc:
+            if "No matching features" in str(exc) or "InsufficientResponse" in type(exc).__name__:
+                return _empty_boundaries()
+            raise DataFileError(f"{path}: cannot read boundaries ({exc})") from exc
+        lev = f.get("admin_level", pd.Series(index=f.index, dtype=object)).astype(str)
+        if level is not None:
+            f = f[lev == level]
+            lev = lev[f.index]
+        f = f[f.geometry.geom_type.isin(["Polygon", "MultiPolygon"])]
+        out = gpd.GeoDataFrame(
+            {
+                "osm_id": [i[1] for i in f.index],
+                "name": f.get("name"),
+                "admin_level": lev.to_numpy(),
+            },
+            geometry=f.geometry.to_numpy(),
+            crs=WGS84,
+        )
+    poly = out.geometry.geom_type.isin(["Polygon", "MultiPolygon"]) & ~out.geometry.is_empty
+    if (~poly).any():
+        logger.warning("%s: %d boundaries skipped (not closed polygons)", path, int((~poly).sum()))
+    out = out[poly].copy()
+    out["geometry"] = shapely.make_valid(out.geometry.to_numpy())
+    return out.reset_index(drop=True)
+
+
+def _empty_boundaries() -> gpd.GeoDataFrame:
+    return gpd.GeoDataFrame(
+        {"osm_id": [], "name": [], "admin_level": []},
+        geometry=gpd.GeoSeries([], crs=WGS84),
+        crs=WGS84,
+    )
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def atomic_path(path: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """A temporary sibling of ``path`` (same folder, same suffix) and ``path`` itself."""
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=final.suffix, dir=final.parent)
+    os.close(fd)
+    os.unlink(tmp)
+    return Path(tmp), final
+
+
+def write_atomic_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write text (UTF-8) atomically: temp file in the same folder, then rename."""
+    tmp, final = atomic_path(path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return final
+
+
+def write_gpkg_atomic(layers: dict[str, gpd.GeoDataFrame], path: str | os.PathLike[str]) -> Path:
+    """Write several layers into one GeoPackage atomically (all or nothing)."""
+    tmp, final = atomic_path(path)
+    try:
+        for name, gdf in layers.items():
+            gdf.to_file(tmp, layer=name, driver="GPKG", engine="pyogrio")
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return final
+
+
+def write_csv_atomic(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+    """Write a CSV (UTF-8 with BOM, so Excel shows Chinese text) atomically."""
+    tmp, final = atomic_path(path)
+    try:
+        df.to_csv(tmp, index=False, encoding="utf-8-sig")
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return final
