@@ -28,7 +28,7 @@ import shapely
 
 from circles import io
 from circles._errors import ConfigError, InputDataError
-from circles.access import AccessGraph, counts_within, nearest_seconds
+from circles.access import AccessGraph, counts_within, nearest_by_group
 from circles.config import HELSINKI, StudyConfig
 from circles.coverage import (
     BASIS_STREET_LENGTH,
@@ -206,6 +206,9 @@ def load_facilities(
     counts: dict[str, int] = {}
     parts = []
     feat_src: str | None = cfg.resolve(f.osm_features) if f.osm_features else source
+    if f.osm_features is None and cfg.network.place is not None:
+        # an online fetch saved the facility features next to the network
+        feat_src = str(Path(source).with_name(Path(source).stem + "_features.gpkg"))
     if f.osm and feat_src is not None and not feat_src.lower().endswith(".graphml"):
         feats = io.read_osm_features(feat_src, keys=profile_keys(profile))
         matches = cat_mod.classify(feats, profile)
@@ -255,17 +258,20 @@ def compute_access(
     """Minutes from every node to each category's nearest facility, and counts within levels."""
     cost = network.edge_seconds(speed_m_s) if edge_seconds is None else edge_seconds
     graph = AccessGraph.from_network(network, cost)
-    minutes: dict[str, np.ndarray] = {}
-    counts: dict[str, np.ndarray] = {}
     levels_s = tuple(60.0 * float(x) for x in levels_minutes)
+    sel = facilities[facilities["status"] == STATUS_SNAPPED]
+    edge = sel["edge"].to_numpy(np.int64)
+    frac = sel["frac"].to_numpy(float)
+    acc = sel["snap_m"].to_numpy(float) / speed_m_s
+    group = sel["category"].to_numpy(object)
+    near = nearest_by_group(
+        graph, edge, frac, acc, group, limit_s=60.0 * max_minutes, groups=list(categories)
+    )
+    minutes = {cat: near[cat][0] / 60.0 for cat in categories}
+    counts: dict[str, np.ndarray] = {}
     for cat in categories:
-        sel = facilities[(facilities["category"] == cat) & (facilities["status"] == STATUS_SNAPPED)]
-        edge = sel["edge"].to_numpy(np.int64)
-        frac = sel["frac"].to_numpy(float)
-        acc = sel["snap_m"].to_numpy(float) / speed_m_s
-        sec, _ = nearest_seconds(graph, edge, frac, acc, limit_s=60.0 * max_minutes)
-        minutes[cat] = sec / 60.0
-        counts[cat] = counts_within(graph, edge, frac, acc, levels_s=levels_s)
+        m = group == cat
+        counts[cat] = counts_within(graph, edge[m], frac[m], acc[m], levels_s=levels_s)
     return pd.DataFrame(minutes), counts
 
 

@@ -1,0 +1,774 @@
+"""Folium coverage maps: one self-contained HTML page per study.
+
+This module only *draws* what it is given (communities with their coverage numbers,
+facilities, optional isochrones); every number shown was computed upstream by
+:mod:`circles.coverage` and :mod:`circles.isochrones`.
+
+Two public functions:
+
+- :func:`coverage_map` builds a :class:`folium.Map` with one layer per category
+  (communities shaded by their 15-minute coverage share in fixed classes, the
+  category's facilities as circle markers, flagged communities outlined in thick red
+  dashes), an optional isochrone layer, an optional base-tile layer, a legend and a
+  panel listing the flagged communities.
+- :func:`save_map` writes it atomically; by default the page is *self-contained*: all
+  JavaScript and CSS is inlined from PyPI's XStatic packages, so the page opens with no
+  network (the optional tile layer, when drawn, is the only thing fetched at run time).
+
+Safety: every text that comes from data (community and facility names, ids, category
+labels) is escaped with :func:`_esc` before it is put into HTML. Folium inserts popup and
+tooltip HTML into JavaScript *template literals* (backticks), so escaping ``<>&"'`` is not
+enough: ``$``, backticks and backslashes are escaped too, otherwise a name such as
+``${alert(1)}`` would run as code.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import html
+import logging
+import math
+import os
+import re
+import tempfile
+from collections.abc import Mapping, Sequence
+from importlib import import_module
+from pathlib import Path
+from typing import Any
+
+import branca.element
+import folium
+import folium.plugins
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+
+from circles._errors import DataFileError, InputDataError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["SHARE_BREAKS", "coverage_map", "save_map"]
+
+#: Class breaks (0-1) of the 15-minute coverage share; fixed so that maps of different
+#: studies and categories are comparable. A share of exactly 1.0 falls in the top class.
+SHARE_BREAKS: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
+#: Fill colour of each share class (ColorBrewer YlGnBu, 5 classes; colour-blind safe,
+#: low coverage light, high coverage dark).
+SHARE_COLOURS: tuple[str, ...] = ("#ffffcc", "#a1dab4", "#41b6c4", "#2c7fb8", "#253494")
+
+#: Fill colour of communities whose share is unknown (NaN).
+NO_DATA_COLOUR = "#bdbdbd"
+
+#: Outline of flagged communities: thick red dashes.
+FLAG_STYLE: Mapping[str, Any] = {"color": "#d7191c", "weight": 4, "dashArray": "8 6"}
+
+#: Marker colours of the categories, in the order they are given (cycled).
+CATEGORY_COLOURS: tuple[str, ...] = (
+    "#e41a1c",
+    "#ff7f00",
+    "#984ea3",
+    "#4daf4a",
+    "#a65628",
+    "#f781bf",
+    "#377eb8",
+    "#999999",
+)
+
+#: Isochrone fill colour by walk time in minutes.
+ISOCHRONE_COLOURS: Mapping[int, str] = {5: "#1a9850", 10: "#fee08b", 15: "#d73027"}
+
+#: Largest zoom level of the map (Leaflet.markercluster needs one even without tiles).
+MAX_ZOOM = 19
+
+#: Decimal places kept in drawn coordinates (degrees): 6 places is about 0.1 m.
+COORD_DECIMALS = 6
+
+#: Element ids that the page carries (tests and stylesheets find the parts by them).
+LEGEND_ID = "circles-legend"
+FLAGGED_ID = "circles-flagged"
+
+_TEXT: Mapping[str, Mapping[str, str]] = {
+    "en": {
+        "legend": "Residents within a 15-minute walk",
+        "no_data": "no data",
+        "flagged": "Flagged communities (15-minute share below target)",
+        "none": "none",
+        "id": "id",
+        "basis": "residents basis",
+        "share": "share within {m} min",
+        "median": "median walk",
+        "p90": "90th percentile walk",
+        "flag": "flagged",
+        "yes": "yes",
+        "no": "no",
+        "min": "min",
+        "beyond": "beyond cut-off",
+        "isochrones": "Walking isochrones",
+        "minutes": "minutes",
+        "area": "area",
+        "tiles": "Base map (OpenStreetMap)",
+        "facility": "facility",
+        "category": "category",
+        "source": "source",
+        "status": "status",
+        "snap": "snap distance",
+        "community": "community",
+    },
+    "zh": {
+        "legend": "15分钟步行可达居民比例",
+        "no_data": "无数据",
+        "flagged": "未达标社区（15分钟覆盖率低于目标）",
+        "none": "无",
+        "id": "编号",
+        "basis": "居民计算依据",
+        "share": "{m}分钟可达比例",
+        "median": "步行时间中位数",
+        "p90": "步行时间90分位",
+        "flag": "未达标",
+        "yes": "是",
+        "no": "否",
+        "min": "分钟",
+        "beyond": "超出计算范围",
+        "isochrones": "步行等时圈",
+        "minutes": "分钟",
+        "area": "面积",
+        "tiles": "底图（OpenStreetMap）",
+        "facility": "设施",
+        "category": "类别",
+        "source": "来源",
+        "status": "状态",
+        "snap": "吸附距离",
+        "community": "社区",
+    },
+}
+
+_COMMUNITY_COLUMNS = ("community_id", "name", "residents_basis")
+_CATEGORY_SUFFIXES = ("share_5", "share_10", "share_15", "median_min", "p90_min", "flag")
+_FACILITY_COLUMNS = ("facility_id", "category", "name", "source", "status", "snap_m")
+_ISOCHRONE_COLUMNS = ("community_id", "minutes", "area_km2")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _esc(value: Any) -> str:
+    """Escape a data value for HTML that folium may place inside a JS template literal.
+
+    ``html.escape`` handles ``& < > " '``; backticks, ``$`` and backslashes are replaced
+    by character references too, so the text can neither close folium's backtick strings
+    nor start a ``${...}`` substitution. NaN/None become an empty string.
+    """
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    text = html.escape(str(value), quote=True)
+    return text.replace("\\", "&#92;").replace("`", "&#96;").replace("$", "&#36;")
+
+
+def _fmt_share(value: Any) -> str:
+    """Format a 0-1 share as a percentage ('–' when missing)."""
+    v = float(value)
+    return "–" if math.isnan(v) else f"{100.0 * v:.0f}%"
+
+
+def _fmt_minutes(value: Any, text: Mapping[str, str]) -> str:
+    """Format minutes with one decimal, 'beyond cut-off' for inf, '–' for NaN."""
+    v = float(value)
+    if math.isnan(v):
+        return "–"
+    if math.isinf(v):
+        return text["beyond"]
+    return f"{v:.1f} {text['min']}"
+
+
+def _table(rows: Sequence[tuple[str, str]]) -> str:
+    """An HTML table of already-escaped (label, value) pairs."""
+    cells = "".join(
+        f"<tr><th style='text-align:left;padding-right:6px'>{k}</th><td>{v}</td></tr>"
+        for k, v in rows
+    )
+    return f"<table class='circles-popup'>{cells}</table>"
+
+
+def _share_class(share: np.ndarray) -> np.ndarray:
+    """Class index 0-4 of each share by :data:`SHARE_BREAKS`; -1 for NaN."""
+    cls = np.digitize(np.clip(share, 0.0, 1.0), SHARE_BREAKS[1:-1], right=False)
+    return np.where(np.isnan(share), -1, cls)
+
+
+def _simplify(gdf: gpd.GeoDataFrame, simplify_m: float) -> gpd.GeoDataFrame:
+    """Simplify geometries by ``simplify_m`` metres in the estimated UTM zone, back to 4326.
+
+    Coordinates are then rounded to :data:`COORD_DECIMALS` places (about 0.1 m).
+    Null and empty geometries are dropped (logged).
+    """
+    out = gdf[~(gdf.geometry.isna() | gdf.geometry.is_empty)]
+    if len(out) < len(gdf):
+        logger.warning("dropped %d rows without geometry", len(gdf) - len(out))
+    if len(out) == 0:
+        return out
+    if simplify_m > 0 and not (out.geom_type == "Point").all():
+        utm = out.estimate_utm_crs()
+        simplified = out.geometry.to_crs(utm).simplify(simplify_m, preserve_topology=True)
+        out = out.set_geometry(simplified.to_crs(4326))
+    rounded = shapely.transform(
+        np.asarray(out.geometry.array, dtype=object), lambda xy: np.round(xy, COORD_DECIMALS)
+    )
+    return out.set_geometry(gpd.GeoSeries(rounded, index=out.index, crs=4326))
+
+
+def _feature_collection(
+    geometry: gpd.GeoSeries, properties: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """A GeoJSON FeatureCollection of geometries with the given (already safe) properties."""
+    geoms = [shapely.geometry.mapping(g) for g in geometry]
+    return {
+        "type": "FeatureCollection",
+        "features": [
+            {"type": "Feature", "geometry": g, "properties": dict(p)}
+            for g, p in zip(geoms, properties, strict=True)
+        ],
+    }
+
+
+#: Binds each feature's pre-escaped popup and tooltip HTML (see :func:`_esc`).
+_BIND_POPUP = folium.JsCode(
+    "function(feature, layer) {"
+    " layer.bindPopup(feature.properties.popup, {maxWidth: 320});"
+    " layer.bindTooltip(feature.properties.tooltip, {sticky: true}); }"
+)
+
+
+def _check_frame(
+    gdf: Any, name: str, columns: Sequence[str], *, geom_types: Sequence[str]
+) -> gpd.GeoDataFrame:
+    """Validate a GeoDataFrame input and return it in EPSG:4326."""
+    if not isinstance(gdf, gpd.GeoDataFrame):
+        raise InputDataError(f"{name} must be a GeoDataFrame, got {type(gdf).__name__}")
+    if gdf.crs is None:
+        raise InputDataError(f"{name} has no CRS; set it (EPSG:4326) with .set_crs(4326)")
+    missing = [c for c in columns if c not in gdf.columns]
+    if missing:
+        raise InputDataError(f"{name} lacks column(s) {missing}; add them before mapping")
+    present = gdf.geometry[~(gdf.geometry.isna() | gdf.geometry.is_empty)]
+    bad = sorted(set(present.geom_type) - set(geom_types))
+    if bad:
+        raise InputDataError(f"{name} geometries must be {list(geom_types)}, found {bad}")
+    return gdf if gdf.crs.equals("EPSG:4326") else gdf.to_crs(4326)
+
+
+# --------------------------------------------------------------------------- HTML parts
+
+
+class _Panel(branca.element.MacroElement):
+    """A fixed HTML box (legend or flagged list) drawn over the map.
+
+    ``inner_html`` must already be escaped; the element gets ``id`` and class
+    ``circles-panel``.
+    """
+
+    _template = branca.element.Template(
+        """
+        {% macro html(this, kwargs) %}
+        <div id="{{ this.element_id }}" class="circles-panel" style="{{ this.css }}">
+        {{ this.inner_html }}
+        </div>
+        {% endmacro %}
+        """
+    )
+
+    def __init__(self, element_id: str, inner_html: str, css: str) -> None:
+        super().__init__()
+        self._name = "CirclesPanel"
+        self.element_id = element_id
+        self.inner_html = inner_html
+        self.css = css
+
+
+_PANEL_CSS = (
+    "position:fixed;z-index:1000;background:rgba(255,255,255,0.92);padding:6px 8px;"
+    "border:1px solid #888;border-radius:4px;font:12px/1.4 sans-serif;"
+    "max-height:35vh;overflow:auto;max-width:320px;"
+)
+
+
+def _legend_html(text: Mapping[str, str]) -> str:
+    rows = []
+    for lo, hi, colour in zip(SHARE_BREAKS[:-1], SHARE_BREAKS[1:], SHARE_COLOURS, strict=True):
+        label = f"{lo:.1f}–{hi:.1f} ({100 * lo:.0f}–{100 * hi:.0f}%)"
+        rows.append(
+            f"<div class='circles-legend-class' data-lower='{lo}' data-upper='{hi}'>"
+            f"<span style='display:inline-block;width:14px;height:10px;background:{colour};"
+            f"border:1px solid #555;margin-right:4px'></span>{label}</div>"
+        )
+    rows.append(
+        f"<div class='circles-legend-class'><span style='display:inline-block;width:14px;"
+        f"height:10px;background:{NO_DATA_COLOUR};border:1px solid #555;margin-right:4px'>"
+        f"</span>{_esc(text['no_data'])}</div>"
+        f"<div><span style='display:inline-block;width:14px;height:0;"
+        f"border-top:3px dashed {FLAG_STYLE['color']};margin-right:4px'></span>"
+        f"{_esc(text['flag'])}</div>"
+    )
+    return f"<b>{_esc(text['legend'])}</b>" + "".join(rows)
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def coverage_map(
+    communities: gpd.GeoDataFrame,
+    facilities: gpd.GeoDataFrame,
+    *,
+    categories: Sequence[str],
+    labels: Mapping[str, Mapping[str, str]] | None = None,
+    isochrones: gpd.GeoDataFrame | None = None,
+    lang: str = "en",
+    simplify_m: float = 10.0,
+    cluster_threshold: int = 50,
+    tiles: bool = True,
+) -> folium.Map:
+    """Draw community coverage, facilities and isochrones on one folium map.
+
+    Parameters
+    ----------
+    communities : geopandas.GeoDataFrame
+        Community polygons (any CRS, drawn in EPSG:4326) with ``community_id``, ``name``,
+        ``residents_basis`` and, for each category ``C``: ``C_share_5``, ``C_share_10``,
+        ``C_share_15`` (0-1, NaN allowed), ``C_median_min``, ``C_p90_min`` (minutes, inf
+        means beyond the search cut-off) and ``C_flag`` (bool).
+    facilities : geopandas.GeoDataFrame
+        Facility points with ``facility_id``, ``category``, ``name`` (may be NaN),
+        ``source``, ``status`` (``"snapped"`` draws filled in the category's colour;
+        anything else, e.g. ``"unreachable"``, grey) and ``snap_m`` (metres). Rows whose
+        category is not in ``categories`` are not drawn.
+    categories : sequence of str
+        Category ids to draw, one layer each; the first one is shown on opening, the
+        others can be switched on in the layer control.
+    labels : mapping, optional
+        ``{category: {"en": ..., "zh": ...}}``; missing entries fall back to the id.
+    isochrones : geopandas.GeoDataFrame, optional
+        ``community_id``, ``minutes`` (5, 10, 15), ``area_km2`` and (Multi)Polygons; drawn
+        as one layer, hidden on opening.
+    lang : {"en", "zh"}
+        Language of the labels.
+    simplify_m : float
+        Display simplification tolerance in metres (Douglas-Peucker in the estimated UTM
+        zone, topology preserved). 10 m is invisible at street zoom and keeps a
+        county-size map well under 20 MB; 0 disables it.
+    cluster_threshold : int
+        A category with more facilities than this gets its markers clustered
+        (Leaflet.markercluster); otherwise plain circle markers.
+    tiles : bool
+        Add OpenStreetMap tiles as an optional overlay. ``False`` adds no tile layer at
+        all; the map is always fitted to the data so it is useful without tiles.
+
+    Returns
+    -------
+    folium.Map
+        Save it with :func:`save_map`.
+
+    Raises
+    ------
+    InputDataError
+        Missing columns or CRS, wrong geometry types, bad arguments, nothing to draw.
+    """
+    if lang not in _TEXT:
+        raise InputDataError(f"lang must be one of {sorted(_TEXT)}, got {lang!r}")
+    if isinstance(categories, str) or not categories:
+        raise InputDataError("categories must be a non-empty list of category ids")
+    cats = [str(c) for c in categories]
+    if len(set(cats)) != len(cats):
+        raise InputDataError(f"categories contains duplicates: {cats}")
+    if not (math.isfinite(simplify_m) and simplify_m >= 0):
+        raise InputDataError(f"simplify_m must be a finite number >= 0 metres, got {simplify_m}")
+    if isinstance(cluster_threshold, bool) or not isinstance(cluster_threshold, int):
+        raise InputDataError(f"cluster_threshold must be an int, got {cluster_threshold!r}")
+    if cluster_threshold < 0:
+        raise InputDataError(f"cluster_threshold must be >= 0, got {cluster_threshold}")
+    cat_columns = [f"{c}_{s}" for c in cats for s in _CATEGORY_SUFFIXES]
+    comm = _check_frame(
+        communities,
+        "communities",
+        [*_COMMUNITY_COLUMNS, *cat_columns],
+        geom_types=("Polygon", "MultiPolygon", "Point"),
+    )
+    fac = _check_frame(facilities, "facilities", _FACILITY_COLUMNS, geom_types=("Point",))
+    iso = None
+    if isochrones is not None:
+        iso = _check_frame(
+            isochrones, "isochrones", _ISOCHRONE_COLUMNS, geom_types=("Polygon", "MultiPolygon")
+        )
+    text = _TEXT[lang]
+    labels = labels or {}
+
+    def label(cat: str) -> str:
+        return _esc(labels.get(cat, {}).get(lang) or cat)
+
+    comm = _simplify(comm, simplify_m)
+    fac = _simplify(fac[fac["category"].astype(str).isin(cats)], simplify_m)
+    if iso is not None:
+        iso = _simplify(iso, simplify_m)
+    frames = [f for f in (comm, fac, iso) if f is not None and len(f)]
+    if not frames:
+        raise InputDataError("nothing to draw: communities and facilities are both empty")
+    bounds = np.array([f.total_bounds for f in frames])
+    west, south = bounds[:, 0].min(), bounds[:, 1].min()
+    east, north = bounds[:, 2].max(), bounds[:, 3].max()
+
+    m = folium.Map(
+        location=[(south + north) / 2, (west + east) / 2],
+        zoom_start=13,
+        tiles=None,
+        control_scale=True,
+    )
+    m.options["max_zoom"] = MAX_ZOOM  # folium passes max_zoom to its own tiles only
+    if tiles:
+        folium.TileLayer(
+            tiles="https://tile.openstreetmap.org/{z}/{x}/{y}.png",
+            attr="© OpenStreetMap contributors",
+            name=_esc(text["tiles"]),
+            overlay=True,
+            control=True,
+            show=True,
+            max_zoom=MAX_ZOOM,
+        ).add_to(m)
+
+    names = comm["name"].map(_esc).to_numpy()
+    ids = comm["community_id"].map(_esc).to_numpy()
+    basis = comm["residents_basis"].map(_esc).to_numpy()
+    flagged_html = []
+    for i, cat in enumerate(cats):
+        group = folium.FeatureGroup(name=label(cat), show=(i == 0))
+        share15 = comm[f"{cat}_share_15"].to_numpy(dtype=float)
+        flags = comm[f"{cat}_flag"].eq(True).to_numpy(dtype=bool)  # NaN -> not flagged
+        cls = _share_class(share15)
+        fills = np.where(cls < 0, NO_DATA_COLOUR, np.asarray(SHARE_COLOURS)[np.clip(cls, 0, 4)])
+        cols = {s: comm[f"{cat}_{s}"].to_numpy() for s in _CATEGORY_SUFFIXES}
+        props = []
+        for j in range(len(comm)):
+            rows = [
+                (_esc(text["id"]), ids[j]),
+                (_esc(text["basis"]), basis[j]),
+                *[
+                    (_esc(text["share"].format(m=mm)), _fmt_share(cols[f"share_{mm}"][j]))
+                    for mm in (5, 10, 15)
+                ],
+                (_esc(text["median"]), _esc(_fmt_minutes(cols["median_min"][j], text))),
+                (_esc(text["p90"]), _esc(_fmt_minutes(cols["p90_min"][j], text))),
+                (_esc(text["flag"]), _esc(text["yes"] if flags[j] else text["no"])),
+            ]
+            style = {"fillColor": fills[j], "fillOpacity": 0.65, "color": "#555", "weight": 1}
+            if flags[j]:
+                style.update(FLAG_STYLE)
+            props.append(
+                {
+                    "popup": f"<b>{names[j]}</b> · {label(cat)}" + _table(rows),
+                    "tooltip": f"{names[j]}: {_fmt_share(share15[j])}",
+                    "style": style,
+                }
+            )
+        if len(comm):
+            folium.GeoJson(
+                _feature_collection(comm.geometry, props),
+                name=f"{cat}_communities",
+                control=False,
+                on_each_feature=_BIND_POPUP,
+                marker=folium.CircleMarker(radius=6, fill=True),
+            ).add_to(group)
+        _add_facilities(
+            group, fac[fac["category"].astype(str) == cat], cat, i, text, label, cluster_threshold
+        )
+        group.add_to(m)
+        items = "".join(
+            f"<li>{names[j]} <small>({ids[j]})</small></li>" for j in np.flatnonzero(flags)
+        )
+        flagged_html.append(
+            f"<div class='circles-flagged-category' data-category='{_esc(cat)}'>"
+            f"<b>{label(cat)}</b>: "
+            + (
+                f"<ul style='margin:0;padding-left:16px'>{items}</ul>"
+                if items
+                else _esc(text["none"])
+            )
+            + "</div>"
+        )
+
+    if iso is not None and len(iso):
+        minutes = iso["minutes"].to_numpy(dtype=float)
+        iso = iso.iloc[np.argsort(-minutes, kind="stable")]  # largest below, 5 min on top
+        iso_props = [
+            {
+                "popup": _table(
+                    [
+                        (_esc(text["community"]), _esc(cid)),
+                        (_esc(text["minutes"]), _esc(f"{mins:g}")),
+                        (_esc(text["area"]), _esc(f"{area:.2f} km²")),
+                    ]
+                ),
+                "tooltip": f"{_esc(cid)}: {mins:g} {_esc(text['min'])}",
+                "style": {
+                    "fillColor": ISOCHRONE_COLOURS.get(int(mins), "#888888"),
+                    "fillOpacity": 0.25,
+                    "color": ISOCHRONE_COLOURS.get(int(mins), "#888888"),
+                    "weight": 1,
+                },
+            }
+            for cid, mins, area in zip(
+                iso["community_id"],
+                iso["minutes"].astype(float),
+                iso["area_km2"].astype(float),
+                strict=True,
+            )
+        ]
+        iso_group = folium.FeatureGroup(name=_esc(text["isochrones"]), show=False)
+        folium.GeoJson(
+            _feature_collection(iso.geometry, iso_props),
+            name="isochrones",
+            control=False,
+            on_each_feature=_BIND_POPUP,
+        ).add_to(iso_group)
+        iso_group.add_to(m)
+
+    _Panel(LEGEND_ID, _legend_html(text), _PANEL_CSS + "left:10px;bottom:40px;").add_to(m)
+    _Panel(
+        FLAGGED_ID,
+        f"<details open><summary><b>{_esc(text['flagged'])}</b></summary>"
+        + "".join(flagged_html)
+        + "</details>",
+        _PANEL_CSS + "right:10px;bottom:24px;",
+    ).add_to(m)
+    folium.LayerControl(collapsed=False).add_to(m)
+    m.fit_bounds([[float(south), float(west)], [float(north), float(east)]])
+    return m
+
+
+def _add_facilities(
+    group: folium.FeatureGroup,
+    fac: gpd.GeoDataFrame,
+    cat: str,
+    index: int,
+    text: Mapping[str, str],
+    label: Any,
+    cluster_threshold: int,
+) -> None:
+    """Add one category's facilities to its layer (clustered above the threshold)."""
+    if len(fac) == 0:
+        return
+    colour = CATEGORY_COLOURS[index % len(CATEGORY_COLOURS)]
+    props = []
+    for fid, name, source, status, snap in zip(
+        fac["facility_id"], fac["name"], fac["source"], fac["status"], fac["snap_m"], strict=True
+    ):
+        snap_m = float(snap) if pd.notna(snap) else math.nan
+        title = _esc(name) or _esc(fid)
+        rows = [
+            (_esc(text["category"]), label(cat)),
+            (_esc(text["id"]), _esc(fid)),
+            (_esc(text["source"]), _esc(source)),
+            (_esc(text["status"]), _esc(status)),
+            (_esc(text["snap"]), "–" if math.isnan(snap_m) else f"{snap_m:.0f} m"),
+        ]
+        fill = colour if str(status) == "snapped" else "#9e9e9e"
+        props.append(
+            {
+                "popup": f"<b>{title}</b>" + _table(rows),
+                "tooltip": title,
+                "style": {
+                    "radius": 5,
+                    "color": "#222",
+                    "weight": 1,
+                    "fillColor": fill,
+                    "fillOpacity": 0.9,
+                },
+            }
+        )
+    layer = folium.GeoJson(
+        _feature_collection(fac.geometry, props),
+        name=f"{cat}_facilities",
+        control=False,
+        on_each_feature=_BIND_POPUP,
+        marker=folium.CircleMarker(radius=5, fill=True),
+    )
+    if len(fac) > cluster_threshold:
+        cluster = folium.plugins.MarkerCluster(name=f"{cat}_cluster", control=False)
+        layer.add_to(cluster)
+        cluster.add_to(group)
+    else:
+        layer.add_to(group)
+
+
+# --------------------------------------------------------------------------- saving
+
+#: folium's CDN references that a registry package replaces: (URL pattern with the
+#: referenced version as group ``v``, xstatic module under ``xstatic.pkg``, file under its
+#: ``BASE_DIR``, required). A missing optional package drops the reference (logged).
+_ASSETS: tuple[tuple[re.Pattern[str], str, str, bool], ...] = (
+    (re.compile(r"/leaflet@(?P<v>[\d.]+)/dist/leaflet\.js$"), "leaflet", "leaflet.js", True),
+    (re.compile(r"/leaflet@(?P<v>[\d.]+)/dist/leaflet\.css$"), "leaflet", "leaflet.css", True),
+    (re.compile(r"/jquery-(?P<v>[\d.]+)\.min\.js$"), "jquery", "jquery.min.js", True),
+    (
+        re.compile(r"/leaflet\.markercluster/(?P<v>[\d.]+)/leaflet\.markercluster\.js$"),
+        "leaflet_markercluster",
+        "leaflet.markercluster.js",
+        True,
+    ),
+    (
+        re.compile(r"/leaflet\.markercluster/(?P<v>[\d.]+)/MarkerCluster(?P<f>\.Default)?\.css$"),
+        "leaflet_markercluster",
+        "MarkerCluster{f}.css",
+        True,
+    ),
+    (
+        re.compile(r"/fontawesome-free@(?P<v>[\d.]+)/css/all\.min\.css$"),
+        "font_awesome",
+        "css/all.min.css",
+        False,
+    ),
+    (
+        re.compile(r"/bootstrap@(?P<v>[\d.]+)/dist/css/bootstrap\.min\.css$"),
+        "bootstrap",
+        "css/bootstrap.min.css",
+        False,
+    ),
+    (
+        re.compile(r"/bootstrap@(?P<v>[\d.]+)/dist/js/bootstrap\.bundle\.min\.js$"),
+        "bootstrap",
+        "js/bootstrap.bundle.min.js",
+        False,
+    ),
+)
+
+#: References that no registry package provides; dropped (their features are not used:
+#: circle markers replace awesome-markers icons).
+_DROPPED = re.compile(r"awesome-markers|bootstrap-glyphicons|leaflet\.awesome\.rotate")
+
+_TAG = re.compile(
+    r"""<script\b[^>]*\bsrc=["'](?P<js>(?:https?:)?//[^"']+)["'][^>]*>\s*</script>"""
+    r"""|<link\b[^>]*\bhref=["'](?P<css>(?:https?:)?//[^"']+)["'][^>]*>"""
+)
+_CSS_URL = re.compile(r"""url\(\s*(?P<q>['"]?)(?P<u>[^'")]+)(?P=q)\s*\)""")
+_REMOTE = re.compile(
+    r"""(?:\b(?:src|href)\s*=\s*\\?["']?|url\(\s*["']?|@import\s+["']?)\s*(?:https?:)?//""",
+    re.IGNORECASE,
+)
+_MIME = {".png": "image/png", ".gif": "image/gif", ".svg": "image/svg+xml", ".woff2": "font/woff2"}
+
+
+def _data_uri(match: re.Match[str], folder: Path) -> str:
+    """A CSS ``url()`` as a data: URI of the packaged file, or an empty data: URI."""
+    ref = match["u"].strip()
+    if ref.startswith("data:"):
+        return match[0]
+    target = (folder / ref.split("?")[0].split("#")[0]).resolve()
+    mime = _MIME.get(target.suffix.lower())
+    if mime is None or not target.is_file():
+        return "url(data:,)"  # e.g. .ttf fallbacks after woff2: never fetched
+    return f"url(data:{mime};base64,{base64.b64encode(target.read_bytes()).decode('ascii')})"
+
+
+def _inline_asset(match: re.Match[str], warned: set[str]) -> str:
+    """Replace one folium CDN ``<script src>``/``<link href>`` tag by inline content.
+
+    ``warned`` collects the packages whose version mismatch was already logged.
+    """
+    url = match["js"] or match["css"]
+    for pattern, module, filename, required in _ASSETS:
+        hit = pattern.search(url)
+        if hit is None:
+            continue
+        try:
+            pkg = import_module(f"xstatic.pkg.{module}")
+        except ImportError as exc:
+            if required:
+                raise DataFileError(
+                    f"cannot inline {url}: install xstatic-{module.replace('_', '-')} "
+                    "or save with self_contained=False"
+                ) from exc
+            logger.info("dropped %s: xstatic.pkg.%s is not installed", url, module)
+            return ""
+        if hit["v"] != pkg.VERSION and module not in warned:
+            warned.add(module)
+            logger.warning(
+                "folium references %s %s, inlining xstatic %s", module, hit["v"], pkg.VERSION
+            )
+        path = Path(pkg.BASE_DIR) / filename.format(f=hit.groupdict().get("f") or "")
+        content = path.read_text(encoding="utf-8")
+        if match["js"]:
+            return "<script>" + re.sub(r"</(script)", r"<\\/\1", content, flags=re.I) + "</script>"
+        content = _CSS_URL.sub(functools.partial(_data_uri, folder=path.parent), content)
+        return "<style>" + re.sub(r"</(style)", r"<\\/\1", content, flags=re.I) + "</style>"
+    if _DROPPED.search(url):
+        logger.info("dropped %s: no registry package provides it", url)
+        return ""
+    return match[0]  # unknown: left in place, so the final check below names it
+
+
+def save_map(m: folium.Map, path: str | os.PathLike[str], *, self_contained: bool = True) -> Path:
+    """Write a folium map to an HTML file atomically.
+
+    Parameters
+    ----------
+    m : folium.Map
+        The map, e.g. from :func:`coverage_map`.
+    path : str or path-like
+        Output file; missing parent folders are created.
+    self_contained : bool
+        True (the default for report maps): every ``<script src>`` and
+        ``<link rel=stylesheet href>`` that folium emits is replaced by the file's content
+        from the matching PyPI XStatic package (``xstatic-leaflet``, ``xstatic-jquery``,
+        ``xstatic-leaflet-markercluster``, ``xstatic-font-awesome``; Bootstrap only if
+        ``xstatic-bootstrap`` is installed), CSS ``url()`` images and woff2 fonts become
+        data: URIs and other CSS urls are emptied; references no package provides
+        (awesome-markers, glyphicons) are dropped. A version differing from folium's
+        reference is logged as a warning. The page then loads nothing from the network
+        except the tile-layer URL template, if the map has tiles. False writes folium's
+        page as is (CDN links).
+
+    Returns
+    -------
+    pathlib.Path
+        The written file.
+
+    Raises
+    ------
+    InputDataError
+        ``m`` is not a folium map, or a remote reference would remain in the page.
+    DataFileError
+        A required XStatic package is missing.
+    """
+    if not isinstance(m, folium.Map):
+        raise InputDataError(f"save_map needs a folium.Map, got {type(m).__name__}")
+    out = Path(path)
+    page = m.get_root().render()
+    if not re.search(r"<meta[^>]+charset=[\"']?utf-8", page, flags=re.I):
+        page = re.sub(r"<head>", '<head>\n<meta charset="utf-8" />', page, count=1)
+    if self_contained:
+        # Check the page without the vendored library code (whose only URLs are
+        # hyperlinks such as Leaflet's attribution), then inline.
+        remote = _REMOTE.findall(_TAG.sub(lambda t: "" if _tag_known(t) else t[0], page))
+        if remote:
+            raise InputDataError(
+                f"the page still references the network ({len(remote)} src/href/url, e.g. "
+                f"{remote[0]!r}); remove the element or save with self_contained=False"
+            )
+        page = _TAG.sub(functools.partial(_inline_asset, warned=set()), page)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(page)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a report page is meant to be shared
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    logger.info("wrote %s (%.1f MB)", out, out.stat().st_size / 1e6)
+    return out
+
+
+def _tag_known(match: re.Match[str]) -> bool:
+    """Whether a CDN tag is one that :func:`_inline_asset` inlines or drops."""
+    url = match["js"] or match["css"]
+    return bool(_DROPPED.search(url)) or any(p.search(url) for p, *_ in _ASSETS)

