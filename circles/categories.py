@@ -21,6 +21,21 @@ Rule language
 ``note``
     Free text: why the rule exists and which OSM wiki page it follows.
 
+Optional planning sections (``china_life_circle``, ``fitness_circle``)
+----------------------------------------------------------------------
+``[[levels]]``
+    Walk-time levels of a life circle: ``minutes`` (e.g. 5, 10, 15), ``distance_m`` (the
+    standard's approximate walking distance, a number or ``[low, high]``), ``label_en``,
+    ``label_zh``, ``source`` and ``status`` (``"verified"``, ``"unverified"`` or
+    ``"conflicting"``: whether the value was read in the standard's text).
+``[[checklist]]``
+    Facility items a community should reach: ``id``, ``level`` (minutes: one of the
+    levels), ``categories`` (one or more category ids; any of them satisfies the item),
+    ``label_en``, ``label_zh``, ``source`` (standard and clause), ``status`` as above,
+    optional ``provision`` (``"required"`` = 应配建, ``"recommended"`` = 宜配建, or ``""``)
+    and ``note``. Levels are cumulative: the checklist of the 15-minute circle holds every
+    item of level <= 15 (see :meth:`Profile.items_up_to`).
+
 A feature may belong to several categories; within one category the first rule that
 matches is reported.
 
@@ -33,6 +48,7 @@ Examples
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -58,11 +74,16 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 __all__ = [
     "ANY_VALUE",
+    "CHECKLIST_STATUSES",
     "NAME_KEYS",
+    "PROVISIONS",
     "Category",
+    "ChecklistItem",
+    "Level",
     "Profile",
     "Rule",
     "category_labels",
+    "checklist_table",
     "classify",
     "load_profile",
     "packaged_profiles",
@@ -83,7 +104,25 @@ TAGS_COLUMN: Final = "tags"
 #: Version of the profile file format understood by this module.
 PROFILE_FORMAT_VERSION: Final = 1
 
-_TOP_KEYS: Final = ("profile", "categories")
+_TOP_KEYS: Final = ("profile", "categories", "levels", "checklist")
+_LEVEL_KEYS: Final = ("minutes", "distance_m", "label_en", "label_zh", "source", "status", "note")
+_ITEM_KEYS: Final = (
+    "id",
+    "level",
+    "categories",
+    "label_en",
+    "label_zh",
+    "source",
+    "status",
+    "provision",
+    "note",
+)
+
+#: Allowed ``status`` of a level or checklist item: was it read in the cited source?
+CHECKLIST_STATUSES: Final = ("verified", "unverified", "conflicting")
+
+#: Allowed ``provision`` of a checklist item (GB 50180-2018: ▲ 应配建 / △ 宜配建).
+PROVISIONS: Final = ("required", "recommended", "")
 _PROFILE_KEYS: Final = ("name", "description", "version")
 _CATEGORY_KEYS: Final = ("label_en", "label_zh", "description", "elderly", "rules")
 _RULE_KEYS: Final = ("match", "exclude", "name_regex", "note")
@@ -147,6 +186,72 @@ class Category:
 
 
 @dataclass(frozen=True)
+class Level:
+    """A walk-time level of a life circle (e.g. GB 50180-2018's 5-minute circle).
+
+    Attributes
+    ----------
+    minutes : float
+        Walking minutes of the level.
+    distance_low_m, distance_high_m : float
+        The standard's approximate walking distance in metres (equal when one number is
+        given; NaN when the profile gives none).
+    label_en, label_zh : str
+        Display labels.
+    source : str
+        Where the level comes from (standard and clause).
+    status : str
+        One of :data:`CHECKLIST_STATUSES`.
+    note : str
+        Free text.
+    """
+
+    minutes: float
+    distance_low_m: float
+    distance_high_m: float
+    label_en: str
+    label_zh: str
+    source: str
+    status: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class ChecklistItem:
+    """A facility a community should reach within a level (e.g. 幼儿园 within 5 minutes).
+
+    Attributes
+    ----------
+    id : str
+        Snake-case identifier.
+    level_minutes : float
+        The level (walking minutes) at which the item is required.
+    categories : tuple of str
+        Category ids; a facility of any of them satisfies the item.
+    label_en, label_zh : str
+        Plain-words names used in reports ("Kindergarten", "幼儿园").
+    source : str
+        Standard and clause (or plan) that asks for the item.
+    status : str
+        One of :data:`CHECKLIST_STATUSES`.
+    provision : str
+        One of :data:`PROVISIONS`.
+    note : str
+        Free text (uncertainties, conflicts between sources).
+    """
+
+    id: str
+    level_minutes: float
+    categories: tuple[str, ...]
+    label_en: str
+    label_zh: str
+    source: str
+    status: str
+    provision: str = ""
+    note: str = ""
+
+
+@dataclass(frozen=True)
 class Profile:
     """A named set of categories read from a TOML profile file.
 
@@ -169,6 +274,21 @@ class Profile:
     categories: tuple[Category, ...]
     version: int = PROFILE_FORMAT_VERSION
     source: str = ""
+    levels: tuple[Level, ...] = ()
+    checklist: tuple[ChecklistItem, ...] = ()
+
+    @property
+    def level_minutes(self) -> tuple[float, ...]:
+        """Minutes of the profile's levels, increasing (empty without ``[[levels]]``)."""
+        return tuple(lv.minutes for lv in self.levels)
+
+    def items_up_to(self, minutes: float) -> tuple[ChecklistItem, ...]:
+        """Checklist items of every level up to ``minutes`` (levels are cumulative).
+
+        The 15-minute circle's checklist holds its own items and those of the 5- and
+        10-minute circles.
+        """
+        return tuple(it for it in self.checklist if it.level_minutes <= float(minutes))
 
     @property
     def ids(self) -> tuple[str, ...]:
@@ -310,13 +430,153 @@ def _parse_profile(data: Mapping[str, Any], *, source: str, default_name: str) -
     if not cats:
         raise ConfigError(f"{source}: no [categories.<id>] tables; a profile needs at least one")
     categories = tuple(_parse_category(cid, body, source) for cid, body in cats.items())
+    levels = _parse_levels(data.get("levels", []), source)
+    checklist = _parse_checklist(
+        data.get("checklist", []), levels, tuple(c.id for c in categories), source
+    )
     return Profile(
         name=name,
         description=description,
         categories=categories,
         version=version,
         source=source,
+        levels=levels,
+        checklist=checklist,
     )
+
+
+def _text(table: Mapping[str, Any], key: str, where: str, source: str, *, required: bool) -> str:
+    if key not in table:
+        if required:
+            raise ConfigError(f"{source}: {where} has no {key!r}")
+        return ""
+    value = _expect(table[key], str, f"{where}.{key}", source, "a string")
+    if required and not value.strip():
+        raise ConfigError(f"{source}: {where}.{key} is empty; fill it in")
+    return str(value)
+
+
+def _status(table: Mapping[str, Any], where: str, source: str) -> str:
+    status = _text(table, "status", where, source, required=True)
+    if status not in CHECKLIST_STATUSES:
+        raise ConfigError(
+            f"{source}: {where}.status must be one of {', '.join(CHECKLIST_STATUSES)}; "
+            f"got {status!r} (say 'unverified' when the value was not read in the source)"
+        )
+    return status
+
+
+def _minutes(value: Any, where: str, source: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError(f"{source}: {where} must be a positive number of minutes; got {value!r}")
+    return float(value)
+
+
+def _parse_levels(raw: Any, source: str) -> tuple[Level, ...]:
+    raw = _expect(raw, list, "levels", source, "an array of [[levels]] tables")
+    out: list[Level] = []
+    for i, body in enumerate(raw):
+        where = f"levels#{i + 1}"
+        body = _expect(body, dict, where, source, "a table")
+        _check_keys(body, _LEVEL_KEYS, where, source)
+        if "minutes" not in body:
+            raise ConfigError(f"{source}: {where} has no 'minutes'")
+        minutes = _minutes(body["minutes"], f"{where}.minutes", source)
+        dist = body.get("distance_m", [])
+        scalar = isinstance(dist, (int, float)) and not isinstance(dist, bool)
+        dist_list = [dist] if scalar else dist
+        if (
+            not isinstance(dist_list, list)
+            or len(dist_list) > 2
+            or any(isinstance(d, bool) or not isinstance(d, (int, float)) for d in dist_list)
+            or any(not d > 0 for d in dist_list)
+            or (len(dist_list) == 2 and dist_list[0] > dist_list[1])
+        ):
+            raise ConfigError(
+                f"{source}: {where}.distance_m must be a positive number or [low, high] in "
+                f"metres; got {dist!r}"
+            )
+        low = float(dist_list[0]) if dist_list else math.nan
+        high = float(dist_list[-1]) if dist_list else math.nan
+        out.append(
+            Level(
+                minutes=minutes,
+                distance_low_m=low,
+                distance_high_m=high,
+                label_en=_text(body, "label_en", where, source, required=True),
+                label_zh=_text(body, "label_zh", where, source, required=True),
+                source=_text(body, "source", where, source, required=True),
+                status=_status(body, where, source),
+                note=_text(body, "note", where, source, required=False),
+            )
+        )
+    mins = [lv.minutes for lv in out]
+    if any(b <= a for a, b in itertools.pairwise(mins)):
+        raise ConfigError(f"{source}: [[levels]] minutes must increase; got {mins}")
+    return tuple(out)
+
+
+def _parse_checklist(
+    raw: Any, levels: tuple[Level, ...], category_ids: tuple[str, ...], source: str
+) -> tuple[ChecklistItem, ...]:
+    raw = _expect(raw, list, "checklist", source, "an array of [[checklist]] tables")
+    if raw and not levels:
+        raise ConfigError(f"{source}: [[checklist]] items need [[levels]] to refer to")
+    level_minutes = [lv.minutes for lv in levels]
+    out: list[ChecklistItem] = []
+    seen: set[str] = set()
+    for i, body in enumerate(raw):
+        where = f"checklist#{i + 1}"
+        body = _expect(body, dict, where, source, "a table")
+        _check_keys(body, _ITEM_KEYS, where, source)
+        item_id = _text(body, "id", where, source, required=True)
+        if not _CATEGORY_ID_RE.fullmatch(item_id):
+            raise ConfigError(f"{source}: {where}.id {item_id!r} is not a snake_case identifier")
+        if item_id in seen:
+            raise ConfigError(f"{source}: {where}.id {item_id!r} is used twice")
+        seen.add(item_id)
+        where = f"checklist.{item_id}"
+        if "level" not in body:
+            raise ConfigError(f"{source}: {where} has no 'level'")
+        level = _minutes(body["level"], f"{where}.level", source)
+        if level not in level_minutes:
+            raise ConfigError(
+                f"{source}: {where}.level {body['level']!r} is not one of the [[levels]] "
+                f"minutes {level_minutes}"
+            )
+        cats = body.get("categories")
+        cats = [cats] if isinstance(cats, str) else cats
+        if not isinstance(cats, list) or not cats or not all(isinstance(c, str) for c in cats):
+            raise ConfigError(
+                f"{source}: {where}.categories must be a category id or a non-empty list of "
+                f"them; got {body.get('categories')!r}"
+            )
+        unknown = [c for c in cats if c not in category_ids]
+        if unknown:
+            raise ConfigError(
+                f"{source}: {where}.categories names unknown categories {unknown}; the "
+                f"profile's categories are: {', '.join(category_ids)}"
+            )
+        provision = _text(body, "provision", where, source, required=False)
+        if provision not in PROVISIONS:
+            raise ConfigError(
+                f"{source}: {where}.provision must be 'required', 'recommended' or ''; "
+                f"got {provision!r}"
+            )
+        out.append(
+            ChecklistItem(
+                id=item_id,
+                level_minutes=level,
+                categories=tuple(dict.fromkeys(cats)),
+                label_en=_text(body, "label_en", where, source, required=True),
+                label_zh=_text(body, "label_zh", where, source, required=True),
+                source=_text(body, "source", where, source, required=True),
+                status=_status(body, where, source),
+                provision=provision,
+                note=_text(body, "note", where, source, required=False),
+            )
+        )
+    return tuple(out)
 
 
 def _parse_category(cid: str, body: Any, source: str) -> Category:
@@ -638,6 +898,46 @@ def category_labels(profile: Profile, lang: str = "en") -> dict[str, str]:
         raise ConfigError(f"lang must be one of {', '.join(_LABEL_LANGS)}; got {lang!r}")
     attr = f"label_{lang}"
     return {c.id: getattr(c, attr) for c in profile.categories}
+
+
+def checklist_table(profile: Profile) -> pd.DataFrame:
+    """One row per checklist item, for reports and documentation.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``item``, ``level_minutes``, ``categories`` (``a / b``), ``label_zh``,
+        ``label_en``, ``provision``, ``status``, ``source`` and ``note``; empty when the
+        profile has no ``[[checklist]]``.
+    """
+    if not isinstance(profile, Profile):
+        raise ConfigError(f"checklist_table() needs a Profile; got {type(profile).__name__}")
+    cols = [
+        "item",
+        "level_minutes",
+        "categories",
+        "label_zh",
+        "label_en",
+        "provision",
+        "status",
+        "source",
+        "note",
+    ]
+    rows = [
+        {
+            "item": it.id,
+            "level_minutes": it.level_minutes,
+            "categories": " / ".join(it.categories),
+            "label_zh": it.label_zh,
+            "label_en": it.label_en,
+            "provision": it.provision,
+            "status": it.status,
+            "source": it.source,
+            "note": it.note,
+        }
+        for it in profile.checklist
+    ]
+    return pd.DataFrame(rows, columns=cols)
 
 
 def _format_conditions(conditions: Conditions, sep: str) -> str:

@@ -23,6 +23,7 @@ def _build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run a study (default: the embedded Helsinki example)")
     r.add_argument("config", nargs="?", help="study TOML; omit for the embedded default")
     r.add_argument("--output-dir", help="override [study] output_dir")
+    r.add_argument("--maps-dir", help="override [study] maps_dir")
     f = sub.add_parser("fetch", help="download a place's walking network and facilities once")
     f.add_argument("place", help='place name, e.g. "Vaduz, Liechtenstein"')
     f.add_argument("--name", help="file name stem under the raw folder")
@@ -61,6 +62,8 @@ def _run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config) if args.config else default_config()
     if args.output_dir:
         cfg = replace(cfg, study=replace(cfg.study, output_dir=args.output_dir))
+    if args.maps_dir:
+        cfg = replace(cfg, study=replace(cfg.study, maps_dir=args.maps_dir))
     result = run(cfg, progress=_progress)
     print(summary_table(result))
     print()

@@ -1,7 +1,9 @@
 """Study configuration (TOML): what to read, how to walk, what to report.
 
 Unknown keys are an error that names the key, so a typo never silently falls back to a
-default. Relative paths are resolved against the folder of the configuration file.
+default. Relative input paths are resolved against the folder of the configuration file;
+relative output folders (``output_dir``, ``maps_dir``) against the working folder, so
+``circles run study.toml`` writes under ``./data/processed/<name>/`` and ``./maps/<name>/``.
 
 Example (``study.toml``)::
 
@@ -35,6 +37,16 @@ Example (``study.toml``)::
 
     [coverage]
     flag_threshold = 0.8
+
+    [isochrones]
+    method = "network"                # or "concave" (fast)
+    buffer_m = 25                     # metres either side of a reached street
+    centres = "offices.csv"           # optional: community_id + lon/lat of each centre
+
+    [map]
+    self_contained = true             # JS/CSS inline: opens with no internet, no CDN
+    tiles = true                      # OpenStreetMap base tiles as an optional layer
+    isochrones = "all"                # or a community id
 """
 
 from __future__ import annotations
@@ -134,6 +146,29 @@ class CoverageSection:
 
 
 @dataclass(frozen=True)
+class IsochronesSection:
+    """``[isochrones]``: polygons per community and service areas per facility."""
+
+    enabled: bool = True
+    method: str = "network"
+    buffer_m: float = 25.0
+    service_areas: bool = True
+    per_facility: bool = False
+    centres: str | None = None
+
+
+@dataclass(frozen=True)
+class MapSection:
+    """``[map]``: the HTML coverage map (``maps/<study>/coverage.html``)."""
+
+    enabled: bool = True
+    self_contained: bool = True
+    tiles: bool = True
+    isochrones: str = "all"
+    simplify_m: float = 10.0
+
+
+@dataclass(frozen=True)
 class StudyConfig:
     """A whole study configuration; build with :func:`load_config` or :func:`default_config`."""
 
@@ -143,6 +178,8 @@ class StudyConfig:
     facilities: FacilitiesSection = field(default_factory=FacilitiesSection)
     walk: WalkSection = field(default_factory=WalkSection)
     coverage: CoverageSection = field(default_factory=CoverageSection)
+    isochrones: IsochronesSection = field(default_factory=IsochronesSection)
+    map: MapSection = field(default_factory=MapSection)
     base_dir: str = "."
     path: str | None = None
 
@@ -155,13 +192,13 @@ class StudyConfig:
 
     @property
     def out_dir(self) -> Path:
-        """``<output_dir>/<name>/``, resolved."""
-        return Path(self.resolve(self.study.output_dir) or ".") / self.study.name
+        """``<output_dir>/<name>/`` (a relative output_dir is taken from the working folder)."""
+        return Path(os.path.expanduser(self.study.output_dir)) / self.study.name
 
     @property
     def map_dir(self) -> Path:
-        """``<maps_dir>/<name>/``, resolved."""
-        return Path(self.resolve(self.study.maps_dir) or ".") / self.study.name
+        """``<maps_dir>/<name>/`` (a relative maps_dir is taken from the working folder)."""
+        return Path(os.path.expanduser(self.study.maps_dir)) / self.study.name
 
 
 _SECTIONS: dict[str, type] = {
@@ -171,6 +208,8 @@ _SECTIONS: dict[str, type] = {
     "facilities": FacilitiesSection,
     "walk": WalkSection,
     "coverage": CoverageSection,
+    "isochrones": IsochronesSection,
+    "map": MapSection,
 }
 
 
@@ -204,22 +243,45 @@ def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
     return obj
 
 
+_KIND_WORDS = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string"}
+
+
+def _matches(v: Any, kind: str) -> bool:
+    """Whether ``v`` fits one member (``int``, ``tuple[float, ...]``...) of a field's type."""
+    if kind.startswith("tuple["):
+        inner = kind[len("tuple[") :].split(",")[0].strip()
+        return isinstance(v, tuple) and all(_matches(x, inner) for x in v)
+    if kind == "bool":
+        return isinstance(v, bool)
+    if kind == "int":
+        return isinstance(v, int) and not isinstance(v, bool)
+    if kind == "float":
+        return isinstance(v, int | float) and not isinstance(v, bool)
+    if kind == "str":
+        return isinstance(v, str)
+    return True  # other types (FacilityFile tuples) are built and checked by _build
+
+
+def _describe(kind: str) -> str:
+    if kind.startswith("tuple["):
+        inner = kind[len("tuple[") :].split(",")[0].strip()
+        word = {"float": "numbers", "int": "integers", "str": "strings"}.get(inner, inner)
+        return f"an array of {word}"
+    return _KIND_WORDS.get(kind, kind)
+
+
 def _check_types(obj: Any, where: str) -> None:
     for f in fields(obj):
         v = getattr(obj, f.name)
-        t = str(f.type)
+        kinds = [k.strip() for k in str(f.type).split("|")]
         if v is None:
-            if "None" not in t:
+            if "None" not in kinds:
                 raise ConfigError(f"{where}.{f.name} must not be empty")
             continue
-        if t.startswith("bool") and not isinstance(v, bool):
-            raise ConfigError(f"{where}.{f.name} must be true or false, got {v!r}")
-        if t.startswith("float") and (isinstance(v, bool) or not isinstance(v, int | float)):
-            raise ConfigError(f"{where}.{f.name} must be a number, got {v!r}")
-        if t.startswith("int") and (isinstance(v, bool) or not isinstance(v, int)):
-            raise ConfigError(f"{where}.{f.name} must be an integer, got {v!r}")
-        if t.startswith("str") and not isinstance(v, str):
-            raise ConfigError(f"{where}.{f.name} must be a string, got {v!r}")
+        kinds = [k for k in kinds if k != "None"]
+        if not any(_matches(v, k) for k in kinds):
+            want = " or ".join(_describe(k) for k in kinds)
+            raise ConfigError(f"{where}.{f.name} must be {want}, got {v!r}")
 
 
 def config_from_dict(
@@ -261,6 +323,10 @@ def _validate(cfg: StudyConfig) -> None:
         raise ConfigError("study.name must be a non-empty name without slashes")
     if cfg.study.lang not in {"en", "zh"}:
         raise ConfigError("study.lang must be 'en' or 'zh'")
+    if cfg.isochrones.method not in {"network", "concave"}:
+        raise ConfigError("isochrones.method must be 'network' (accurate) or 'concave' (fast)")
+    if not cfg.isochrones.buffer_m > 0:
+        raise ConfigError("isochrones.buffer_m must be a positive number of metres")
 
 
 def load_config(path: str | os.PathLike[str]) -> StudyConfig:

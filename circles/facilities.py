@@ -227,8 +227,9 @@ def read_facility_file(
         xs, ys = df[xc].astype("string").str.strip(), df[yc].astype("string").str.strip()
         missing = xs.isna() | ys.isna() | (xs == "") | (ys == "")
         reject(missing, "missing coordinates")
-        xn = pd.to_numeric(xs, errors="coerce")
-        yn = pd.to_numeric(ys, errors="coerce")
+        # plain float64 (NaN, not pd.NA): string columns give nullable Float64 otherwise
+        xn = pd.to_numeric(xs, errors="coerce").astype("float64")
+        yn = pd.to_numeric(ys, errors="coerce").astype("float64")
         reject(xn.isna() | yn.isna(), "non-numeric coordinates")
         reject(~(np.isfinite(xn) & np.isfinite(yn)), "non-finite coordinates")
         good = np.isfinite(xn) & np.isfinite(yn)

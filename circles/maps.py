@@ -328,6 +328,7 @@ def coverage_map(
     simplify_m: float = 10.0,
     cluster_threshold: int = 50,
     tiles: bool = True,
+    tiles_shown: bool = False,
 ) -> folium.Map:
     """Draw community coverage, facilities and isochrones on one folium map.
 
@@ -363,6 +364,10 @@ def coverage_map(
     tiles : bool
         Add OpenStreetMap tiles as an optional overlay. ``False`` adds no tile layer at
         all; the map is always fitted to the data so it is useful without tiles.
+    tiles_shown : bool, default False
+        Whether the tile layer is switched on when the page opens. Off by default, so a
+        report map opened on an intranet machine makes no request until the reader
+        ticks "Base map" in the layer control.
 
     Returns
     -------
@@ -431,7 +436,7 @@ def coverage_map(
             name=_esc(text["tiles"]),
             overlay=True,
             control=True,
-            show=True,
+            show=tiles_shown,
             max_zoom=MAX_ZOOM,
         ).add_to(m)
 

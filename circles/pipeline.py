@@ -86,6 +86,8 @@ class StudyResult:
     node_minutes: pd.DataFrame
     node_counts: dict[str, np.ndarray]
     communities: gpd.GeoDataFrame
+    isochrones: gpd.GeoDataFrame | None = None
+    service_areas: gpd.GeoDataFrame | None = None
     summary: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
 
@@ -231,6 +233,10 @@ def load_facilities(
     fac = pd.concat(parts, ignore_index=True) if parts else empty_facilities()
     fac = gpd.GeoDataFrame(fac, geometry="geometry", crs=WGS84)
     fac = snap_facilities(network, fac, max_snap_m=cfg.walk.max_snap_m)
+    # outputs and maps hold one point per facility: areas (a park, a school ground) are
+    # kept at a point on their surface; snapping above used the whole area
+    fac["footprint"] = fac.geometry.geom_type.to_numpy()
+    fac["geometry"] = fac.geometry.representative_point()
     return fac, rejects, counts
 
 
@@ -273,6 +279,91 @@ def compute_access(
         m = group == cat
         counts[cat] = counts_within(graph, edge[m], frac[m], acc[m], levels_s=levels_s)
     return pd.DataFrame(minutes), counts
+
+
+def read_centres(cfg: StudyConfig, communities: gpd.GeoDataFrame) -> gpd.GeoSeries | None:
+    """Configured community centre points aligned with ``communities`` (None if unset)."""
+    path = cfg.resolve(cfg.isochrones.centres)
+    if path is None:
+        return None
+    from circles.facilities import LAT_NAMES, LON_NAMES
+
+    p = Path(path)
+    if p.suffix.lower() in {".csv", ".txt"}:
+        df = pd.read_csv(p, dtype={"community_id": str})
+        lon = next((c for c in df.columns if c.lower() in LON_NAMES), None)
+        lat = next((c for c in df.columns if c.lower() in LAT_NAMES), None)
+        if lon is None or lat is None or "community_id" not in df:
+            raise InputDataError(f"{p}: centres need community_id and lon/lat columns")
+        pts = gpd.GeoDataFrame(df, geometry=gpd.points_from_xy(df[lon], df[lat]), crs=WGS84)
+    else:
+        pts = gpd.read_file(p).to_crs(WGS84)
+        pts["community_id"] = pts["community_id"].astype(str)
+    by_id = dict(zip(pts["community_id"], pts.geometry, strict=False))
+    return gpd.GeoSeries([by_id.get(c) for c in communities["community_id"]], crs=WGS84)
+
+
+def compute_isochrones(
+    cfg: StudyConfig,
+    network: WalkNetwork,
+    communities: gpd.GeoDataFrame,
+    facilities: gpd.GeoDataFrame,
+    weight: np.ndarray,
+    *,
+    edge_seconds: np.ndarray | None = None,
+) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame | None]:
+    """The ``isochrones`` and ``service_areas`` layers (EPSG:4326)."""
+    from circles.isochrones import community_isochrones, service_areas
+
+    speed = cfg.walk.resolved_speed_m_s
+    cost = network.edge_seconds(speed) if edge_seconds is None else edge_seconds
+    graph = AccessGraph.from_network(network, cost)
+    method = cfg.isochrones.method
+    iso = community_isochrones(
+        graph,
+        communities,
+        weight,
+        levels_minutes=cfg.walk.levels_minutes,
+        method=method,  # type: ignore[arg-type]
+        centres=read_centres(cfg, communities),
+        buffer_m=cfg.isochrones.buffer_m,
+    )
+    sa = None
+    if cfg.isochrones.service_areas:
+        sa = service_areas(
+            graph,
+            facilities,
+            weight,
+            levels_minutes=cfg.walk.levels_minutes,
+            method=method,  # type: ignore[arg-type]
+            speed_m_s=speed,
+            per_facility=cfg.isochrones.per_facility,
+            buffer_m=cfg.isochrones.buffer_m,
+        )
+    return iso, sa
+
+
+def write_map(result: StudyResult) -> str:
+    """``maps/<study>/coverage.html`` (self-contained by default)."""
+    from circles import maps
+
+    cfg = result.config
+    iso = result.isochrones
+    if iso is not None and cfg.map.isochrones != "all":
+        iso = iso[iso["community_id"] == cfg.map.isochrones]
+    m = maps.coverage_map(
+        result.communities,
+        result.facilities,
+        categories=result.categories,
+        labels=result.labels,
+        isochrones=iso,
+        lang=cfg.study.lang,
+        simplify_m=cfg.map.simplify_m,
+        tiles=cfg.map.tiles,
+    )
+    return str(
+        maps.save_map(m, cfg.map_dir / "coverage.html", self_contained=cfg.map.self_contained)
+    )
 
 
 def run(cfg: StudyConfig, *, progress: Progress | None = None, write: bool = True) -> StudyResult:
@@ -343,6 +434,10 @@ def run(cfg: StudyConfig, *, progress: Progress | None = None, write: bool = Tru
         always_flag=cfg.coverage.always_flag,
         residents_basis=basis,
     )
+    iso = sa = None
+    if cfg.isochrones.enabled:
+        say("drawing isochrones and service areas")
+        iso, sa = compute_isochrones(cfg, network, communities, facilities, weight)
     summary = _summary(
         cfg,
         network,
@@ -367,6 +462,8 @@ def run(cfg: StudyConfig, *, progress: Progress | None = None, write: bool = Tru
         node_minutes,
         node_counts,
         table,
+        iso,
+        sa,
         summary,
     )
     if write:
@@ -494,17 +591,17 @@ def write_outputs(result: StudyResult) -> dict[str, str]:
     fac = result.facilities.copy()
     fac["name"] = fac["name"].astype(object).where(fac["name"].notna(), None)
     comm = result.communities.copy()
+    layers = {
+        "communities": _finite_or_nan(comm),
+        "facilities": fac,
+        "nodes": _finite_or_nan(nodes),
+    }
+    if result.isochrones is not None:
+        layers["isochrones"] = result.isochrones
+    if result.service_areas is not None:
+        layers["service_areas"] = result.service_areas
     paths = {
-        "gpkg": str(
-            io.write_gpkg_atomic(
-                {
-                    "communities": _finite_or_nan(comm),
-                    "facilities": fac,
-                    "nodes": _finite_or_nan(nodes),
-                },
-                out / "circles.gpkg",
-            )
-        ),
+        "gpkg": str(io.write_gpkg_atomic(layers, out / "circles.gpkg")),
         "coverage_csv": str(io.write_csv_atomic(coverage_long(result), out / "coverage.csv")),
         "rejects_csv": str(io.write_csv_atomic(result.rejects, out / "facility_rejects.csv")),
     }
@@ -514,6 +611,8 @@ def write_outputs(result: StudyResult) -> dict[str, str]:
             json.dumps(result.summary, ensure_ascii=False, indent=2, default=_json_default),
         )
     )
+    if cfg.map.enabled:
+        paths["map_html"] = write_map(result)
     return paths
 
 

@@ -1,0 +1,485 @@
+"""Tests of circles.maps: folium coverage maps, self-contained HTML, real headless Chromium.
+
+Browser tests use tests/browser.py and skip when /usr/bin/chromium is absent.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from pathlib import Path
+
+import branca.element
+import folium
+import folium.plugins
+import geopandas as gpd
+import numpy as np
+import pytest
+import shapely
+from shapely.geometry import Point, box
+
+from circles._errors import InputDataError
+from circles.maps import (
+    FLAG_STYLE,
+    LEGEND_ID,
+    NO_DATA_COLOUR,
+    SHARE_COLOURS,
+    _esc,
+    _share_class,
+    coverage_map,
+    save_map,
+)
+
+sys.path.insert(0, str(Path(__file__).parent))
+from browser import distinct_colours, open_page, screenshot
+
+CATS = ["elderly_canteen", "fitness", "shelter", "clinic"]
+LABELS = {
+    "elderly_canteen": {"en": "Elderly canteen", "zh": "老年食堂"},
+    "fitness": {"en": "Fitness", "zh": "健身场地"},
+    "shelter": {"en": "Emergency shelter", "zh": "应急避难场所"},
+    "clinic": {"en": "Clinic", "zh": "社区卫生服务站"},
+}
+XSS_ALERT = "<img src=x onerror=alert(1)>"
+XSS_FLAG = "<img src=x onerror=window.__xss=1>"
+XSS_TEMPLATE = "`${window.__xss=2}`"
+SHARES_15 = [0.0, 0.1999, 0.2, 0.5, float("nan"), 0.8, 1.0]
+X0, Y0 = 102.50, 24.35  # Yuxi
+
+
+def make_communities(shares_15=SHARES_15, categories=CATS) -> gpd.GeoDataFrame:
+    """A row of 0.01-degree squares; the first two are flagged in every category."""
+    n = len(shares_15)
+    data: dict[str, object] = {
+        "community_id": [f"c{i}" for i in range(n)],
+        "name": ([XSS_ALERT, XSS_TEMPLATE] + [f"社区{i}" for i in range(2, n)])[:n],
+        "residents_basis": "street_length",
+    }
+    for c in categories:
+        data[f"{c}_share_5"] = np.linspace(0.0, 0.5, n)
+        data[f"{c}_share_10"] = np.linspace(0.0, 0.8, n)
+        data[f"{c}_share_15"] = list(shares_15)
+        data[f"{c}_median_min"] = [np.inf] + [4.25] * (n - 1)
+        data[f"{c}_p90_min"] = [np.nan] + [12.0] * (n - 1)
+        data[f"{c}_flag"] = ([True, True] + [False] * (n - 2))[:n]
+    geoms = [box(X0 + 0.01 * i, Y0, X0 + 0.01 * i + 0.0095, Y0 + 0.0095) for i in range(n)]
+    return gpd.GeoDataFrame(data, geometry=geoms, crs=4326)
+
+
+def make_facilities(n_fitness: int = 3) -> gpd.GeoDataFrame:
+    """One elderly canteen named XSS_FLAG, one unnamed shelter, ``n_fitness`` gyms."""
+    n = 2 + n_fitness
+    return gpd.GeoDataFrame(
+        {
+            "facility_id": [f"f{i}" for i in range(n)],
+            "category": ["elderly_canteen", "shelter"] + ["fitness"] * n_fitness,
+            "name": [XSS_FLAG, np.nan] + [f"健身{i}" for i in range(n_fitness)],
+            "source": "osm",
+            "status": ["snapped", "unreachable"] + ["snapped"] * n_fitness,
+            "snap_m": [3.0, np.nan] + [5.0] * n_fitness,
+        },
+        geometry=[Point(X0 + 0.004, Y0 + 0.004), Point(X0 + 0.024, Y0 + 0.004)]
+        + [Point(X0 + 0.0005 * i, Y0 + 0.007) for i in range(n_fitness)],
+        crs=4326,
+    )
+
+
+def make_isochrones() -> gpd.GeoDataFrame:
+    centre = gpd.GeoSeries([Point(X0 + 0.005, Y0 + 0.005)], crs=4326).to_crs(32648)
+    rings = [centre.buffer(r).iloc[0] for r in (400.0, 800.0, 1200.0)]
+    return gpd.GeoDataFrame(
+        {"community_id": "c0", "minutes": [5, 10, 15], "area_km2": [0.5, 2.0, 4.5]},
+        geometry=gpd.GeoSeries(rings, crs=32648).to_crs(4326),
+        crs=4326,
+    )
+
+
+def geojson_layers(m: folium.Map) -> dict[str, folium.GeoJson]:
+    """All GeoJson layers of a map by name, wherever they sit in the element tree."""
+    found: dict[str, folium.GeoJson] = {}
+
+    def walk(el: branca.element.Element) -> None:
+        for child in el._children.values():
+            if isinstance(child, folium.GeoJson):
+                found[child.layer_name] = child
+            walk(child)
+
+    walk(m)
+    return found
+
+
+# ----------------------------------------------------------------- pure Python
+
+
+def test_share_classes_follow_fixed_breaks():
+    got = _share_class(np.array([0.0, 0.1999, 0.2, 0.3999, 0.4, 0.6, 0.8, 0.9999, 1.0, np.nan]))
+    np.testing.assert_array_equal(got, [0, 0, 1, 1, 2, 3, 4, 4, 4, -1])
+
+
+def test_community_fill_and_flag_styles():
+    m = coverage_map(make_communities(), make_facilities(), categories=CATS, tiles=False)
+    feats = geojson_layers(m)["fitness_communities"].data["features"]
+    fills = [f["properties"]["style"]["fillColor"] for f in feats]
+    # shares 0, .1999, .2, .5, nan, .8, 1.0 (hand-classified)
+    assert fills == [
+        SHARE_COLOURS[0],
+        SHARE_COLOURS[0],
+        SHARE_COLOURS[1],
+        SHARE_COLOURS[2],
+        NO_DATA_COLOUR,
+        SHARE_COLOURS[4],
+        SHARE_COLOURS[4],
+    ]
+    styles = [f["properties"]["style"] for f in feats]
+    assert [s["dashArray"] for s in styles[:2]] == [FLAG_STYLE["dashArray"]] * 2
+    assert all(s["color"] == FLAG_STYLE["color"] for s in styles[:2])
+    assert all("dashArray" not in s for s in styles[2:])
+    popup = feats[0]["properties"]["popup"]
+    assert "&lt;img src=x onerror=alert(1)&gt;" in popup
+    assert "beyond cut-off" in popup  # median inf
+    assert "<td>50%</td>" in feats[3]["properties"]["popup"]
+
+
+def test_missing_flags_are_not_flagged():
+    comm = make_communities()
+    comm["fitness_flag"] = np.array([True, None, False, None, True, False, None], dtype=object)
+    m = coverage_map(comm, make_facilities(), categories=CATS, tiles=False)
+    feats = geojson_layers(m)["fitness_communities"].data["features"]
+    dashed = [i for i, f in enumerate(feats) if "dashArray" in f["properties"]["style"]]
+    assert dashed == [0, 4]
+
+
+def test_escape_covers_template_literals():
+    assert _esc("<a href='x'>&</a>") == "&lt;a href=&#x27;x&#x27;&gt;&amp;&lt;/a&gt;"
+    assert _esc("`${x}`\\") == "&#96;&#36;{x}&#96;&#92;"
+    assert _esc(float("nan")) == ""
+    assert _esc(None) == ""
+
+
+def test_clustering_threshold():
+    comm = make_communities()
+
+    def clusters(m: folium.Map) -> int:
+        html = m.get_root().render()
+        return len(re.findall(r"L\.markerClusterGroup\(", html))
+
+    assert clusters(coverage_map(comm, make_facilities(51), categories=CATS, tiles=False)) == 1
+    assert clusters(coverage_map(comm, make_facilities(50), categories=CATS, tiles=False)) == 0
+    m = coverage_map(comm, make_facilities(3), categories=CATS, tiles=False, cluster_threshold=2)
+    assert clusters(m) == 1
+
+
+def test_simplify_tolerance_in_metres():
+    # a 500 m circle with 4096 vertices, in UTM 48N; after 10 m simplification the shape
+    # moves by at most 10 m (+ rounding to 1e-6 degrees, ~0.1 m)
+    centre = gpd.GeoSeries([Point(X0, Y0)], crs=4326).to_crs(32648).iloc[0]
+    circle = gpd.GeoSeries([centre.buffer(500.0, quad_segs=1024)], crs=32648)
+    comm = make_communities(shares_15=[0.5]).set_geometry(circle.to_crs(4326).values)
+    for simplify_m, max_vertices in ((10.0, 200), (0.0, 5000)):
+        m = coverage_map(
+            comm, make_facilities(0), categories=CATS, tiles=False, simplify_m=simplify_m
+        )
+        drawn = shapely.geometry.shape(
+            geojson_layers(m)["fitness_communities"].data["features"][0]["geometry"]
+        )
+        drawn_m = gpd.GeoSeries([drawn], crs=4326).to_crs(32648).iloc[0]
+        assert shapely.get_num_coordinates(drawn) < max_vertices
+        assert drawn_m.hausdorff_distance(circle.iloc[0]) < simplify_m + 0.2
+    assert shapely.get_num_coordinates(circle.iloc[0]) > 4000
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"lang": "fr"}, "lang must be one of"),
+        ({"categories": []}, "non-empty list"),
+        ({"categories": ["fitness", "fitness"]}, "duplicates"),
+        ({"simplify_m": -1.0}, "simplify_m must be"),
+        ({"cluster_threshold": 2.5}, "cluster_threshold must be an int"),
+        ({"categories": ["fitness", "library"]}, r"lacks column\(s\) \['library_share_5'"),
+    ],
+)
+def test_argument_validation(kwargs, match):
+    args = {"categories": CATS, **kwargs}
+    with pytest.raises(InputDataError, match=match):
+        coverage_map(make_communities(), make_facilities(), **args)
+
+
+def test_frame_validation():
+    with pytest.raises(InputDataError, match="communities has no CRS"):
+        coverage_map(
+            make_communities().set_crs(None, allow_override=True),
+            make_facilities(),
+            categories=CATS,
+        )
+    bad = make_facilities().drop(columns="status")
+    with pytest.raises(InputDataError, match=r"facilities lacks column\(s\) \['status'\]"):
+        coverage_map(make_communities(), bad, categories=CATS)
+    lines = make_facilities().set_geometry([shapely.LineString([(X0, Y0), (X0 + 0.001, Y0)])] * 5)
+    with pytest.raises(InputDataError, match="facilities geometries must be"):
+        coverage_map(make_communities(), lines, categories=CATS)
+    with pytest.raises(InputDataError, match="nothing to draw"):
+        coverage_map(make_communities().iloc[:0], make_facilities().iloc[:0], categories=CATS)
+
+
+def test_other_crs_is_reprojected():
+    comm = make_communities()
+    m = coverage_map(comm.to_crs(32648), make_facilities(), categories=CATS, tiles=False)
+    drawn = shapely.geometry.shape(
+        geojson_layers(m)["fitness_communities"].data["features"][0]["geometry"]
+    )
+    assert drawn.bounds == pytest.approx(comm.geometry.iloc[0].bounds, abs=2e-6)
+
+
+def test_save_self_contained(tmp_path, caplog):
+    m = coverage_map(make_communities(), make_facilities(60), categories=CATS, tiles=False)
+    with caplog.at_level(logging.WARNING, logger="circles.maps"):
+        out = save_map(m, tmp_path / "sub" / "map.html")
+    assert out == tmp_path / "sub" / "map.html"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["map.html"]  # no temp left
+    page = out.read_text(encoding="utf-8")
+    assert re.search(r"<script[^>]*\bsrc=", page) is None
+    assert re.search(r"<link[^>]*\bhref=", page) is None
+    assert re.search(r"url\(\s*['\"]?(https?:)?//", page) is None
+    assert "tileLayer(" not in page
+    assert re.search(r"<meta[^>]+charset=UTF-8", page, flags=re.I)
+    assert "L.MarkerClusterGroup" in page  # inlined library
+    assert "url(data:image/png;base64," in page  # leaflet's layers.png inlined
+    assert XSS_ALERT not in page
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page
+    # folium references markercluster 1.1.0; xstatic ships 1.4.1
+    assert "leaflet_markercluster 1.1.0, inlining xstatic 1.4.1" in caplog.text
+
+
+def test_save_with_tiles_keeps_only_the_tile_template(tmp_path):
+    m = coverage_map(make_communities(), make_facilities(), categories=CATS, tiles=True)
+    page = save_map(m, tmp_path / "map.html").read_text(encoding="utf-8")
+    assert "https://tile.openstreetmap.org/{z}/{x}/{y}.png" in page
+    assert re.search(r"""(src|href)\s*=\s*\\?["']?https?://""", page.split("</style>")[-1]) is None
+
+
+def test_save_not_self_contained_keeps_cdn_links(tmp_path):
+    m = coverage_map(make_communities(), make_facilities(), categories=CATS, tiles=False)
+    page = save_map(m, tmp_path / "map.html", self_contained=False).read_text(encoding="utf-8")
+    assert '<script src="https://cdn.jsdelivr.net/npm/leaflet@1.9.3/dist/leaflet.js">' in page
+
+
+@pytest.mark.parametrize(
+    "element",
+    [
+        branca.element.JavascriptLink("https://example.invalid/extra.js"),
+        branca.element.CssLink("//example.invalid/extra.css"),
+        branca.element.Element('<img src="https://example.invalid/logo.png">'),
+    ],
+)
+def test_save_refuses_remaining_remote_reference(tmp_path, element):
+    m = coverage_map(make_communities(), make_facilities(), categories=CATS, tiles=False)
+    m.get_root().header.add_child(element)
+    with pytest.raises(InputDataError, match="still references the network"):
+        save_map(m, tmp_path / "map.html")
+    assert not any(tmp_path.iterdir())
+
+
+def test_save_map_rejects_non_map(tmp_path):
+    with pytest.raises(InputDataError, match=r"needs a folium\.Map"):
+        save_map("<html></html>", tmp_path / "x.html")  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------- browser
+
+
+@pytest.fixture(scope="module")
+def en_map(tmp_path_factory) -> Path:
+    m = coverage_map(
+        make_communities(),
+        make_facilities(60),
+        categories=CATS,
+        labels=LABELS,
+        isochrones=make_isochrones(),
+        tiles=False,
+    )
+    return save_map(m, tmp_path_factory.mktemp("maps") / "coverage_en.html")
+
+
+def show_all_layers(page) -> None:
+    boxes = page.locator(".leaflet-control-layers-overlays input[type=checkbox]")
+    for i in range(boxes.count()):
+        boxes.nth(i).check()
+    page.wait_for_timeout(300)
+
+
+def test_browser_loads_offline_without_errors(en_map):
+    with open_page(en_map) as (page, errors, requests):
+        show_all_layers(page)
+        assert page.locator(".marker-cluster").count() > 0  # 60 gyms clustered
+        assert page.locator("path.leaflet-interactive").count() > 7 * 4
+    assert errors == []
+    assert requests, "the page itself is a request"
+    assert all(url.split(":", 1)[0] in {"file", "data", "about"} for url in requests), requests
+
+
+def test_browser_layers_legend_and_flags(en_map):
+    with open_page(en_map) as (page, errors, _):
+        overlays = page.locator(".leaflet-control-layers-overlays label").all_inner_texts()
+        legend = page.locator(f"#{LEGEND_ID}")
+        classes = legend.locator(".circles-legend-class").all_inner_texts()
+        flagged = page.locator("#circles-flagged").inner_text()
+    assert [t.strip() for t in overlays] == [
+        "Elderly canteen",
+        "Fitness",
+        "Emergency shelter",
+        "Clinic",
+        "Walking isochrones",
+    ]
+    assert classes[:5] == [
+        "0.0–0.2 (0–20%)",
+        "0.2–0.4 (20–40%)",
+        "0.4–0.6 (40–60%)",
+        "0.6–0.8 (60–80%)",
+        "0.8–1.0 (80–100%)",
+    ]
+    assert flagged.count(XSS_ALERT) == len(CATS)
+    assert flagged.count(XSS_TEMPLATE) == len(CATS)
+    assert errors == []
+
+
+def test_browser_screenshot_not_blank(en_map, tmp_path):
+    with open_page(en_map) as (page, errors, _):
+        png = screenshot(page, tmp_path / "map.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert distinct_colours(png) > 50
+    assert errors == []
+
+
+def test_browser_escapes_data(en_map):
+    with open_page(en_map) as (page, errors, _):
+        show_all_layers(page)
+        texts = page.evaluate(
+            """() => {
+                const map = Object.keys(window).filter(k => k.startsWith('map_'))
+                    .map(k => window[k]).find(v => v && v.eachLayer);
+                const out = [];
+                map.eachLayer(l => {
+                    if (l.getPopup && l.getPopup()) {
+                        l.openPopup();
+                        const el = document.querySelector('.leaflet-popup-content');
+                        if (el) out.push(el.textContent);
+                    }
+                    if (l.getTooltip && l.getTooltip()) {
+                        l.openTooltip();
+                        const tips = document.querySelectorAll('.leaflet-tooltip');
+                        out.push(tips[tips.length - 1].textContent);
+                    }
+                });
+                return out;
+            }"""
+        )
+        page.wait_for_timeout(300)
+        imgs = page.evaluate("document.querySelectorAll('.leaflet-pane img, .circles-panel img')")
+        xss = page.evaluate("window.__xss")
+    joined = "\n".join(texts)
+    assert XSS_ALERT in joined  # community popup
+    assert XSS_FLAG in joined  # facility popup
+    assert XSS_TEMPLATE in joined
+    assert imgs == {}
+    assert xss is None
+    assert errors == []  # no dialog, no error
+
+
+def test_browser_chinese_labels(tmp_path):
+    m = coverage_map(
+        make_communities(),
+        make_facilities(),
+        categories=CATS,
+        labels=LABELS,
+        isochrones=make_isochrones(),
+        lang="zh",
+        tiles=False,
+    )
+    path = save_map(m, tmp_path / "coverage_zh.html")
+    with open_page(path) as (page, errors, _):
+        charset = page.evaluate("document.characterSet")
+        body = page.inner_text("body")
+    assert charset == "UTF-8"
+    for text in ("老年食堂", "健身场地", "应急避难场所", "步行等时圈", "15分钟步行可达居民比例"):
+        assert text in body
+    assert "未达标社区" in body
+    assert errors == []
+
+
+def make_county(seed: int = 0) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame, gpd.GeoDataFrame]:
+    """A county-size study: 300 communities of 1.5 km with a vertex every 2 m (900k
+    vertices, wiggly so simplification has work to do), 900 isochrones, 2000 facilities."""
+    rng = np.random.default_rng(seed)
+    side_m, nx, ny, x0, y0 = 1500.0, 20, 15, 250000.0, 2690000.0  # UTM 48N, Yuxi
+    cells = np.array(
+        [
+            shapely.box(
+                x0 + i * side_m, y0 + j * side_m, x0 + (i + 1) * side_m, y0 + (j + 1) * side_m
+            )
+            for i in range(nx)
+            for j in range(ny)
+        ]
+    )
+    cells = shapely.transform(
+        shapely.segmentize(cells, 2.0), lambda xy: xy + 4.0 * np.sin(xy[:, ::-1] / 9.0)
+    )
+    n = len(cells)
+    data: dict[str, object] = {
+        "community_id": [f"c{i}" for i in range(n)],
+        "name": [f"社区{i}" for i in range(n)],
+        "residents_basis": "buildings",
+    }
+    for c in CATS:
+        for level in (5, 10, 15):
+            data[f"{c}_share_{level}"] = rng.random(n)
+        data[f"{c}_median_min"] = rng.random(n) * 20
+        data[f"{c}_p90_min"] = rng.random(n) * 30
+        data[f"{c}_flag"] = rng.random(n) < 0.2
+    comm = gpd.GeoDataFrame(data, geometry=gpd.GeoSeries(cells, crs=32648)).to_crs(4326)
+    centres = shapely.centroid(cells)
+    radii_m = np.tile([300.0, 600.0, 900.0], n)
+    iso = gpd.GeoDataFrame(
+        {
+            "community_id": np.repeat(data["community_id"], 3),
+            "minutes": np.tile([5, 10, 15], n),
+            "area_km2": np.pi * (radii_m / 1000.0) ** 2,
+        },
+        geometry=gpd.GeoSeries(
+            shapely.buffer(np.repeat(centres, 3), radii_m, quad_segs=64), crs=32648
+        ),
+    ).to_crs(4326)
+    n_fac = 2000
+    fac = gpd.GeoDataFrame(
+        {
+            "facility_id": [f"f{i}" for i in range(n_fac)],
+            "category": rng.choice(CATS, n_fac),
+            "name": [f"设施{i}" for i in range(n_fac)],
+            "source": "osm",
+            "status": "snapped",
+            "snap_m": 3.0,
+        },
+        geometry=gpd.points_from_xy(
+            rng.uniform(x0, x0 + nx * side_m, n_fac), rng.uniform(y0, y0 + ny * side_m, n_fac)
+        ),
+        crs=32648,
+    ).to_crs(4326)
+    return comm, fac, iso
+
+
+@pytest.mark.slow
+def test_county_size_map_stays_small_and_loads(tmp_path):
+    comm, fac, iso = make_county()
+    assert shapely.get_num_coordinates(comm.geometry.array).sum() > 800_000
+    m = coverage_map(comm, fac, categories=CATS, labels=LABELS, isochrones=iso, tiles=False)
+    path = save_map(m, tmp_path / "county.html")
+    size_mb = path.stat().st_size / 1e6
+    assert size_mb < 20.0, f"county map is {size_mb:.1f} MB"
+    with open_page(path, settle_ms=1000) as (page, errors, requests):
+        show_all_layers(page)
+        assert page.locator(".marker-cluster").count() > 0
+        flagged = page.locator("#circles-flagged li").count()
+    assert flagged == int(sum(comm[f"{c}_flag"].sum() for c in CATS))
+    assert errors == []
+    assert all(url.split(":", 1)[0] in {"file", "data", "about"} for url in requests)
