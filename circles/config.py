@@ -30,13 +30,18 @@ Example (``study.toml``)::
     category = "elderly_canteen"
 
     [walk]
-    speed = "adult"                   # or speed_m_s = 1.1
+    profile = "adult"                 # adult | planning | elderly | child | wheelchair ...
+    # speed_m_s = 1.1                 # override the profile's flat speed
+    # dem = "srtm_yuxi.tif"           # slope-aware walking (Tobler)
     max_snap_m = 200
     max_minutes = 45
     levels_minutes = [5, 10, 15]
 
     [coverage]
     flag_threshold = 0.8
+
+    [population]
+    # raster = "worldpop_2020_100m.tif"  # people per cell; default: street length stand-in
 
     [isochrones]
     method = "network"                # or "concave" (fast)
@@ -121,20 +126,59 @@ class FacilitiesSection:
 
 @dataclass(frozen=True)
 class WalkSection:
-    """``[walk]``: walking speed (preset name or m/s), snapping and search limits."""
+    """``[walk]``: walking profile, terrain, snapping and search limits.
 
-    speed: str = settings.DEFAULT_SPEED
+    ``profile`` names a walking profile of :data:`circles.terrain.WALK_PROFILES` (adult
+    1.2 m/s, planning 1.0, elderly 0.9, elderly_slow 0.76, child 1.0, wheelchair: each
+    with its documented source); ``speed_m_s`` overrides its flat speed. Categories
+    marked ``elderly`` in the facility profile (canteens, day care) are walked with
+    ``elderly_profile`` (empty string: use ``profile`` for all). With ``dem`` (a GeoTIFF
+    of ground height in metres, e.g. SRTM or Copernicus GLO-30), walking times follow
+    Tobler's hiking function uphill and downhill, on edges split to at most
+    ``split_length_m``.
+    """
+
+    profile: str = settings.DEFAULT_SPEED
     speed_m_s: float | None = None
+    elderly_profile: str = "elderly"
+    dem: str | None = None
+    split_length_m: float = 50.0
     max_snap_m: float = settings.MAX_SNAP_M
     max_minutes: float = settings.MAX_MINUTES
     levels_minutes: tuple[float, ...] = settings.LEVELS_MINUTES
 
+    def walk_profile(self, name: str | None = None) -> Any:
+        """The :class:`circles.terrain.WalkProfile` to use (``speed_m_s`` applied to the
+        main profile only)."""
+        from dataclasses import replace as _replace
+
+        from circles.terrain import get_profile
+
+        prof = get_profile(name or self.profile)
+        if name in (None, self.profile) and self.speed_m_s is not None:
+            prof = _replace(prof, speed_m_s=float(self.speed_m_s))
+        return prof
+
     @property
     def resolved_speed_m_s(self) -> float:
-        """The walking speed in m/s (explicit ``speed_m_s`` wins over the preset)."""
-        if self.speed_m_s is not None:
-            return float(self.speed_m_s)
-        return float(settings.WALK_SPEEDS_M_S[self.speed])
+        """The main profile's flat walking speed in m/s."""
+        return float(self.walk_profile().speed_m_s)
+
+
+@dataclass(frozen=True)
+class PopulationSection:
+    """``[population]``: who the residents are (default: street length as a stand-in).
+
+    ``raster``: a population GeoTIFF (WorldPop/GHSL style, any CRS; only the study's
+    window is read); ``elderly_raster``: people aged 60+ (weights the elderly categories);
+    ``buildings``: people from OSM residential buildings of the extract; community
+    ``population_column`` (in ``[communities]``) spreads community totals over streets.
+    """
+
+    raster: str | None = None
+    elderly_raster: str | None = None
+    buildings: bool = False
+    max_snap_m: float = 250.0
 
 
 @dataclass(frozen=True)
@@ -178,6 +222,7 @@ class StudyConfig:
     facilities: FacilitiesSection = field(default_factory=FacilitiesSection)
     walk: WalkSection = field(default_factory=WalkSection)
     coverage: CoverageSection = field(default_factory=CoverageSection)
+    population: PopulationSection = field(default_factory=PopulationSection)
     isochrones: IsochronesSection = field(default_factory=IsochronesSection)
     map: MapSection = field(default_factory=MapSection)
     base_dir: str = "."
@@ -208,6 +253,7 @@ _SECTIONS: dict[str, type] = {
     "facilities": FacilitiesSection,
     "walk": WalkSection,
     "coverage": CoverageSection,
+    "population": PopulationSection,
     "isochrones": IsochronesSection,
     "map": MapSection,
 }
@@ -300,13 +346,18 @@ def config_from_dict(
 
 def _validate(cfg: StudyConfig) -> None:
     w = cfg.walk
-    if w.speed_m_s is None and w.speed not in settings.WALK_SPEEDS_M_S:
-        raise ConfigError(
-            f"walk.speed {w.speed!r} is not a preset; use one of "
-            f"{', '.join(settings.WALK_SPEEDS_M_S)} or set walk.speed_m_s"
-        )
+    from circles.terrain import WALK_PROFILES
+
+    for key, name in (("profile", w.profile), ("elderly_profile", w.elderly_profile)):
+        if name and name not in WALK_PROFILES:
+            raise ConfigError(
+                f"walk.{key} {name!r} is not a walking profile; use one of "
+                f"{', '.join(WALK_PROFILES)}"
+            )
     if w.speed_m_s is not None and not 0.1 <= w.speed_m_s <= 3.0:
         raise ConfigError(f"walk.speed_m_s {w.speed_m_s} is not a walking speed (0.1-3 m/s)")
+    if not w.split_length_m > 0:
+        raise ConfigError("walk.split_length_m must be a positive number of metres")
     levels = [float(x) for x in w.levels_minutes]
     if not levels or any(b <= a for a, b in itertools.pairwise(levels)) or levels[0] <= 0:
         raise ConfigError("walk.levels_minutes must be positive and increasing, e.g. [5, 10, 15]")

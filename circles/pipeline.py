@@ -89,6 +89,7 @@ class StudyResult:
     isochrones: gpd.GeoDataFrame | None = None
     service_areas: gpd.GeoDataFrame | None = None
     summary: dict[str, Any] = field(default_factory=dict)
+    node_weight: np.ndarray | None = None
     outputs: dict[str, str] = field(default_factory=dict)
 
 
@@ -281,6 +282,141 @@ def compute_access(
     return pd.DataFrame(minutes), counts
 
 
+def prepare_terrain(
+    cfg: StudyConfig, network: WalkNetwork
+) -> tuple[WalkNetwork, np.ndarray | None]:
+    """With ``walk.dem``: the network with long edges split, and node elevations (m)."""
+    if cfg.walk.dem is None:
+        return network, None
+    from circles import terrain
+
+    net = terrain.split_long_edges(network, max_length_m=cfg.walk.split_length_m)
+    return net, terrain.sample_elevation(net, cfg.resolve(cfg.walk.dem) or "")
+
+
+def category_profiles(cfg: StudyConfig, profile: Any, categories: list[str]) -> dict[str, str]:
+    """Walking profile name per category: ``elderly_profile`` for elderly categories."""
+    elderly = {c.id for c in profile.categories if getattr(c, "elderly", False)}
+    main = cfg.walk.profile
+    old = cfg.walk.elderly_profile or main
+    return {c: (old if c in elderly else main) for c in categories}
+
+
+def access_by_profile(
+    cfg: StudyConfig,
+    network: WalkNetwork,
+    facilities: gpd.GeoDataFrame,
+    cat_profile: dict[str, str],
+    elevation_m: np.ndarray | None,
+) -> tuple[pd.DataFrame, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Minutes and counts per category, each category walked with its own profile.
+
+    Returns the minutes table, the counts, and the edge costs (seconds, ``(n_edges, 2)``)
+    per profile name.
+    """
+    from circles import terrain
+
+    minutes: dict[str, np.ndarray] = {}
+    counts: dict[str, np.ndarray] = {}
+    costs: dict[str, np.ndarray] = {}
+    for pname in dict.fromkeys(cat_profile.values()):
+        prof = cfg.walk.walk_profile(pname)
+        cost = terrain.edge_seconds(network, prof, elevation_m=elevation_m)
+        costs[pname] = cost
+        cats = [c for c, p in cat_profile.items() if p == pname]
+        m, cnt = compute_access(
+            network,
+            facilities,
+            cats,
+            speed_m_s=float(prof.speed_m_s),
+            max_minutes=cfg.walk.max_minutes,
+            levels_minutes=cfg.walk.levels_minutes,
+            edge_seconds=cost,
+        )
+        minutes.update({c: m[c].to_numpy() for c in cats})
+        counts.update(cnt)
+    order = list(cat_profile)
+    return pd.DataFrame({c: minutes[c] for c in order}), {c: counts[c] for c in order}, costs
+
+
+def node_weights(
+    cfg: StudyConfig,
+    network: WalkNetwork,
+    communities: gpd.GeoDataFrame,
+    node_comm: np.ndarray,
+    source: str,
+) -> tuple[np.ndarray, np.ndarray | None, str, dict[str, Any]]:
+    """Residents per node (and elderly residents per node, if known) and what they rest on."""
+    from circles import population as popmod
+
+    pop = cfg.population
+    info: dict[str, Any] = {}
+    area = shapely.union_all(communities.geometry.to_numpy()) if len(communities) else None
+    elderly = None
+    if pop.raster is not None:
+        placed = popmod.raster_node_population(
+            network, cfg.resolve(pop.raster) or "", max_snap_m=pop.max_snap_m, area=area
+        )
+        weight = placed.node_population
+        basis = f"population raster {Path(pop.raster).name}"
+        info["population_raster"] = {
+            "placed": placed.placed,
+            "unplaced": placed.unplaced,
+            "raster_total": placed.raster_total,
+            "unplaced_cells": placed.unplaced_cells,
+        }
+    elif pop.buildings:
+        feats = _read_buildings(source)
+        b = popmod.building_population(feats, network, max_snap_m=pop.max_snap_m)
+        weight = b.node_population
+        basis = "OSM residential buildings (floor area x levels)"
+        info["buildings"] = {
+            "placed": b.placed,
+            "unplaced": b.unplaced,
+            "residential_buildings": b.buildings_residential,
+            "levels_defaulted": b.levels_defaulted,
+        }
+    elif cfg.communities.population_column and cfg.communities.population_column in communities:
+        col = cfg.communities.population_column
+        weight = popmod.community_node_population(
+            network, node_comm, communities[col].to_numpy(float)
+        )
+        weight = np.nan_to_num(weight, nan=0.0)
+        basis = f"community population ({col}) spread over street length"
+    else:
+        weight = network.node_weight_m()
+        basis = BASIS_STREET_LENGTH
+    if pop.elderly_raster is not None:
+        placed = popmod.raster_node_population(
+            network, cfg.resolve(pop.elderly_raster) or "", max_snap_m=pop.max_snap_m, area=area
+        )
+        elderly = placed.node_population
+        info["elderly_raster"] = {
+            "placed": placed.placed,
+            "unplaced": placed.unplaced,
+            "raster_total": placed.raster_total,
+        }
+    return weight, elderly, basis, info
+
+
+def _read_buildings(source: str) -> gpd.GeoDataFrame:
+    if io.osm_format(source) == "pbf":
+        import warnings
+
+        import pyrosm
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            b = pyrosm.OSM(source).get_buildings()
+        if b is None:
+            raise InputDataError(f"{source}: no buildings in this extract")
+        return gpd.GeoDataFrame(b, geometry="geometry", crs=WGS84)
+    feats = io.read_osm_features(source, keys=("building",))
+    for k in ("building", "building:levels"):
+        feats[k] = [t.get(k) for t in feats["tags"]]
+    return feats
+
+
 def read_centres(cfg: StudyConfig, communities: gpd.GeoDataFrame) -> gpd.GeoSeries | None:
     """Configured community centre points aligned with ``communities`` (None if unset)."""
     path = cfg.resolve(cfg.isochrones.centres)
@@ -403,27 +539,22 @@ def run(cfg: StudyConfig, *, progress: Progress | None = None, write: bool = Tru
     communities = load_communities(cfg, network, source)
     derived = communities["derived"].iloc[0] if len(communities) else "-"
     say(f"communities: {len(communities)} ({derived})")
+    network, elevation = prepare_terrain(cfg, network)
     say("reading and snapping facilities")
     facilities, rejects, fcounts = load_facilities(cfg, network, source, categories, profile)
-    speed = cfg.walk.resolved_speed_m_s
-    say(f"computing walking minutes for {len(categories)} categories at {speed} m/s")
-    node_minutes, node_counts = compute_access(
-        network,
-        facilities,
-        categories,
-        speed_m_s=speed,
-        max_minutes=cfg.walk.max_minutes,
-        levels_minutes=cfg.walk.levels_minutes,
+    cat_profile = category_profiles(cfg, profile, categories)
+    say(
+        f"computing walking minutes for {len(categories)} categories "
+        f"(profiles: {', '.join(dict.fromkeys(cat_profile.values()))}"
+        f"{', slope-aware' if elevation is not None else ''})"
+    )
+    node_minutes, node_counts, costs = access_by_profile(
+        cfg, network, facilities, cat_profile, elevation
     )
     node_comm = assign_nodes(network, communities)
-    weight = network.node_weight_m()
-    basis = BASIS_STREET_LENGTH
-    pop_col = cfg.communities.population_column
-    if pop_col is not None and pop_col in communities:
-        from circles.population import community_node_population
-
-        weight = community_node_population(network, node_comm, communities[pop_col].to_numpy(float))
-        basis = f"community population ({pop_col}) spread over street length"
+    weight, elderly_weight, basis, pop_info = node_weights(
+        cfg, network, communities, node_comm, source
+    )
     table = coverage_table(
         communities,
         node_comm,
@@ -434,10 +565,33 @@ def run(cfg: StudyConfig, *, progress: Progress | None = None, write: bool = Tru
         always_flag=cfg.coverage.always_flag,
         residents_basis=basis,
     )
+    elderly_cats = [c for c in categories if getattr(profile.category(c), "elderly", False)]
+    if elderly_weight is not None and elderly_cats:
+        old_t = coverage_table(
+            communities,
+            node_comm,
+            elderly_weight,
+            {c: node_minutes[c].to_numpy() for c in elderly_cats},
+            levels_minutes=cfg.walk.levels_minutes,
+            flag_threshold=cfg.coverage.flag_threshold,
+        )
+        for col in old_t.columns:
+            if any(col.startswith(c + "_") for c in elderly_cats):
+                table[col] = old_t[col].to_numpy()
+        table["elderly_residents"] = old_t["residents"].to_numpy()
     iso = sa = None
     if cfg.isochrones.enabled:
         say("drawing isochrones and service areas")
-        iso, sa = compute_isochrones(cfg, network, communities, facilities, weight)
+        main_cost = costs.get(cfg.walk.profile)
+        if main_cost is None:
+            from circles import terrain
+
+            main_cost = terrain.edge_seconds(
+                network, cfg.walk.walk_profile(), elevation_m=elevation
+            )
+        iso, sa = compute_isochrones(
+            cfg, network, communities, facilities, weight, edge_seconds=main_cost
+        )
     summary = _summary(
         cfg,
         network,
@@ -451,6 +605,12 @@ def run(cfg: StudyConfig, *, progress: Progress | None = None, write: bool = Tru
         weight,
         basis,
     )
+    summary["population"] = pop_info
+    summary["walking_profiles"] = {
+        c: {"profile": p, "speed_m_s": cfg.walk.walk_profile(p).speed_m_s}
+        for c, p in cat_profile.items()
+    }
+    summary["slope_aware"] = elevation is not None
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     result = StudyResult(
         cfg,
@@ -466,6 +626,7 @@ def run(cfg: StudyConfig, *, progress: Progress | None = None, write: bool = Tru
         sa,
         summary,
     )
+    result.node_weight = weight
     if write:
         say(f"writing outputs to {cfg.out_dir}")
         result.outputs = write_outputs(result)
@@ -578,7 +739,9 @@ def write_outputs(result: StudyResult) -> dict[str, str]:
                 result.communities["community_id"].to_numpy()[np.maximum(nc, 0)],
                 None,
             ),
-            "residents_weight": net.node_weight_m(),
+            "residents_weight": (
+                result.node_weight if result.node_weight is not None else net.node_weight_m()
+            ),
         },
         geometry=gpd.points_from_xy(net.lon, net.lat),
         crs=WGS84,
@@ -639,15 +802,17 @@ def summary_table(result: StudyResult) -> str:
         f"facilities: {s['facilities'].get('by_status', {})}   rejected planner rows: "
         f"{s['rejected_rows']}",
         "",
-        f"{'category':<18}{'facilities':>11}{'share<=' + k + 'min':>14}{'flagged':>9}",
+        f"{'category':<18}{'walk':>10}{'facilities':>11}{'share<=' + k + 'min':>14}"
+        f"{'flagged':>9}",
     ]
     n = s["communities"]
     for r in s["categories"]:
         share = r[f"share_within_{k}_min"]
         share_s = "-" if share != share else f"{100 * share:.1f}%"
         star = " *" if r["always_reported"] else ""
+        walk = s.get("walking_profiles", {}).get(r["category"], {}).get("profile", "")
         lines.append(
-            f"{r['category']:<18}{r['facilities']:>11}{share_s:>14}"
+            f"{r['category']:<18}{walk:>10}{r['facilities']:>11}{share_s:>14}"
             f"{r['communities_flagged']:>5}/{n}{star}"
         )
     lines.append("")

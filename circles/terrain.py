@@ -51,6 +51,7 @@ from rasterio.errors import RasterioIOError
 
 from circles._errors import ConfigError, DataFileError, InputDataError
 from circles.network import WalkNetwork
+from circles.settings import WALK_SPEEDS_M_S
 
 logger = logging.getLogger(__name__)
 
@@ -131,21 +132,35 @@ WALK_PROFILES: Mapping[str, WalkProfile] = MappingProxyType(
     {
         "adult": WalkProfile(
             name="adult",
-            speed_m_s=1.2,
+            speed_m_s=WALK_SPEEDS_M_S["adult"],
             steps_factor=2.0,
             source="1.2 m/s: pedestrian-crossing design speed (FHWA MUTCD 4E.06); " + _STAIRS_NOTE,
         ),
         "elderly": WalkProfile(
             name="elderly",
-            speed_m_s=0.9,
+            speed_m_s=WALK_SPEEDS_M_S["elderly"],
             steps_factor=2.5,
             source="0.9 m/s: UK adults 65+ (men 0.9, women 0.8 m/s; Bohannon & Andrews "
             "2011, Health Survey for England); steps_factor 2.5: assumption (older people "
             "slow more on stairs than on the flat)",
         ),
+        "planning": WalkProfile(
+            name="planning",
+            speed_m_s=WALK_SPEEDS_M_S["planning"],
+            steps_factor=2.0,
+            source="1.0 m/s (60 m/min): the speed implied by GB 50180-2018's 15-minute level "
+            "of 800-1000 m; " + _STAIRS_NOTE,
+        ),
+        "elderly_slow": WalkProfile(
+            name="elderly_slow",
+            speed_m_s=WALK_SPEEDS_M_S["elderly_slow"],
+            steps_factor=2.5,
+            source="0.76 m/s: adults 65+ at risk of mobility disability; steps_factor 2.5: "
+            "assumption",
+        ),
         "child": WalkProfile(
             name="child",
-            speed_m_s=1.0,
+            speed_m_s=WALK_SPEEDS_M_S["child"],
             steps_factor=2.0,
             source="1.0 m/s: assumption, a conservative figure for primary-school "
             "children walking with adults (circles.settings.WALK_SPEEDS_M_S); " + _STAIRS_NOTE,
