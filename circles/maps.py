@@ -92,9 +92,9 @@ FLAGGED_ID = "circles-flagged"
 
 _TEXT: Mapping[str, Mapping[str, str]] = {
     "en": {
-        "legend": "Residents within a 15-minute walk",
+        "legend": "Residents within a {m}-minute walk",
         "no_data": "no data",
-        "flagged": "Flagged communities (15-minute share below target)",
+        "flagged": "Flagged communities ({m}-minute share below target)",
         "none": "none",
         "id": "id",
         "basis": "residents basis",
@@ -118,9 +118,9 @@ _TEXT: Mapping[str, Mapping[str, str]] = {
         "community": "community",
     },
     "zh": {
-        "legend": "15分钟步行可达居民比例",
+        "legend": "{m}分钟步行可达居民比例",
         "no_data": "无数据",
-        "flagged": "未达标社区（15分钟覆盖率低于目标）",
+        "flagged": "未达标社区（{m}分钟覆盖率低于目标）",
         "none": "无",
         "id": "编号",
         "basis": "居民计算依据",
@@ -311,7 +311,7 @@ def _legend_html(text: Mapping[str, str]) -> str:
         f"border-top:3px dashed {FLAG_STYLE['color']};margin-right:4px'></span>"
         f"{_esc(text['flag'])}</div>"
     )
-    return f"<b>{_esc(text['legend'])}</b>" + "".join(rows)
+    return f"<b>{_esc(text['legend'])}</b>" + "".join(rows)  # text is formatted by caller
 
 
 # --------------------------------------------------------------------------- public API
@@ -329,6 +329,7 @@ def coverage_map(
     cluster_threshold: int = 50,
     tiles: bool = True,
     tiles_shown: bool = False,
+    levels_minutes: Sequence[float] = (5, 10, 15),
 ) -> folium.Map:
     """Draw community coverage, facilities and isochrones on one folium map.
 
@@ -368,6 +369,9 @@ def coverage_map(
         Whether the tile layer is switched on when the page opens. Off by default, so a
         report map opened on an intranet machine makes no request until the reader
         ticks "Base map" in the layer control.
+    levels_minutes : sequence of float, default (5, 10, 15)
+        The study's walk-time levels: communities carry ``C_share_<level>`` for each,
+        and are shaded by the share within the last (largest) level.
 
     Returns
     -------
@@ -392,7 +396,13 @@ def coverage_map(
         raise InputDataError(f"cluster_threshold must be an int, got {cluster_threshold!r}")
     if cluster_threshold < 0:
         raise InputDataError(f"cluster_threshold must be >= 0, got {cluster_threshold}")
-    cat_columns = [f"{c}_{s}" for c in cats for s in _CATEGORY_SUFFIXES]
+    levels = [float(x) for x in levels_minutes]
+    if not levels:
+        raise InputDataError("levels_minutes must not be empty")
+    lev_keys = [str(int(x)) if x.is_integer() else str(x) for x in levels]
+    top = lev_keys[-1]
+    suffixes = (*[f"share_{k}" for k in lev_keys], "median_min", "p90_min", "flag")
+    cat_columns = [f"{c}_{s}" for c in cats for s in suffixes]
     comm = _check_frame(
         communities,
         "communities",
@@ -444,13 +454,18 @@ def coverage_map(
     ids = comm["community_id"].map(_esc).to_numpy()
     basis = comm["residents_basis"].map(_esc).to_numpy()
     flagged_html = []
+    text = {
+        **text,
+        "legend": text["legend"].format(m=top),
+        "flagged": text["flagged"].format(m=top),
+    }
     for i, cat in enumerate(cats):
         group = folium.FeatureGroup(name=label(cat), show=(i == 0))
-        share15 = comm[f"{cat}_share_15"].to_numpy(dtype=float)
+        share15 = comm[f"{cat}_share_{top}"].to_numpy(dtype=float)
         flags = comm[f"{cat}_flag"].eq(True).to_numpy(dtype=bool)  # NaN -> not flagged
         cls = _share_class(share15)
         fills = np.where(cls < 0, NO_DATA_COLOUR, np.asarray(SHARE_COLOURS)[np.clip(cls, 0, 4)])
-        cols = {s: comm[f"{cat}_{s}"].to_numpy() for s in _CATEGORY_SUFFIXES}
+        cols = {s: comm[f"{cat}_{s}"].to_numpy() for s in suffixes}
         props = []
         for j in range(len(comm)):
             rows = [
@@ -458,7 +473,7 @@ def coverage_map(
                 (_esc(text["basis"]), basis[j]),
                 *[
                     (_esc(text["share"].format(m=mm)), _fmt_share(cols[f"share_{mm}"][j]))
-                    for mm in (5, 10, 15)
+                    for mm in lev_keys
                 ],
                 (_esc(text["median"]), _esc(_fmt_minutes(cols["median_min"][j], text))),
                 (_esc(text["p90"]), _esc(_fmt_minutes(cols["p90_min"][j], text))),

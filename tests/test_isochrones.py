@@ -15,6 +15,7 @@ from scipy.sparse.csgraph import dijkstra
 from circles._errors import InputDataError
 from circles.isochrones import (
     CONCAVE_BUFFER_M,
+    PRECISION_M,
     QUAD_SEGS,
     area_km2,
     directed_edge_cost,
@@ -233,12 +234,15 @@ def test_ring_road_keeps_the_unreachable_block_as_a_hole(ring):
     assert len(poly.interiors) == 1
     hole = shapely.Polygon(poly.interiors[0])
     # the hole is the block less 25 m on each side: 350 x 350 m with sharp corners
-    assert hole.area == pytest.approx(350.0**2, rel=1e-9)
+    # coordinates are rounded to the PRECISION_M grid: area within perimeter x grid / 2
+    assert hole.area == pytest.approx(350.0**2, abs=hole.length * PRECISION_M / 2)
     assert not poly.covers(shapely.Point(X0 + 200, Y0 + 200))
     # hand-checked: 400x400 square + 4 sides x 400 x 25 + rounded corners - hole
     expected_m2 = 400**2 + 4 * 400 * 25 + circle_polygon_area(25.0) - 350**2
-    assert poly.area == pytest.approx(expected_m2, rel=1e-9)
-    assert area_km2([poly], crs=net.crs)[0] == pytest.approx(expected_m2 / 1e6, rel=1e-9)
+    assert poly.area == pytest.approx(expected_m2, abs=poly.length * PRECISION_M / 2)
+    assert area_km2([poly], crs=net.crs)[0] == pytest.approx(
+        expected_m2 / 1e6, abs=poly.length * PRECISION_M / 2e6
+    )
 
     (concave,) = isochrone_polygons(net, secs, cost, [1000.0], method="concave")
     assert shapely.get_num_interior_rings(concave) == 0
@@ -258,7 +262,7 @@ def test_partly_reached_ring_polygon_area(ring):
         + circle_polygon_area(10.0) / 4  # the rounded outer corner
         + circle_polygon_area(10.0)  # a half disk at each cut end
     )
-    assert poly.area == pytest.approx(expected_m2, rel=1e-9)
+    assert poly.area == pytest.approx(expected_m2, abs=poly.length * PRECISION_M / 2)
 
 
 def test_polygons_nested_valid_and_cover_reached_nodes_on_hand_network(rect):
@@ -276,9 +280,11 @@ def test_polygons_nested_valid_and_cover_reached_nodes_on_hand_network(rect):
                 assert_nested(polys[order[k - 1]], polys[i])
     # level 0: only the origin itself, as a disk around it
     (p0,) = isochrone_polygons(net, secs, cost, [0.0])
-    assert p0.area == pytest.approx(circle_polygon_area(25.0), rel=1e-9)
+    assert p0.area == pytest.approx(circle_polygon_area(25.0), abs=p0.length * PRECISION_M / 2)
     (c0,) = isochrone_polygons(net, secs, cost, [0.0], method="concave")
-    assert c0.area == pytest.approx(circle_polygon_area(CONCAVE_BUFFER_M), rel=1e-9)
+    assert c0.area == pytest.approx(
+        circle_polygon_area(CONCAVE_BUFFER_M), abs=c0.length * PRECISION_M / 2
+    )
 
 
 def test_nothing_reached_gives_empty_geometry(rect):
@@ -298,7 +304,9 @@ def test_network_buffer_width(rect):
     assert shapely.covers(p, segs).all()
     # the boundary is 25 m from the reached streets (arcs drawn as chords: >= 25 cos(pi/32))
     gap_m = shapely.distance(shapely.union_all(segs), p.exterior)
-    assert 25.0 * math.cos(math.pi / (4 * QUAD_SEGS)) - 1e-9 <= gap_m <= 25.0 + 1e-9
+    # (coordinates on the PRECISION_M grid: within one grid step of that)
+    assert 25.0 * math.cos(math.pi / (4 * QUAD_SEGS)) - PRECISION_M <= gap_m
+    assert gap_m <= 25.0 + PRECISION_M
     # the unreached middle of the top street (40 m gap < 2 x 25 m) is bridged by the buffer
     assert p.covers(shapely.Point(X0 + 50, Y0 + 100))
     (thin,) = isochrone_polygons(net, secs, cost, [180.0], buffer_m=10.0)
