@@ -166,8 +166,8 @@ def item_coverage(
     -------
     pandas.DataFrame
         Indexed like ``communities``, columns ``chk_<item>_share_<L>`` (0-1, NaN for a
-        community without residents) for every item with at least one category in
-        ``node_minutes``.
+        community without residents) for every item with at least two categories in
+        ``node_minutes`` (a single category's own coverage column is already exact).
     """
     profile = _check_profile(profile)
     if not isinstance(communities, pd.DataFrame):
@@ -185,8 +185,8 @@ def item_coverage(
     union: dict[str, np.ndarray] = {}
     for item in profile.checklist:
         present = [c for c in item.categories if c in node_minutes]
-        if not present:
-            continue
+        if len(present) < 2:
+            continue  # one category: its own coverage column is exact
         stack = np.vstack([np.asarray(node_minutes[c], dtype=float) for c in present])
         if stack.shape[1] != nc.size:
             raise InputDataError(
@@ -234,10 +234,7 @@ def _item_shares(
         vals = table[cols].to_numpy(float)
         best = np.where(np.isnan(vals), -1.0, vals).max(axis=1)
         out[lv] = np.where(np.isnan(vals).all(axis=1), np.nan, best)
-    basis = BASIS_EXACT if len(item.categories) == 1 else BASIS_LOWER_BOUND
-    if len(present) < len(item.categories) and basis == BASIS_EXACT:
-        basis = BASIS_LOWER_BOUND
-    return out, basis
+    return out, (BASIS_EXACT if len(present) == 1 else BASIS_LOWER_BOUND)
 
 
 def _tri(values: np.ndarray, unknown: np.ndarray) -> np.ndarray:
@@ -434,12 +431,15 @@ def checklist_from_result(
     net = result.network
     comm = result.communities
     node_comm = assign_nodes(net, comm)
-    weight = net.node_weight_m()
-    pop_col = cfg.communities.population_column
-    if pop_col is not None and pop_col in comm:
-        from circles.population import community_node_population
+    weight = getattr(result, "node_weight", None)
+    if weight is None:
+        weight = net.node_weight_m()
+        pop_col = cfg.communities.population_column
+        if pop_col is not None and pop_col in comm:
+            from circles.population import community_node_population
 
-        weight = community_node_population(net, node_comm, comm[pop_col].to_numpy(float))
+            weight = community_node_population(net, node_comm, comm[pop_col].to_numpy(float))
+            weight = np.nan_to_num(weight, nan=0.0)
     levels = tuple(lv for lv in prof.level_minutes)
     missing = [lv for lv in levels if lv not in tuple(float(x) for x in cfg.walk.levels_minutes)]
     if missing:

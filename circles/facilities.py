@@ -49,6 +49,10 @@ FACILITY_COLUMNS = (
     "near_island",
 )
 
+#: Numeric facility attributes kept from planner files when present (for the plan
+#: indicators: floor area and resident activity area in m², staff count).
+FACILITY_ATTRIBUTES = ("floor_area_m2", "activity_area_m2", "staff")
+
 #: Status of a facility after snapping.
 STATUS_SNAPPED = "snapped"
 STATUS_UNREACHABLE = "unreachable"
@@ -84,6 +88,10 @@ class FacilityFile:
         Excel sheet (default: the first).
     layer : str, optional
         GeoPackage layer (default: the first).
+    attribute_columns : tuple of str
+        Numeric columns kept on the facilities when present (default: floor area,
+        resident activity area and staff, which the plan indicators of
+        :mod:`circles.report` read).
     """
 
     path: str
@@ -99,6 +107,7 @@ class FacilityFile:
     coord_system: str = "wgs84"
     sheet: str | int | None = None
     layer: str | None = None
+    attribute_columns: tuple[str, ...] = FACILITY_ATTRIBUTES
 
 
 # --------------------------------------------------------------------------- reading
@@ -289,16 +298,16 @@ def read_facility_file(
         reject(valid & ~inside & (reason == ""), "outside study area")
 
     ok = (reason == "").to_numpy()
-    fac = gpd.GeoDataFrame(
-        {
-            "facility_id": ids[ok].astype(str).to_numpy(),
-            "category": cat[ok].to_numpy(),
-            "name": names[ok].to_numpy(),
-            "source": src,
-        },
-        geometry=np.asarray(geoms)[ok],
-        crs=WGS84,
-    )
+    cols: dict[str, Any] = {
+        "facility_id": ids[ok].astype(str).to_numpy(),
+        "category": cat[ok].to_numpy(),
+        "name": names[ok].to_numpy(),
+        "source": src,
+    }
+    for col in spec.attribute_columns:
+        if col in df.columns:
+            cols[col] = pd.to_numeric(df.loc[ok, col], errors="coerce").to_numpy(float)
+    fac = gpd.GeoDataFrame(cols, geometry=np.asarray(geoms)[ok], crs=WGS84)
     rej = df.loc[~ok].copy()
     rej.insert(0, "reason", reason[~ok].to_numpy())
     rej.insert(0, "facility_id", ids[~ok].to_numpy())

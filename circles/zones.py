@@ -75,12 +75,15 @@ class ServiceZones:
     node_seconds: np.ndarray
 
 
-def grid_centres(network: WalkNetwork, *, spacing_m: float) -> gpd.GeoDataFrame:
+def grid_centres(
+    network: WalkNetwork, *, spacing_m: float, max_distance_m: float | None = None
+) -> gpd.GeoDataFrame:
     """A regular grid of centre points over the network, kept where a node is near.
 
     Points are laid every ``spacing_m`` metres over the network's bounding box (in its
-    metric CRS) and kept when a network node lies within ``spacing_m / 2``: a stand-in for
-    community centres where none are known.
+    metric CRS) and kept when a network node lies within ``max_distance_m`` (default
+    ``min(spacing_m / 2, MAX_SNAP_M)``, so that every kept point snaps to the network):
+    a stand-in for community centres where none are known.
 
     Returns
     -------
@@ -91,13 +94,14 @@ def grid_centres(network: WalkNetwork, *, spacing_m: float) -> gpd.GeoDataFrame:
         raise InputDataError(f"grid_centres() needs a WalkNetwork; got {type(network).__name__}")
     if isinstance(spacing_m, bool) or not isinstance(spacing_m, (int, float)) or spacing_m <= 0:
         raise InputDataError(f"spacing_m must be a positive number of metres; got {spacing_m!r}")
+    near_m = min(spacing_m / 2.0, MAX_SNAP_M) if max_distance_m is None else max_distance_m
     xs = np.arange(network.x.min() + spacing_m / 2, network.x.max() + spacing_m / 2, spacing_m)
     ys = np.arange(network.y.min() + spacing_m / 2, network.y.max() + spacing_m / 2, spacing_m)
     gx, gy = np.meshgrid(xs, ys)
     rr, cc = np.meshgrid(np.arange(ys.size), np.arange(xs.size), indexing="ij")
     pts = shapely.points(gx.ravel(), gy.ravel())
     tree = shapely.STRtree(shapely.points(network.x, network.y))
-    hit = tree.query(pts, predicate="dwithin", distance=spacing_m / 2.0)[0]
+    hit = tree.query(pts, predicate="dwithin", distance=near_m)[0]
     keep = np.zeros(pts.size, bool)
     keep[np.unique(hit)] = True
     ids = [f"g{r:02d}_{c:02d}" for r, c in zip(rr.ravel()[keep], cc.ravel()[keep], strict=True)]
@@ -262,7 +266,11 @@ def service_zones(
         geometry=polys,
         crs=network.crs,
     ).to_crs(WGS84)
-    extra = [c for c in centres.columns if c not in zones.columns and c != centres.geometry.name]
+    extra = [
+        c
+        for c in centres.columns
+        if c not in zones.columns and c not in (centres.geometry.name, id_column)
+    ]
     for c in extra:
         zones[c] = centres[c].to_numpy()
     logger.info(

@@ -727,3 +727,176 @@ def test_liechtenstein_counts(default: Profile) -> None:
     shelters = set(pois.index[pois["amenity"].eq("shelter")])
     assert shelters
     assert not shelters & set(result.loc[result["category"] == "shelter", "feature_index"])
+
+
+# --------------------------------------------------------------------------------------
+# Planning profiles: [[levels]] and [[checklist]]
+# --------------------------------------------------------------------------------------
+
+CHECKLIST_PART = """
+[[levels]]
+minutes = 5
+distance_m = 300
+label_en = "5-minute circle"
+label_zh = "五分钟生活圈"
+source = "GB 50180-2018"
+status = "unverified"
+
+[[levels]]
+minutes = 15
+distance_m = [800, 1000]
+label_en = "15-minute circle"
+label_zh = "十五分钟生活圈"
+source = "GB 50180-2018"
+status = "verified"
+
+[[checklist]]
+id = "item_a"
+level = 5
+categories = ["alpha"]
+label_en = "Alpha"
+label_zh = "甲"
+source = "test"
+status = "conflicting"
+note = "last"
+"""
+
+
+def test_packaged_planning_profiles() -> None:
+    assert {"china_life_circle", "fitness_circle"} <= set(packaged_profiles())
+    china = load_profile("china_life_circle")
+    assert china.level_minutes == (5.0, 10.0, 15.0)
+    assert [(lv.distance_low_m, lv.distance_high_m) for lv in china.levels] == [
+        (300.0, 300.0),
+        (500.0, 500.0),
+        (800.0, 1000.0),
+    ]
+    # the Yuxi plan's always-reported categories exist under the default ids
+    assert {"elderly_canteen", "fitness", "shelter", "elderly_day_care"} <= set(china.ids)
+    items = {it.id: it for it in china.checklist}
+    assert items["kindergarten"].level_minutes == 5
+    assert items["primary_school"].level_minutes == 10
+    assert items["middle_school"].level_minutes == 15
+    assert items["health_station"].categories == ("health_station", "health_centre")
+    for prof in (china, load_profile("fitness_circle")):
+        for cat in prof.categories:
+            assert cat.label_zh
+            assert cat.label_en
+            assert cat.description
+            assert all(rule.note for rule in cat.rules), cat.id
+        for it in prof.checklist:
+            assert it.source
+            assert it.label_zh
+            assert it.label_en
+            assert set(it.categories) <= set(prof.ids)
+    # precision is not invented: the standard's Appendix B was not read
+    statuses = {it.status for it in china.checklist}
+    assert statuses <= {"unverified", "conflicting"}
+    fitness = load_profile("fitness_circle")
+    assert [it.id for it in fitness.checklist] == ["fitness_place"]
+    assert fitness.level_minutes == (15.0,)
+
+
+def test_levels_are_cumulative() -> None:
+    china = load_profile("china_life_circle")
+    five = {it.id for it in china.items_up_to(5)}
+    ten = {it.id for it in china.items_up_to(10)}
+    fifteen = {it.id for it in china.items_up_to(15)}
+    assert five < ten < fifteen
+    assert fifteen == {it.id for it in china.checklist}
+    assert "primary_school" not in five
+    assert "primary_school" in ten
+
+
+def test_readme_lists_every_checklist_item() -> None:
+    readme = (PROFILES_DIR / "README.md").read_text(encoding="utf-8")
+    rows = {
+        line.split("|")[1].strip(): line for line in readme.splitlines() if line.startswith("| `")
+    }
+    for it in load_profile("china_life_circle").checklist:
+        line = rows.get(f"`{it.id}`")
+        assert line is not None, f"README has no row for checklist item {it.id}"
+        cells = [c.strip() for c in line.split("|")]
+        assert cells[2] == f"{it.level_minutes:g}", it.id
+        assert it.status in cells, it.id
+
+
+def test_chinese_and_english_labels_of_new_profiles() -> None:
+    zh = category_labels(load_profile("china_life_circle"), "zh")
+    en = category_labels(load_profile("china_life_circle"), "en")
+    assert zh["elderly_day_care"] == "老年人日间照料中心"
+    assert en["health_centre"] == "Community health service centre / hospital"
+    assert category_labels(load_profile("fitness_circle"), "zh")["square"] == "广场（广场舞）"
+
+
+@pytest.mark.parametrize(
+    ("tags", "profile", "category"),
+    [
+        ({"name": "凤凰社区日间照料中心"}, "china_life_circle", "elderly_day_care"),
+        ({"name": "玉溪市第一中学"}, "china_life_circle", "middle_school"),
+        ({"name": "红塔区社区卫生服务中心"}, "china_life_circle", "health_centre"),
+        ({"name": "大营村卫生室"}, "china_life_circle", "health_station"),
+        ({"name": "玉兴社区居民委员会"}, "china_life_circle", "community_service"),
+        ({"amenity": "police"}, "china_life_circle", "police"),
+        ({"name": "聂耳文化广场"}, "fitness_circle", "square"),
+        ({"place": "square"}, "fitness_circle", "fitness"),
+        ({"leisure": "fitness_station"}, "fitness_circle", "fitness_station"),
+    ],
+)
+def test_planning_profiles_positive(tags: dict[str, Any], profile: str, category: str) -> None:
+    assert category in categories_of(load_profile(profile), tags)
+
+
+@pytest.mark.parametrize(
+    ("tags", "profile", "category"),
+    [
+        ({"name": "玉溪高级中学"}, "china_life_circle", "middle_school"),
+        ({"name": "宠物医院"}, "china_life_circle", "health_centre"),
+        ({"name": "万达广场", "shop": "mall"}, "fitness_circle", "fitness"),
+        ({"name": "万达广场"}, "fitness_circle", "square"),
+        ({"shop": "convenience"}, "china_life_circle", "fresh_market"),
+    ],
+)
+def test_planning_profiles_negative(tags: dict[str, Any], profile: str, category: str) -> None:
+    assert category not in categories_of(load_profile(profile), tags)
+
+
+def test_minimal_profile_has_no_checklist(tmp_path: Path) -> None:
+    prof = load_profile(write_profile(tmp_path, MINIMAL))
+    assert prof.levels == ()
+    assert prof.checklist == ()
+    assert prof.items_up_to(15) == ()
+
+
+def test_checklist_format_loads(tmp_path: Path) -> None:
+    prof = load_profile(write_profile(tmp_path, MINIMAL + CHECKLIST_PART))
+    assert prof.level_minutes == (5.0, 15.0)
+    assert prof.checklist[0].categories == ("alpha",)
+    assert prof.checklist[0].provision == ""
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("level = 5\n", "level = 10\n", r"checklist\.item_a\.level 10 is not one of the"),
+        ('categories = ["alpha"]', 'categories = ["beta"]', r"unknown categories \['beta'\]"),
+        ('categories = ["alpha"]', "categories = []", r"categories must be a category id"),
+        ('status = "conflicting"', 'status = "sure"', r"status must be one of"),
+        ('id = "item_a"', 'id = "Item A"', r"is not a snake_case identifier"),
+        (
+            'label_zh = "甲"\nsource = "test"',
+            'label_zh = "甲"',
+            r"checklist\.item_a has no 'source'",
+        ),
+        ("distance_m = 300", "distance_m = [1000, 800]", r"distance_m must be a positive"),
+        ("minutes = 15", "minutes = 4", r"minutes must increase"),
+        ('note = "last"', "rank = 1", r"unknown key 'checklist#1\.rank'"),
+        ('note = "last"', 'provision = "must"', r"provision must be 'required', 'recommended'"),
+    ],
+)
+def test_invalid_checklists(tmp_path: Path, old: str, new: str, message: str) -> None:
+    text = MINIMAL + CHECKLIST_PART
+    assert text.count(old) == 1
+    text = text.replace(old, new, 1)
+    with pytest.raises(ConfigError, match=message):
+        load_profile(write_profile(tmp_path, text))

@@ -1,0 +1,199 @@
+"""Tests of circles.report: Yuxi plan indicators computed from a hand-made table, or "no data"."""
+
+from __future__ import annotations
+
+import html
+import re
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+import shapely
+
+from circles._errors import ConfigError, InputDataError
+from circles.report import INDICATORS, indicator_table, write_report
+
+
+def _table(with_attributes: bool = True) -> gpd.GeoDataFrame:
+    """Four communities in two counties: unit squares side by side (lon 0-4, lat 0-1)."""
+    t = gpd.GeoDataFrame(
+        {
+            "community_id": ["c1", "c2", "v1", "v2"],
+            "name": ["一社区", "二社区", "<b>三村</b>", "四村"],
+            "residents": [100.0, 100.0, 50.0, 0.0],
+            "residents_basis": "street length (no population data)",
+            "elderly_canteen_share_15": [0.9, 0.5, 0.85, np.nan],
+            "elderly_day_care_share_15": [0.95, 0.92, 0.1, np.nan],
+            "fitness_share_15": [1.0, 0.8, 0.79, np.nan],
+            "shelter_share_15": [0.0, 0.0, 0.0, np.nan],
+        },
+        geometry=[shapely.box(i, 0, i + 1, 1) for i in range(4)],
+        crs="EPSG:4326",
+    )
+    if with_attributes:
+        t["county"] = ["红塔区", "红塔区", "江川区", "江川区"]
+        t["street"] = ["玉兴街道", "凤凰街道", "大街街道", "大街街道"]
+        t["kind"] = ["urban", "urban", "rural", "rural"]
+        t["households"] = [1000, 500, 200, np.nan]
+        t["population"] = [3000.0, 2000.0, 600.0, 100.0]
+        t["service_area_m2"] = [400.0, 100.0, 0.0, np.nan]
+        t["activity_area_m2"] = [300.0, 50.0, 0.0, np.nan]
+        t["community_workers"] = [6.0, 3.0, 1.0, 1.0]
+    return t
+
+
+def _facilities() -> gpd.GeoDataFrame:
+    return gpd.GeoDataFrame(
+        {
+            "category": ["elderly_service_centre", "elderly_service_centre", "fitness"],
+            "status": ["snapped", "snapped", "snapped"],
+        },
+        geometry=[shapely.Point(0.5, 0.5), shapely.Point(2.5, 0.5), shapely.Point(1.5, 0.5)],
+        crs="EPSG:4326",
+    )
+
+
+CATS = ["elderly_canteen", "elderly_day_care", "elderly_service_centre", "fitness", "shelter"]
+
+
+def _rows(df: pd.DataFrame, scope: str) -> pd.DataFrame:
+    return df[df["scope"] == scope].set_index("indicator_id")
+
+
+def test_rows_computed_by_hand() -> None:
+    ind = indicator_table(_table(), _facilities(), categories=CATS, lang="en")
+    assert len(ind) == 3 * len(INDICATORS)  # two counties + the whole area
+    a = _rows(ind, "whole study area")
+    # urban: c1 0.9 >= 0.8 yes, c2 0.5 no -> 1/2, target all -> no
+    assert a.loc["elderly_canteen_urban", ["measured", "met"]].tolist() == ["1 / 2 (50.0%)", "no"]
+    # villages: v1 0.85 -> 1; v2 has no residents: not counted
+    r = a.loc["elderly_meal_point_rural"]
+    assert (r["measured"], r["met"]) == ("1 / 1 (100.0%)", "reported")
+    assert "1 without residents not counted" in r["basis"]
+    # day care: c1, c2 yes, v1 no -> 2/3 < 90%
+    assert a.loc["day_care_coverage", "value"] == pytest.approx(2 / 3)
+    assert a.loc["day_care_coverage", "met"] == "no"
+    # 街道 with an elderly service centre inside: 玉兴 (c1) and 大街 (v1) yes, 凤凰 (c2) no
+    r = a.loc["elderly_institution_per_subdistrict"]
+    assert (r["measured"], r["met"]) == ("2 / 3", "no")
+    assert "凤凰街道" in r["basis"]
+    # fitness: c1 1.0, c2 0.8 (>= 0.8), v1 0.79 -> 2/3
+    assert a.loc["fitness_circle", "measured"] == "2 / 3 (66.7%)"
+    assert a.loc["emergency_shelter", "met"] == "reported"
+    # service facility coverage from service_area_m2 > 0
+    assert a.loc["service_facility_coverage_urban", "measured"] == "2 / 2 (100.0%)"
+    assert a.loc["service_facility_coverage_urban", "met"] == "yes"
+    assert a.loc["service_facility_coverage_rural", "measured"] == "0 / 1 (0.0%)"
+    # area per 100 households: c1 40, c2 20, v1 0 -> 1 of 3 >= 30; overall 500/1700*100
+    r = a.loc["service_area_per_100_households"]
+    assert r["value"] == pytest.approx(500 / 1700 * 100)
+    assert r["measured"].startswith("1 / 3 communities >= 30")
+    assert r["met"] == "no"
+    # activity share: c1 75%, c2 50% (v1 has no area) -> 1 of 2; overall 350/500
+    assert a.loc["activity_area_share", "value"] == pytest.approx(0.7)
+    assert a.loc["activity_area_share", "met"] == "no"
+    # workers per 10,000 urban residents: 9 / 5000 * 1e4 = 18 -> met
+    assert a.loc["workers_per_10000_urban", "value"] == pytest.approx(18.0)
+    assert a.loc["workers_per_10000_urban", "met"] == "yes"
+    # per county: 红塔区 has no villages -> no data for the rural rows
+    h = _rows(ind, "红塔区")
+    assert h.loc["elderly_meal_point_rural", "met"] == "no data"
+    assert h.loc["workers_per_10000_urban", "value"] == pytest.approx(18.0)
+    j = _rows(ind, "江川区")
+    assert j.loc["elderly_institution_per_subdistrict", "measured"] == "1 / 1"
+
+
+def test_no_data_when_columns_are_missing() -> None:
+    t = _table(with_attributes=False)
+    ind = indicator_table(t, None, categories=["fitness"], lang="en")
+    a = ind.set_index("indicator_id")
+    assert list(ind["scope"].unique()) == ["whole study area"]
+    computed = {"fitness_circle"}
+    for iid, row in a.iterrows():
+        if iid in computed:
+            assert row["met"] in {"yes", "no"}
+        else:
+            assert row["met"] == "no data", iid
+            assert row["measured"] == "no data"
+            assert np.isnan(row["value"])
+    assert "no 'kind' column" in a.loc["elderly_canteen_urban", "basis"]
+    # categories not computed (e.g. always-flagged without data) are "no data", not 0%
+    assert "not in the profile or not computed" in a.loc["emergency_shelter", "basis"]
+    assert (
+        "'households'"
+        in indicator_table(t.assign(service_area_m2=1.0), None, categories=[], lang="en")
+        .set_index("indicator_id")
+        .loc["service_area_per_100_households", "basis"]
+    )
+
+
+def test_facility_attributes_are_summed_per_community() -> None:
+    t = _table().drop(columns=["service_area_m2", "activity_area_m2"])
+    f = gpd.GeoDataFrame(
+        {
+            "category": ["community_service"] * 3,
+            "floor_area_m2": [200.0, 100.0, 150.0],
+            "activity_area_m2": [120.0, 60.0, 100.0],
+        },
+        geometry=[shapely.Point(0.2, 0.5), shapely.Point(0.7, 0.5), shapely.Point(1.5, 0.5)],
+        crs="EPSG:4326",
+    )
+    a = _rows(
+        indicator_table(t, f, categories=["community_service"], lang="en"), "whole study area"
+    )
+    # c1: 300 m2 for 1000 households = 30 -> ok; c2: 150 / 500 = 30 -> ok
+    r = a.loc["service_area_per_100_households"]
+    assert (r["value"], r["met"]) == (pytest.approx(450 / 1500 * 100), "yes")
+    assert "summed per community" in r["basis"]
+    assert a.loc["activity_area_share", "value"] == pytest.approx(280 / 450)
+    # coverage counted from facilities inside the polygon (no service_area_m2 column)
+    assert a.loc["service_facility_coverage_urban", "measured"] == "2 / 2 (100.0%)"
+    assert a.loc["service_facility_coverage_rural", "measured"] == "0 / 2 (0.0%)"
+
+
+def test_write_report_files(tmp_path: Path) -> None:
+    t = _table()
+    paths = write_report(
+        {"communities": t, "facilities": _facilities(), "categories": CATS}, tmp_path / "r"
+    )
+    assert set(paths) == {"indicators_csv", "indicators_xlsx", "report_html"}
+    csv = pd.read_csv(paths["indicators_csv"], encoding="utf-8-sig")
+    assert len(csv) == 3 * len(INDICATORS)
+    assert "全市（全部研究范围）" in set(csv["scope"])
+    xlsx = pd.read_excel(paths["indicators_xlsx"], sheet_name="indicators")
+    assert xlsx["indicator_id"].tolist() == csv["indicator_id"].tolist()
+    page = paths["report_html"].read_text(encoding="utf-8")
+    assert "城市社区15分钟内有老年幸福食堂" in page
+    assert "未达标" in page
+    # self-contained: no external scripts, styles or images
+    assert not re.search(r"<(script|link|img)\b", page)
+    assert not list((tmp_path / "r").glob(".*"))  # no temp files left behind
+
+
+def test_html_escapes_data_text(tmp_path: Path) -> None:
+    t = _table()
+    t.loc[0, "county"] = "<script>alert(1)</script>区"
+    paths = write_report(
+        {"communities": t, "facilities": _facilities(), "categories": CATS}, tmp_path
+    )
+    page = paths["report_html"].read_text(encoding="utf-8")
+    assert "<script>" not in page
+    assert html.escape("<script>alert(1)</script>区") in page
+
+
+def test_attributes_join_and_errors(tmp_path: Path) -> None:
+    t = _table(with_attributes=False)
+    att = pd.DataFrame({"community_id": ["c1", "c2", "v1", "v2"], "kind": ["urban"] * 4})
+    paths = write_report(
+        {"communities": t, "categories": CATS}, tmp_path, attributes=att, lang="en"
+    )
+    csv = pd.read_csv(paths["indicators_csv"], encoding="utf-8-sig").set_index("indicator_id")
+    assert csv.loc["elderly_canteen_urban", "measured"] == "2 / 3 (66.7%)"
+    with pytest.raises(InputDataError, match="needs a StudyResult or a mapping"):
+        write_report(t, tmp_path)
+    with pytest.raises(InputDataError, match="'community_id' column"):
+        write_report({"communities": t}, tmp_path, attributes=att.drop(columns="community_id"))
+    with pytest.raises(ConfigError, match="lang must be 'zh' or 'en'"):
+        write_report({"communities": t}, tmp_path, lang="fr")
