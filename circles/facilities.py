@@ -436,8 +436,14 @@ def snap(
         lines, tree, dropped = _trees(network)
         gi = np.flatnonzero(~(shapely.is_missing(g) | shapely.is_empty(g)))
         (qi, ei), dist = tree.query_nearest(
-            g[gi], max_distance=max_snap_m, return_distance=True, all_matches=False
+            g[gi], max_distance=max_snap_m, return_distance=True, all_matches=True
         )
+        # ties (an area crossed by several streets is at distance 0 from all of them):
+        # take the tied edge nearest the area's representative point, then the lowest
+        # edge index, so the choice does not depend on the tree's internal order
+        tie = shapely.distance(shapely.point_on_surface(g[gi][qi]), lines[ei])
+        order = np.lexsort((ei, tie, qi))
+        qi, ei, dist = qi[order], ei[order], dist[order]
         _, first = np.unique(qi, return_index=True)
         qi, ei, dist = qi[first], ei[first], dist[first]
         rows = gi[qi]
