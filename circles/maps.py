@@ -551,7 +551,7 @@ def coverage_map(
         ).add_to(iso_group)
         iso_group.add_to(m)
 
-    _Panel(LEGEND_ID, _legend_html(text), _PANEL_CSS + "left:10px;bottom:40px;").add_to(m)
+    _Panel(LEGEND_ID, _legend_html(text), _PANEL_CSS + "left:10px;bottom:70px;").add_to(m)
     _Panel(
         FLAGGED_ID,
         f"<details open><summary><b>{_esc(text['flagged'])}</b></summary>"
