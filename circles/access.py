@@ -265,14 +265,18 @@ def nearest_by_group(
     n = graph.n_nodes
     out: dict[Any, tuple[np.ndarray, np.ndarray]] = {}
     mat = graph.with_facilities(edge, frac, access_s) if np.asarray(edge).size else None
+    # one shared read-only "no nearest facility" array (allocating one per category costs
+    # as much as a small Dijkstra)
+    none = np.full(n, -1, dtype=np.int64)
+    none.setflags(write=False)
     for lab in labels:
         idx = np.flatnonzero(group == lab)
         if mat is None or idx.size == 0:
-            out[lab] = (np.full(n, np.inf), np.full(n, -1, dtype=np.int64))
+            out[lab] = (np.full(n, np.inf), none)
             continue
         if not with_nearest:
             dist = dijkstra(mat, directed=True, indices=n + idx, min_only=True, limit=limit_s)
-            out[lab] = (dist[:n], np.full(n, -1, dtype=np.int64))
+            out[lab] = (dist[:n], none)
             continue
         dist, _, sources = dijkstra(
             mat,
