@@ -89,7 +89,9 @@ def main(path: Path) -> dict:
     for c, m in mats.items():
         coo = m.tocoo()
         G = nx.DiGraph()
-        G.add_weighted_edges_from(zip(coo.row.tolist(), coo.col.tolist(), coo.data.tolist(), strict=False))
+        G.add_weighted_edges_from(
+            zip(coo.row.tolist(), coo.col.tolist(), coo.data.tolist(), strict=False)
+        )
         nxg[c] = (G, set(range(n, m.shape[0])))
 
     def networkx_engine():

@@ -7,9 +7,14 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from circles import __version__
 from circles._errors import CirclesError
+
+if TYPE_CHECKING:
+    from circles.config import StudyConfig
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -24,6 +29,30 @@ def _build_parser() -> argparse.ArgumentParser:
     r.add_argument("config", nargs="?", help="study TOML; omit for the embedded default")
     r.add_argument("--output-dir", help="override [study] output_dir")
     r.add_argument("--maps-dir", help="override [study] maps_dir")
+    r.add_argument("--no-cache", action="store_true", help="recompute everything, keep no cache")
+    r.add_argument("--area", help="run one area of a study with [[areas]]")
+    u = sub.add_parser(
+        "update", help="apply a facility update file (add/replace/remove) and refresh outputs"
+    )
+    u.add_argument("config", help="study TOML")
+    u.add_argument(
+        "--facilities",
+        required=True,
+        help="update file (CSV/XLSX/GeoJSON/GPKG/SHP); optional `action` column: add "
+        "(default), replace (same id) or remove (by id)",
+    )
+    u.add_argument("--category", help="category of every row (else the file's category column)")
+    u.add_argument("--area", help="the area of a study with [[areas]]")
+    u.add_argument("--output-dir", help="override [study] output_dir")
+    u.add_argument("--maps-dir", help="override [study] maps_dir")
+    b = sub.add_parser("batch", help="run every [[areas]] of a study in parallel on dask")
+    b.add_argument("config", help="study TOML with [[areas]]")
+    b.add_argument("--scheduler", help="existing dask scheduler, e.g. tcp://host:8786")
+    b.add_argument("--workers", type=int, help="local cluster worker processes")
+    b.add_argument("--area", action="append", help="run only this area (repeatable)")
+    b.add_argument("--output-dir", help="override [study] output_dir")
+    b.add_argument("--maps-dir", help="override [study] maps_dir")
+    _add_report_parser(sub)
     f = sub.add_parser("fetch", help="download a place's walking network and facilities once")
     f.add_argument("place", help='place name, e.g. "Vaduz, Liechtenstein"')
     f.add_argument("--name", help="file name stem under the raw folder")
@@ -43,6 +72,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command == "fetch":
             return _fetch(args)
+        if args.command == "update":
+            return _update(args)
+        if args.command == "batch":
+            return _batch(args)
+        if args.command == "report":
+            return _report(args)
     except CirclesError as exc:
         print(f"circles: error: {exc}", file=sys.stderr)
         return 2
@@ -53,22 +88,93 @@ def _progress(msg: str) -> None:
     print(f"  .. {msg}", file=sys.stderr, flush=True)
 
 
-def _run(args: argparse.Namespace) -> int:
+def _config(args: argparse.Namespace) -> StudyConfig:
     from dataclasses import replace
 
     from circles.config import default_config, load_config
-    from circles.pipeline import run, summary_table
 
     cfg = load_config(args.config) if args.config else default_config()
-    if args.output_dir:
+    if getattr(args, "output_dir", None):
         cfg = replace(cfg, study=replace(cfg.study, output_dir=args.output_dir))
-    if args.maps_dir:
+    if getattr(args, "maps_dir", None):
         cfg = replace(cfg, study=replace(cfg.study, maps_dir=args.maps_dir))
-    result = run(cfg, progress=_progress)
+    return cfg
+
+
+def _tqdm_bars() -> None:
+    """Show tqdm progress bars (on stderr) for the library's long loops."""
+    from tqdm import tqdm
+
+    from circles import pipeline
+
+    pipeline.PROGRESS_BAR["factory"] = lambda items, **kw: tqdm(items, file=sys.stderr, **kw)
+
+
+def _print_result(result: Any) -> None:
+    from circles.pipeline import summary_table
+
     print(summary_table(result))
     print()
     for name, path in result.outputs.items():
         print(f"wrote {name}: {path}")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from circles.pipeline import run
+
+    cfg = _config(args)
+    _tqdm_bars()
+    cache = False if args.no_cache else None
+    if cfg.areas and not args.area:
+        for a in cfg.areas:
+            _progress(f"area {a.name}")
+            _print_result(run(cfg, progress=_progress, cache=cache, area=a.name))
+            print()
+        return 0
+    _print_result(run(cfg, progress=_progress, cache=cache, area=args.area))
+    return 0
+
+
+def _update(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from circles.update import update
+
+    cfg = _config(args)
+    _tqdm_bars()
+    path = Path(args.facilities).resolve()
+    result = update(cfg, path, category=args.category, progress=_progress, area=args.area)
+    _print_result(result)
+    return 0
+
+
+def _batch(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from circles.batch import run_batch
+
+    cfg = _config(args)
+    n = len(args.area) if args.area else len(cfg.areas)
+    with tqdm(total=n, desc="areas", unit="area", file=sys.stderr) as bar:
+        results = run_batch(
+            cfg,
+            areas=args.area,
+            scheduler=args.scheduler,
+            n_workers=args.workers,
+            progress=lambda msg: bar.write(f"  .. {msg}", file=sys.stderr),
+            on_done=lambda res: bar.update(1),
+        )
+    k = str(int(cfg.walk.levels_minutes[-1]))
+    print(f"{'area':<20}{'communities':>12}{'facilities':>11}  recomputed  outputs")
+    for name, res in results.items():
+        s = res.summary
+        fac = sum(r["facilities"] for r in s.get("categories", []))
+        print(
+            f"{name:<20}{s.get('communities', 0):>12}{fac:>11}  "
+            f"{len(res.recomputed):>10}  {Path(res.outputs.get('gpkg', '')).parent}"
+        )
+    print(f"(shares within {k} minutes per area: see each area's summary.json)")
+    print(f"wrote batch_manifest_json: {cfg.study_dir / 'batch_manifest.json'}")
     return 0
 
 
@@ -78,6 +184,48 @@ def _fetch(args: argparse.Namespace) -> int:
     name = args.name or fetch.default_raw_name(args.place)
     res = fetch.fetch_osm(place=args.place, name=name, raw_dir=args.raw_dir)
     print(f"saved {res.graphml_path}, {res.features_path}, {res.boundary_path}")
+    return 0
+
+
+def _add_report_parser(sub: argparse._SubParsersAction) -> None:
+    r = sub.add_parser(
+        "report", help="run a study and write the Yuxi plan indicators and checklist"
+    )
+    r.add_argument("config", help="study TOML")
+    r.add_argument(
+        "--attributes",
+        help="CSV of community attributes joined on community_id (county, street, kind, "
+        "households, population, service_area_m2, activity_area_m2, community_workers)",
+    )
+    r.add_argument("--lang", choices=["zh", "en"], help="report language (default: [study] lang)")
+    r.add_argument("--output-dir", help="override [study] output_dir")
+
+
+def _report(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    import pandas as pd
+
+    from circles.config import load_config
+    from circles.pipeline import run
+    from circles.report import write_report
+
+    cfg = load_config(args.config)
+    if args.output_dir:
+        cfg = replace(cfg, study=replace(cfg.study, output_dir=args.output_dir))
+    attributes = None
+    if args.attributes:
+        try:
+            attributes = pd.read_csv(args.attributes, dtype={"community_id": str})
+        except (OSError, ValueError) as exc:
+            print(f"circles: error: {args.attributes}: cannot read ({exc})", file=sys.stderr)
+            return 2
+    result = run(cfg, progress=_progress)
+    paths = write_report(
+        result, cfg.out_dir / "report", lang=args.lang or cfg.study.lang, attributes=attributes
+    )
+    for name, path in {**result.outputs, **{k: str(v) for k, v in paths.items()}}.items():
+        print(f"wrote {name}: {path}")
     return 0
 
 

