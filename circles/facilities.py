@@ -374,25 +374,80 @@ def edge_lines(network: WalkNetwork) -> np.ndarray:
     return shapely.linestrings(xy)
 
 
+def _dropped_lines(network: WalkNetwork) -> np.ndarray:
+    """Segments of the small pieces left out of the network, in its metric CRS."""
+    from pyproj import Transformer
+
+    tr = Transformer.from_crs(WGS84, network.crs, always_xy=True)
+    d = network.dropped_segments
+    x0, y0 = tr.transform(d[:, 0], d[:, 1])
+    x1, y1 = tr.transform(d[:, 2], d[:, 3])
+    return shapely.linestrings(
+        np.stack([np.column_stack([x0, y0]), np.column_stack([x1, y1])], axis=1)
+    )
+
+
 def _trees(network: WalkNetwork) -> tuple[np.ndarray, shapely.STRtree, shapely.STRtree | None]:
     got = _TREES.get(network)
     if got is None:
         lines = edge_lines(network)
         dropped = None
         if len(network.dropped_segments):
-            from pyproj import Transformer
-
-            tr = Transformer.from_crs(WGS84, network.crs, always_xy=True)
-            d = network.dropped_segments
-            x0, y0 = tr.transform(d[:, 0], d[:, 1])
-            x1, y1 = tr.transform(d[:, 2], d[:, 3])
-            dl = shapely.linestrings(
-                np.stack([np.column_stack([x0, y0]), np.column_stack([x1, y1])], axis=1)
-            )
-            dropped = shapely.STRtree(dl)
+            dropped = shapely.STRtree(_dropped_lines(network))
         got = (lines, shapely.STRtree(lines), dropped)
         _TREES[network] = got
     return got
+
+
+#: Up to this many facilities, snapping indexes only the edges near them instead of
+#: building (and caching) an index of the whole network: an update that adds a few
+#: facilities in a fresh process then costs milliseconds, not a full index build.
+LOCAL_SNAP_MAX = 64
+
+
+def _edge_index(
+    network: WalkNetwork, g: np.ndarray, max_snap_m: float
+) -> tuple[np.ndarray, shapely.STRtree, np.ndarray | None, shapely.STRtree | None]:
+    """(lines, tree, global edge ids or None, dropped tree) for snapping ``g``.
+
+    Edges whose bounding box cannot come within ``max_snap_m`` of the facilities'
+    bounding box are left out; they could never be the nearest within ``max_snap_m``,
+    so the result is the same as with the whole network.
+    """
+    if network in _TREES or g.size > LOCAL_SNAP_MAX:
+        lines, tree, dropped = _trees(network)
+        return lines, tree, None, dropped
+    x0, y0, x1, y1 = shapely.total_bounds(g)
+    pad = max_snap_m + 1.0
+    xu, xv, yu, yv = (
+        network.x[network.u],
+        network.x[network.v],
+        network.y[network.u],
+        network.y[network.v],
+    )
+    near = (
+        (np.minimum(xu, xv) <= x1 + pad)
+        & (np.maximum(xu, xv) >= x0 - pad)
+        & (np.minimum(yu, yv) <= y1 + pad)
+        & (np.maximum(yu, yv) >= y0 - pad)
+    )
+    ids = np.flatnonzero(near)
+    lines = shapely.linestrings(
+        np.stack([np.column_stack([xu[ids], yu[ids]]), np.column_stack([xv[ids], yv[ids]])], axis=1)
+    )
+    dropped = None
+    if len(network.dropped_segments):
+        dl = _dropped_lines(network)
+        b = shapely.bounds(dl)
+        keep = (
+            (b[:, 0] <= x1 + pad)
+            & (b[:, 2] >= x0 - pad)
+            & (b[:, 1] <= y1 + pad)
+            & (b[:, 3] >= y0 - pad)
+        )
+        if keep.any():
+            dropped = shapely.STRtree(dl[keep])
+    return lines, shapely.STRtree(lines), ids, dropped
 
 
 def snap(
@@ -431,24 +486,25 @@ def snap(
     snap_m = np.full(n, np.nan)
     status = np.full(n, STATUS_UNREACHABLE, dtype=object)
     near_island = np.zeros(n, bool)
-    if n:
-        g = np.asarray(geometry.to_crs(network.crs).to_numpy())
-        lines, tree, dropped = _trees(network)
-        gi = np.flatnonzero(~(shapely.is_missing(g) | shapely.is_empty(g)))
-        (qi, ei), dist = tree.query_nearest(
+    g = np.asarray(geometry.to_crs(network.crs).to_numpy()) if n else np.zeros(0, object)
+    gi = np.flatnonzero(~(shapely.is_missing(g) | shapely.is_empty(g)))
+    if gi.size:
+        lines, tree, ids, dropped = _edge_index(network, g[gi], max_snap_m)
+        (qi, li), dist = tree.query_nearest(
             g[gi], max_distance=max_snap_m, return_distance=True, all_matches=True
         )
+        ei = li if ids is None else ids[li]
         # ties (an area crossed by several streets is at distance 0 from all of them):
         # take the tied edge nearest the area's representative point, then the lowest
         # edge index, so the choice does not depend on the tree's internal order
-        tie = shapely.distance(shapely.point_on_surface(g[gi][qi]), lines[ei])
+        tie = shapely.distance(shapely.point_on_surface(g[gi][qi]), lines[li])
         order = np.lexsort((ei, tie, qi))
-        qi, ei, dist = qi[order], ei[order], dist[order]
+        qi, ei, li, dist = qi[order], ei[order], li[order], dist[order]
         _, first = np.unique(qi, return_index=True)
-        qi, ei, dist = qi[first], ei[first], dist[first]
+        qi, ei, li, dist = qi[first], ei[first], li[first], dist[first]
         rows = gi[qi]
-        on_edge = shapely.get_point(shapely.shortest_line(g[rows], lines[ei]), 1)
-        frac = shapely.line_locate_point(lines[ei], on_edge, normalized=True)
+        on_edge = shapely.get_point(shapely.shortest_line(g[rows], lines[li]), 1)
+        frac = shapely.line_locate_point(lines[li], on_edge, normalized=True)
         edge[rows] = ei
         frac_a[rows] = np.clip(frac, 0.0, 1.0)
         snap_m[rows] = dist

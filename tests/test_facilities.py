@@ -325,3 +325,28 @@ def test_snap_against_brute_force_on_helsinki(helsinki_net: WalkNetwork) -> None
     np.testing.assert_allclose(
         np.hypot(px - x[snapped], py - y[snapped]), brute[snapped], atol=1e-4
     )
+
+
+def test_local_snap_index_gives_the_same_result_as_the_whole_network(helsinki_path):
+    """A few facilities snap against an index of the nearby edges only (fast updates);
+    the result must equal snapping against the whole network's index."""
+    import circles.facilities as fmod
+    from circles.io import load_network
+
+    net = load_network(helsinki_path)  # a fresh network: no cached index yet
+    rng = np.random.default_rng(7)
+    lon = rng.uniform(net.lon.min() - 0.002, net.lon.max() + 0.002, 30)
+    lat = rng.uniform(net.lat.min() - 0.001, net.lat.max() + 0.001, 30)
+    pts = list(gpd.points_from_xy(lon, lat))
+    # an area crossed by several streets (ties at distance 0)
+    pts.append(shapely.box(24.940, 60.168, 24.944, 60.170))
+    geoms = gpd.GeoSeries(pts, crs="EPSG:4326")
+    assert len(geoms) <= fmod.LOCAL_SNAP_MAX
+    assert net not in fmod._TREES
+    local = fmod.snap(net, geoms, max_snap_m=100.0)
+    assert net not in fmod._TREES  # the local path built no whole-network index
+    fmod._trees(net)
+    whole = fmod.snap(net, geoms, max_snap_m=100.0)
+    pd.testing.assert_frame_equal(local, whole)
+    assert (local["status"] == "snapped").sum() >= 10
+    assert (local["status"] == "unreachable").sum() >= 1
