@@ -46,6 +46,7 @@ import pandas as pd
 import shapely
 
 from circles._errors import DataFileError, InputDataError
+from circles.network import utm_crs
 
 logger = logging.getLogger(__name__)
 
@@ -210,7 +211,10 @@ def _simplify(gdf: gpd.GeoDataFrame, simplify_m: float) -> gpd.GeoDataFrame:
     if len(out) == 0:
         return out
     if simplify_m > 0 and not (out.geom_type == "Point").all():
-        utm = out.estimate_utm_crs()
+        x0, y0, x1, y1 = out.total_bounds
+        # the UTM zone of the data's centre (geopandas' estimate_utm_crs queries the PROJ
+        # database and costs ~0.1 s per call)
+        utm = utm_crs(np.array([(x0 + x1) / 2]), np.array([(y0 + y1) / 2]))
         simplified = out.geometry.to_crs(utm).simplify(simplify_m, preserve_topology=True)
         out = out.set_geometry(simplified.to_crs(4326))
     rounded = shapely.transform(
@@ -767,7 +771,7 @@ def save_map(m: folium.Map, path: str | os.PathLike[str], *, self_contained: boo
     if self_contained:
         # Check the page without the vendored library code (whose only URLs are
         # hyperlinks such as Leaflet's attribution), then inline.
-        remote = _REMOTE.findall(_TAG.sub(lambda t: "" if _tag_known(t) else t[0], page))
+        remote = _remote_references(_TAG.sub(lambda t: "" if _tag_known(t) else t[0], page))
         if remote:
             raise InputDataError(
                 f"the page still references the network ({len(remote)} src/href/url, e.g. "
@@ -786,6 +790,30 @@ def save_map(m: folium.Map, path: str | os.PathLike[str], *, self_contained: boo
         raise
     logger.info("wrote %s (%.1f MB)", out, out.stat().st_size / 1e6)
     return out
+
+
+_REMOTE_BEFORE = re.compile(
+    r"""(?:\b(?:src|href)\s*=\s*\\?["']?|url\(\s*["']?|@import\s+["']?)\s*(?:https?:)?\Z""",
+    re.IGNORECASE,
+)
+
+
+def _remote_references(page: str) -> list[str]:
+    """What :data:`_REMOTE` finds, found fast: look only at the text before each ``//``.
+
+    Scanning a multi-megabyte page with :data:`_REMOTE` tries the pattern at every
+    position; ``//`` is rare outside URLs, so checking the 40 characters before each one
+    finds the same references in a fraction of the time.
+    """
+    found = []
+    start = page.find("//")
+    while start != -1:
+        head = page[max(0, start - 40) : start]
+        hit = _REMOTE_BEFORE.search(head)
+        if hit is not None:
+            found.append(hit[0] + "//")
+        start = page.find("//", start + 2)
+    return found
 
 
 def _tag_known(match: re.Match[str]) -> bool:

@@ -1617,6 +1617,7 @@ def _update_gpkg(
                 # unused); rows change through a join with a temporary table
                 con.execute("PRAGMA journal_mode=OFF")
                 con.execute("PRAGMA synchronous=OFF")
+                con.execute("PRAGMA temp_store=MEMORY")
                 for cat in node_cats:
                     cols = _node_columns(result, cat)
                     names = list(cols)

@@ -483,3 +483,17 @@ def test_county_size_map_stays_small_and_loads(tmp_path):
     assert flagged == int(sum(comm[f"{c}_flag"].sum() for c in CATS))
     assert errors == []
     assert all(url.split(":", 1)[0] in {"file", "data", "about"} for url in requests)
+
+
+def test_fast_remote_scan_finds_what_the_full_pattern_finds() -> None:
+    """save_map's fast check (text before each ``//``) agrees with the full regex."""
+    from circles.maps import _REMOTE, _remote_references
+
+    page = (
+        '<script src="https://cdn.example/x.js"></script><a href=//evil.example>x</a>'
+        "<style>@import 'http://a.example/b.css'; .c{background:url( https://i/p.png)}</style>"
+        "<p>a // comment and http://plain-text.example are not references</p>"
+        "<img SRC = \\'//x.example/y.png'>"
+    )
+    assert len(_remote_references(page)) == len(_REMOTE.findall(page)) == 5
+    assert _remote_references("<div>no urls here // at all</div>") == []
