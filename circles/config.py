@@ -99,7 +99,15 @@ class NetworkSection:
 
 @dataclass(frozen=True)
 class CommunitiesSection:
-    """``[communities]``: polygons from OSM boundaries, a hexagon grid, or a file."""
+    """``[communities]``: polygons from OSM boundaries, a hexagon grid, or a file.
+
+    From a file: ``id_column``/``name_column``; optional ``population_column`` and
+    ``households_column`` (numbers); ``elderly_share_column`` (share of residents aged
+    60+, 0-1: weights the elderly categories when no elderly raster is given); and
+    ``attribute_columns`` copied as they are (e.g. ``county``, ``street``, ``kind``,
+    ``service_area_m2``, ``community_workers`` for the plan indicators of
+    :mod:`circles.report`).
+    """
 
     source: str = "osm"
     admin_level: int = settings.ADMIN_LEVEL
@@ -108,6 +116,8 @@ class CommunitiesSection:
     name_column: str = "name"
     population_column: str | None = None
     households_column: str | None = None
+    elderly_share_column: str | None = None
+    attribute_columns: tuple[str, ...] = ()
     hex_width_m: float = settings.HEX_WIDTH_M
     exclude: tuple[str, ...] = ()
     coord_system: str = "wgs84"

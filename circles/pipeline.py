@@ -198,11 +198,18 @@ def load_communities(cfg: StudyConfig, network: WalkNetwork, source: str) -> gpd
             from circles import coords
 
             out = coords.geometry_to_wgs84(out, c.coord_system)
-        for extra in (c.population_column, c.households_column):
+        for extra in (c.population_column, c.households_column, c.elderly_share_column):
             if extra is not None:
                 if extra not in raw:
                     raise InputDataError(f"{path}: no column {extra!r}")
                 out[extra] = pd.to_numeric(raw[extra], errors="coerce").to_numpy()
+        for extra in c.attribute_columns:
+            if extra not in raw:
+                raise InputDataError(
+                    f"{path}: no column {extra!r} (communities.attribute_columns); columns "
+                    f"are {list(raw.columns)}"
+                )
+            out[extra] = raw[extra].to_numpy()
     if c.exclude:
         out = out[~out["name"].isin(c.exclude) & ~out["community_id"].isin(c.exclude)]
     bad = ~out.geometry.is_valid
@@ -403,6 +410,19 @@ def node_weights(
             "unplaced": placed.unplaced,
             "raster_total": placed.raster_total,
         }
+    elif (share_col := cfg.communities.elderly_share_column) is not None and (
+        share_col in communities
+    ):
+        col = share_col
+        share = communities[col].to_numpy(float)
+        bad = ~np.isfinite(share) | (share < 0) | (share > 1)
+        if bad.any():
+            raise InputDataError(
+                f"communities.{col}: elderly shares must be numbers between 0 and 1; "
+                f"{int(bad.sum())} communities have other values"
+            )
+        elderly = popmod.apply_share(weight, np.where(node_comm >= 0, share[node_comm], 0.0))
+        info["elderly_share_column"] = col
     return weight, elderly, basis, info
 
 

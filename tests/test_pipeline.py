@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from conftest import shared_data
 
+from circles._errors import InputDataError
 from circles.categories import load_profile
 from circles.cli import main
 from circles.config import config_from_dict, load_config
@@ -196,3 +197,50 @@ def test_example_config_is_valid() -> None:
     cfg = load_config(example)
     assert cfg.communities.parent == "Liechtenstein"
     assert cfg.resolve(cfg.network.source).endswith("osm/liechtenstein-latest.osm.pbf")
+
+
+def test_community_file_attributes_and_elderly_share(tmp_path, helsinki_path, helsinki_net):
+    """Attribute columns pass through to the outputs; an elderly-share column weights the
+    elderly categories (elderly residents = residents x share, community by community)."""
+    from circles.config import config_from_dict
+    from circles.coverage import hexagon_communities
+    from circles.pipeline import run
+
+    hexes = hexagon_communities(helsinki_net, width_m=600.0)
+    n = len(hexes)
+    hexes = hexes.rename(columns={"community_id": "code"})
+    hexes["elderly"] = np.linspace(0.1, 0.4, n)
+    hexes["county"] = ["A" if i % 2 else "B" for i in range(n)]
+    path = tmp_path / "hexes.geojson"
+    hexes[["code", "name", "elderly", "county", "geometry"]].to_file(path, driver="GeoJSON")
+    cfg = config_from_dict(
+        {
+            "study": {
+                "name": "attrs",
+                "output_dir": str(tmp_path / "out"),
+                "maps_dir": str(tmp_path / "maps"),
+            },
+            "network": {"source": str(helsinki_path)},
+            "communities": {
+                "source": path.name,
+                "id_column": "code",
+                "elderly_share_column": "elderly",
+                "attribute_columns": ["county"],
+            },
+            "isochrones": {"enabled": False},
+            "map": {"enabled": False},
+        },
+        base_dir=tmp_path,
+    )
+    res = run(cfg)
+    t = res.communities.set_index("community_id")
+    share = hexes.set_index("code")["elderly"]
+    assert list(t["county"]) == list(hexes.set_index("code").loc[t.index, "county"])
+    np.testing.assert_allclose(
+        t["elderly_residents"], t["residents"] * share.loc[t.index], rtol=1e-12
+    )
+    bad = hexes.copy()
+    bad.loc[0, "elderly"] = 1.5
+    bad[["code", "name", "elderly", "county", "geometry"]].to_file(path, driver="GeoJSON")
+    with pytest.raises(InputDataError, match="elderly shares must be numbers between 0 and 1"):
+        run(cfg, write=False)
