@@ -1,6 +1,6 @@
 """Benchmark of circles.isochrones on the Liechtenstein walking network.
 
-Builds the pyrosm walking network of ``../shared/data/osm/liechtenstein-latest.osm.pbf``,
+Builds the circles walking network of ``../shared/data/osm/liechtenstein-latest.osm.pbf``,
 picks 20 origins (fixed seed), computes node times with scipy's Dijkstra (cut off at
 15 min at 1.2 m/s) and times :func:`circles.isochrones.isochrone_polygons` for the 5-,
 10- and 15-minute levels with both methods, plus the ways of buffering the reached
@@ -36,7 +36,7 @@ from circles.isochrones import (
     isochrone_polygons,
     reached_segments,
 )
-from circles.network import WalkNetwork, build_network
+from circles.network import WalkNetwork
 
 HERE = Path(__file__).resolve().parent
 PBF = HERE.parent.parent / "shared" / "data" / "osm" / "liechtenstein-latest.osm.pbf"
@@ -50,17 +50,10 @@ T = TypeVar("T")
 
 
 def load_network(path: Path) -> WalkNetwork:
-    import pyrosm
+    """The study's walking network, as ``circles run`` builds it."""
+    from circles.io import load_network as circles_load_network
 
-    nodes, edges = pyrosm.OSM(str(path)).get_network(network_type="walking", nodes=True)
-    return build_network(
-        nodes.id.to_numpy(),
-        nodes.lon.to_numpy(),
-        nodes.lat.to_numpy(),
-        edges.u.to_numpy(),
-        edges.v.to_numpy(),
-        source=str(path),
-    )
+    return circles_load_network(path)
 
 
 def graph(net: WalkNetwork, cost: np.ndarray) -> csr_matrix:
