@@ -1228,6 +1228,19 @@ def _isochrones_cached(
     if not ic.service_areas:
         return iso, None, iso_key, None
     snapped = facilities[facilities["status"] == STATUS_SNAPPED]
+
+    def draw_areas(fac: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+        return service_areas(
+            get_graph(),
+            fac,
+            weight,
+            levels_minutes=levels,
+            method=ic.method,  # type: ignore[arg-type]
+            speed_m_s=speed,
+            per_facility=ic.per_facility,
+            buffer_m=ic.buffer_m,
+        )
+
     parts = []
     keys = []
     drawn = []
@@ -1252,16 +1265,7 @@ def _isochrones_cached(
             part = got[0]
         else:
             drawn.append(cat)
-            part = service_areas(
-                get_graph(),
-                fc,
-                weight,
-                levels_minutes=levels,
-                method=ic.method,  # type: ignore[arg-type]
-                speed_m_s=speed,
-                per_facility=ic.per_facility,
-                buffer_m=ic.buffer_m,
-            )
+            part = draw_areas(fc)
             part = roundtrip(part)
             store.save_frame("service_areas", key, part)
         parts.append(part)
@@ -1270,16 +1274,7 @@ def _isochrones_cached(
     if parts:
         sa = gpd.GeoDataFrame(pd.concat(parts, ignore_index=True), geometry="geometry")
     else:
-        sa = service_areas(
-            get_graph(),
-            snapped,
-            weight,
-            levels_minutes=levels,
-            method=ic.method,  # type: ignore[arg-type]
-            speed_m_s=speed,
-            per_facility=ic.per_facility,
-            buffer_m=ic.buffer_m,
-        )
+        sa = draw_areas(snapped)
     return iso, sa, iso_key, digest("service_areas_all", keys)
 
 
