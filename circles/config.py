@@ -85,6 +85,7 @@ class StudySection:
     output_dir: str = "data/processed"
     maps_dir: str = "maps"
     lang: str = "en"
+    export_coord_system: str = "wgs84"
 
 
 @dataclass(frozen=True)
@@ -466,6 +467,11 @@ def _validate(cfg: StudyConfig) -> None:
         raise ConfigError("study.name must be a non-empty name without slashes")
     if cfg.study.lang not in {"en", "zh"}:
         raise ConfigError("study.lang must be 'en' or 'zh'")
+    if cfg.study.export_coord_system not in {"wgs84", "gcj02", "bd09"}:
+        raise ConfigError(
+            "study.export_coord_system must be 'wgs84' (no extra export), 'gcj02' (Amap, "
+            "Tencent) or 'bd09' (Baidu)"
+        )
     if cfg.isochrones.method not in {"network", "concave"}:
         raise ConfigError("isochrones.method must be 'network' (accurate) or 'concave' (fast)")
     if not cfg.isochrones.buffer_m > 0:

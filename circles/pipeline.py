@@ -1444,6 +1444,11 @@ def _write_changed(
         "rejects_csv": digests["rejects"],
         "summary_json": digests["summary"],
     }
+    export_cs = cfg.study.export_coord_system
+    if export_cs != "wgs84":
+        # a copy for overlay on Chinese web maps (outputs proper stay WGS84, OSM's datum)
+        paths["gpkg_export"] = out / f"circles_{export_cs}.gpkg"
+        content["gpkg_export"] = digest("gpkg_export", export_cs, layers)
     if cfg.map.enabled:
         paths["map_html"] = cfg.map_dir / "coverage.html"
         content["map_html"] = map_digest
@@ -1478,6 +1483,16 @@ def _write_changed(
                     written = _update_gpkg(result, path, old_layers, layers, store)
                 if written is None:
                     written = io.write_gpkg_atomic(_output_layers(result), path)
+            elif name == "gpkg_export":
+                from circles.coords import geometry_from_wgs84
+
+                written = io.write_gpkg_atomic(
+                    {
+                        k: geometry_from_wgs84(v, export_cs)
+                        for k, v in _output_layers(result).items()
+                    },
+                    path,
+                )
             elif name == "coverage_csv":
                 written = io.write_csv_atomic(coverage_long(result), path)
             elif name == "rejects_csv":

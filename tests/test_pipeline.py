@@ -9,9 +9,10 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
+import shapely
 from conftest import shared_data
 
-from circles._errors import InputDataError
+from circles._errors import ConfigError, InputDataError
 from circles.categories import load_profile
 from circles.cli import main
 from circles.config import config_from_dict, load_config
@@ -244,3 +245,78 @@ def test_community_file_attributes_and_elderly_share(tmp_path, helsinki_path, he
     bad[["code", "name", "elderly", "county", "geometry"]].to_file(path, driver="GeoJSON")
     with pytest.raises(InputDataError, match="elderly shares must be numbers between 0 and 1"):
         run(cfg, write=False)
+
+
+def test_gcj02_export_copy(tmp_path, helsinki_path):
+    """export_coord_system writes a GCJ-02 copy beside the WGS84 GeoPackage. Helsinki is
+    outside China, where the convention leaves coordinates unchanged, so the copy must be
+    identical there; the conversion itself is tested in test_coords.py."""
+    import pyogrio
+
+    from circles.config import config_from_dict
+    from circles.pipeline import run
+
+    cfg = config_from_dict(
+        {
+            "study": {
+                "name": "exp",
+                "output_dir": str(tmp_path / "out"),
+                "maps_dir": str(tmp_path / "maps"),
+                "export_coord_system": "gcj02",
+            },
+            "network": {"source": str(helsinki_path)},
+            "communities": {"source": "hexagons"},
+            "isochrones": {"enabled": False},
+            "map": {"enabled": False},
+        },
+        base_dir=tmp_path,
+    )
+    res = run(cfg)
+    out = tmp_path / "out" / "exp"
+    assert res.outputs["gpkg_export"] == str(out / "circles_gcj02.gpkg")
+    for layer in ("communities", "facilities"):
+        a = pyogrio.read_dataframe(out / "circles.gpkg", layer=layer)
+        b = pyogrio.read_dataframe(out / "circles_gcj02.gpkg", layer=layer)
+        assert a.geometry.geom_equals_exact(b.geometry, tolerance=0).all()
+    with pytest.raises(ConfigError, match="export_coord_system"):
+        config_from_dict(
+            {"study": {"export_coord_system": "utm"}, "network": {"source": str(helsinki_path)}}
+        )
+
+
+@pytest.mark.shared_data
+def test_gcj02_export_shifts_a_chinese_study(tmp_path):
+    """In China the GCJ-02 copy is shifted by the datum offset (hundreds of metres)."""
+    import pyogrio
+    from pyproj import Geod
+
+    from circles.config import config_from_dict
+    from circles.pipeline import run
+
+    hefei = shared_data("china/hefei_baohe.osm")
+    cfg = config_from_dict(
+        {
+            "study": {
+                "name": "hf",
+                "output_dir": str(tmp_path / "out"),
+                "maps_dir": str(tmp_path / "maps"),
+                "export_coord_system": "gcj02",
+            },
+            "network": {"source": str(hefei)},
+            "communities": {"source": "hexagons"},
+            "isochrones": {"enabled": False},
+            "map": {"enabled": False},
+        },
+        base_dir=tmp_path,
+    )
+    run(cfg)
+    out = tmp_path / "out" / "hf"
+    a = pyogrio.read_dataframe(out / "circles.gpkg", layer="communities")
+    b = pyogrio.read_dataframe(out / "circles_gcj02.gpkg", layer="communities")
+    ca = gpd.GeoSeries(shapely.centroid(a.geometry.to_numpy()))  # lon/lat, no CRS warning
+    cb = gpd.GeoSeries(shapely.centroid(b.geometry.to_numpy()))
+    _, _, d = Geod(ellps="WGS84").inv(
+        ca.x.to_numpy(), ca.y.to_numpy(), cb.x.to_numpy(), cb.y.to_numpy()
+    )
+    assert (d > 100).all()
+    assert (d < 1000).all()
