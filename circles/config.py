@@ -108,6 +108,13 @@ class CommunitiesSection:
     ``attribute_columns`` copied as they are (e.g. ``county``, ``street``, ``kind``,
     ``service_area_m2``, ``community_workers`` for the plan indicators of
     :mod:`circles.report`).
+
+    ``source = "zones"`` derives communities from centre points (``centres``: a CSV
+    with lon/lat or a point file, with ``id_column``/``name_column``, in
+    ``coord_system``), e.g. the 居委会/村委会 offices where no village boundaries are
+    public: every network node joins the centre it reaches soonest on foot, clipped to
+    ``boundary`` (a polygon file in ``boundary_coord_system``, e.g. a county from Amap
+    in GCJ-02). Every output labels such communities as derived.
     """
 
     source: str = "osm"
@@ -119,6 +126,9 @@ class CommunitiesSection:
     households_column: str | None = None
     elderly_share_column: str | None = None
     attribute_columns: tuple[str, ...] = ()
+    centres: str | None = None
+    boundary: str | None = None
+    boundary_coord_system: str = "wgs84"
     hex_width_m: float = settings.HEX_WIDTH_M
     exclude: tuple[str, ...] = ()
     coord_system: str = "wgs84"
@@ -467,6 +477,18 @@ def _validate(cfg: StudyConfig) -> None:
         raise ConfigError("study.name must be a non-empty name without slashes")
     if cfg.study.lang not in {"en", "zh"}:
         raise ConfigError("study.lang must be 'en' or 'zh'")
+    c = cfg.communities
+    if c.source == "zones" and c.centres is None:
+        raise ConfigError(
+            'communities.source = "zones" needs communities.centres (a CSV or point file '
+            "of community centres)"
+        )
+    for key, value in (
+        ("coord_system", c.coord_system),
+        ("boundary_coord_system", c.boundary_coord_system),
+    ):
+        if value not in {"wgs84", "gcj02", "bd09"}:
+            raise ConfigError(f"communities.{key} must be 'wgs84', 'gcj02' or 'bd09'")
     if cfg.study.export_coord_system not in {"wgs84", "gcj02", "bd09"}:
         raise ConfigError(
             "study.export_coord_system must be 'wgs84' (no extra export), 'gcj02' (Amap, "

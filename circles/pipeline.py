@@ -132,6 +132,8 @@ def load_communities(cfg: StudyConfig, network: WalkNetwork, source: str) -> gpd
     c = cfg.communities
     if c.source == "hexagons":
         return hexagon_communities(network, width_m=c.hex_width_m)
+    if c.source == "zones":
+        return _zone_communities(cfg, network)
     if c.source == "osm":
         b = io.read_osm_boundaries(source, admin_level=c.admin_level)
         if b.empty:
@@ -216,6 +218,92 @@ def load_communities(cfg: StudyConfig, network: WalkNetwork, source: str) -> gpd
     if bad.any():
         out.loc[bad, "geometry"] = shapely.make_valid(out.geometry[bad].to_numpy())
     return out.reset_index(drop=True)
+
+
+def _read_points(
+    path: str, *, id_column: str, name_column: str, coord_system: str
+) -> gpd.GeoDataFrame:
+    """Points with ids and names from a CSV/XLSX (lon/lat columns) or a point file."""
+    from circles.facilities import LAT_NAMES, LON_NAMES
+
+    p = Path(path)
+    if not p.is_file():
+        raise io.DataFileError(f"{p}: file not found")
+    if p.suffix.lower() in {".csv", ".txt", ".xlsx", ".xls"}:
+        df = (
+            pd.read_excel(p, dtype=str)
+            if p.suffix.lower().startswith(".xls")
+            else pd.read_csv(p, dtype=str, encoding="utf-8-sig")
+        )
+        lon = next((col for col in df.columns if str(col).strip().lower() in LON_NAMES), None)
+        lat = next((col for col in df.columns if str(col).strip().lower() in LAT_NAMES), None)
+        if lon is None or lat is None:
+            raise InputDataError(f"{p}: needs lon/lat (or 经度/纬度) columns")
+        x = pd.to_numeric(df[lon], errors="coerce")
+        y = pd.to_numeric(df[lat], errors="coerce")
+        bad = x.isna() | y.isna()
+        if bad.any():
+            raise InputDataError(
+                f"{p}: rows {list(np.flatnonzero(bad.to_numpy()) + 1)[:10]} have missing or "
+                "non-numeric coordinates"
+            )
+        pts = gpd.GeoDataFrame(df, geometry=gpd.points_from_xy(x, y), crs=WGS84)
+    else:
+        pts = gpd.read_file(p)
+        if pts.crs is None:
+            raise InputDataError(f"{p}: point file has no CRS")
+        pts = pts.to_crs(WGS84)
+    for col in (id_column, name_column):
+        if col not in pts:
+            raise InputDataError(f"{p}: no column {col!r}; columns are {list(pts.columns)}")
+    if pts[id_column].astype(str).duplicated().any():
+        raise InputDataError(f"{p}: duplicate ids in column {id_column!r}")
+    if coord_system != "wgs84":
+        from circles import coords
+
+        pts = coords.geometry_to_wgs84(pts, coord_system)
+    return pts
+
+
+def _zone_communities(cfg: StudyConfig, network: WalkNetwork) -> gpd.GeoDataFrame:
+    """Communities derived as network service zones of centre points."""
+    from circles import zones
+
+    c = cfg.communities
+    centres = _read_points(
+        cfg.resolve(c.centres) or "",
+        id_column=c.id_column,
+        name_column=c.name_column,
+        coord_system=c.coord_system,
+    )
+    boundary = None
+    if c.boundary is not None:
+        from circles import coords
+
+        b = gpd.read_file(cfg.resolve(c.boundary) or "")
+        if b.crs is None:
+            raise InputDataError(f"{c.boundary}: boundary file has no CRS")
+        b = b.to_crs(WGS84)
+        if c.boundary_coord_system != "wgs84":
+            b = coords.geometry_to_wgs84(b, c.boundary_coord_system)
+        boundary = shapely.union_all(b.geometry.to_numpy())
+    got = zones.service_zones(
+        network,
+        centres,
+        id_column=c.id_column,
+        name_column=c.name_column,
+        boundary=boundary,
+        speed_m_s=cfg.walk.resolved_speed_m_s,
+        max_snap_m=cfg.walk.max_snap_m,
+    )
+    out = got.zones
+    out = out[~out.geometry.is_empty].reset_index(drop=True)
+    for extra in c.attribute_columns:
+        if extra not in centres:
+            raise InputDataError(f"{c.centres}: no column {extra!r}")
+        by_id = dict(zip(centres[c.id_column].astype(str), centres[extra], strict=True))
+        out[extra] = out["community_id"].astype(str).map(by_id).to_numpy()
+    return out
 
 
 def load_facilities(
@@ -774,13 +862,28 @@ def run(
     from dataclasses import asdict
 
     c_src = cfg.communities.source
-    comm_file_sha = (
+    comm_file_sha: str | list[str] | None = (
         track("communities", cfg.resolve(c_src) or c_src)
-        if c_src not in ("osm", "hexagons")
+        if c_src not in ("osm", "hexagons", "zones")
         else None
     )
+    if c_src == "zones":
+        comm_file_sha = [
+            track(f"communities_{k}", cfg.resolve(v) or v)
+            for k, v in (
+                ("centres", cfg.communities.centres),
+                ("boundary", cfg.communities.boundary),
+            )
+            if v is not None
+        ]
     comm_key = digest(
-        "communities", net_key, src_sha, asdict(cfg.communities), comm_file_sha, area_doc
+        "communities",
+        net_key,
+        src_sha,
+        asdict(cfg.communities),
+        comm_file_sha,
+        area_doc,
+        asdict(cfg.walk) if c_src == "zones" else None,  # zones depend on walking
     )
     say("reading communities")
     cgot = store.load_frame("communities", comm_key)

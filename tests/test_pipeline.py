@@ -320,3 +320,53 @@ def test_gcj02_export_shifts_a_chinese_study(tmp_path):
     )
     assert (d > 100).all()
     assert (d < 1000).all()
+
+
+def test_communities_as_service_zones_of_centres(tmp_path, helsinki_path, helsinki_net):
+    """source = "zones": centre points (here given in GCJ-02, which outside China is the
+    same as WGS84) become network service zones that cover every node once."""
+    from circles.config import config_from_dict
+    from circles.pipeline import run
+
+    rng = np.random.default_rng(3)
+    pick = rng.choice(helsinki_net.n_nodes, 6, replace=False)
+    pd.DataFrame(
+        {
+            "code": [f"c{i}" for i in range(6)],
+            "name": [f"居委会{i}" for i in range(6)],
+            "lon": helsinki_net.lon[pick],
+            "lat": helsinki_net.lat[pick],
+            "county": ["A", "A", "A", "B", "B", "B"],
+        }
+    ).to_csv(tmp_path / "centres.csv", index=False)
+    cfg = config_from_dict(
+        {
+            "study": {
+                "name": "zones",
+                "output_dir": str(tmp_path / "out"),
+                "maps_dir": str(tmp_path / "maps"),
+            },
+            "network": {"source": str(helsinki_path)},
+            "communities": {
+                "source": "zones",
+                "centres": "centres.csv",
+                "id_column": "code",
+                "coord_system": "gcj02",
+                "attribute_columns": ["county"],
+            },
+            "isochrones": {"enabled": False},
+            "map": {"enabled": False},
+        },
+        base_dir=tmp_path,
+    )
+    res = run(cfg)
+    t = res.communities
+    assert sorted(t["community_id"]) == [f"c{i}" for i in range(6)]
+    assert t["derived"].str.contains("service zone").all()
+    assert list(t.sort_values("community_id")["county"]) == ["A", "A", "A", "B", "B", "B"]
+    assert (res.node_community >= 0).all()  # every node in exactly one derived community
+    assert t["n_nodes"].sum() == helsinki_net.n_nodes
+    with pytest.raises(ConfigError, match=r"needs communities\.centres"):
+        config_from_dict(
+            {"network": {"source": str(helsinki_path)}, "communities": {"source": "zones"}}
+        )
