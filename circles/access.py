@@ -156,8 +156,12 @@ class AccessGraph:
             raise InputDataError("facility position along its edge must be within [0, 1]")
         k = np.arange(edge.size)
         u, v = self.network.u[edge], self.network.v[edge]
-        from_u = frac * self.edge_cost[edge, 0] + access_s  # walk u -> snap point
-        from_v = (1.0 - frac) * self.edge_cost[edge, 1] + access_s  # walk v -> snap point
+        # walk u -> snap point and v -> snap point; a facility exactly at an end node
+        # costs nothing along the edge, even when the edge cannot be walked that way
+        # (0 * inf would be NaN and drop the arc)
+        with np.errstate(invalid="ignore"):
+            from_u = np.where(frac <= 0.0, 0.0, frac * self.edge_cost[edge, 0]) + access_s
+            from_v = np.where(frac >= 1.0, 0.0, (1.0 - frac) * self.edge_cost[edge, 1]) + access_s
         fac = np.concatenate([k, k])
         node = np.concatenate([u, v])
         sec = np.concatenate([from_u, from_v])

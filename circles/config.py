@@ -40,6 +40,13 @@ Example (``study.toml``)::
     [coverage]
     flag_threshold = 0.8
 
+    [cycling]                         # optional: the fitness circle "on foot or by bicycle"
+    enabled = false                   # true: also time the categories below by bicycle
+    categories = ["fitness"]          # categories timed on the cycling network
+    speed_m_s = 4.2                   # 15 km/h (circles.terrain.CYCLE_PROFILES["bicycle"])
+    # levels_minutes = [15]           # default: the [walk] levels
+    max_link_m = 200                  # walk from home to the nearest cycling node, at most
+
     [population]
     # raster = "worldpop_2020_100m.tif"  # people per cell; default: street length stand-in
 
@@ -219,6 +226,40 @@ class CoverageSection:
 
 
 @dataclass(frozen=True)
+class CyclingSection:
+    """``[cycling]``: the same categories timed by bicycle on the cycling network.
+
+    With ``enabled = true`` (and an OSM file as ``[network] source``: a GraphML network
+    was filtered for walking by osmnx and cannot give a cycling network), the run also
+    loads the cycling network of the source (rules of :func:`circles.network.cycle_mask`
+    and :func:`circles.network.oneway_bicycle_direction`: cycleways and roads, footways
+    only with ``bicycle=yes``, no steps, one-way streets honoured), snaps the facilities
+    of ``categories`` to it (within ``[walk] max_snap_m``; the last stretch from the
+    cycling network to the facility is walked) and times them at ``speed_m_s`` on the
+    flat (a ``[walk] dem`` is not applied to cycling). Residents stay where they are on
+    the walking network: each walking node walks (straight line, at the main walking
+    speed) to the nearest cycling-network node within ``max_link_m`` metres, and
+    cycles from there; nodes farther from every cycling node cannot cycle (``inf``).
+
+    Outputs: the communities table gains ``<cat>_bike_share_<level>``,
+    ``<cat>_bike_median_min`` and ``<cat>_bike_p90_min`` per cycling category (no flags:
+    the walking flags stay as they are), and ``summary.json`` a ``cycling`` section.
+    ``levels_minutes`` defaults to the ``[walk]`` levels; the search stops at
+    ``[walk] max_minutes``.
+    """
+
+    enabled: bool = False
+    categories: tuple[str, ...] = ("fitness",)
+    speed_m_s: float = 4.2
+    levels_minutes: tuple[float, ...] | None = None
+    max_link_m: float = settings.MAX_SNAP_M
+
+    def resolved_levels(self, walk: WalkSection) -> tuple[float, ...]:
+        """The cycling levels in minutes (the ``[walk]`` levels unless set)."""
+        return tuple(self.levels_minutes or walk.levels_minutes)
+
+
+@dataclass(frozen=True)
 class IsochronesSection:
     """``[isochrones]``: polygons per community and service areas per facility."""
 
@@ -295,6 +336,7 @@ class StudyConfig:
     walk: WalkSection = field(default_factory=WalkSection)
     coverage: CoverageSection = field(default_factory=CoverageSection)
     population: PopulationSection = field(default_factory=PopulationSection)
+    cycling: CyclingSection = field(default_factory=CyclingSection)
     isochrones: IsochronesSection = field(default_factory=IsochronesSection)
     map: MapSection = field(default_factory=MapSection)
     areas: tuple[AreaSection, ...] = ()
@@ -349,6 +391,7 @@ _SECTIONS: dict[str, type] = {
     "walk": WalkSection,
     "coverage": CoverageSection,
     "population": PopulationSection,
+    "cycling": CyclingSection,
     "isochrones": IsochronesSection,
     "map": MapSection,
     "batch": BatchSection,
@@ -468,6 +511,27 @@ def _validate(cfg: StudyConfig) -> None:
         raise ConfigError(
             f"walk.max_minutes ({w.max_minutes}) must be >= the largest level ({levels[-1]})"
         )
+    cy = cfg.cycling
+    if cy.enabled:
+        if not 1.0 <= cy.speed_m_s <= 12.0:
+            raise ConfigError(
+                f"cycling.speed_m_s {cy.speed_m_s} is not a cycling speed (1-12 m/s; "
+                "4.2 m/s = 15 km/h)"
+            )
+        if not cy.categories:
+            raise ConfigError(
+                'cycling.categories must name at least one category, e.g. ["fitness"]'
+            )
+        clev = [float(x) for x in cy.resolved_levels(w)]
+        if not clev or any(b <= a for a, b in itertools.pairwise(clev)) or clev[0] <= 0:
+            raise ConfigError("cycling.levels_minutes must be positive and increasing, e.g. [15]")
+        if w.max_minutes < clev[-1]:
+            raise ConfigError(
+                f"walk.max_minutes ({w.max_minutes}) must be >= the largest cycling level "
+                f"({clev[-1]})"
+            )
+        if not cy.max_link_m >= 0:
+            raise ConfigError("cycling.max_link_m must be >= 0 metres")
     if not 0 <= cfg.coverage.flag_threshold <= 1:
         raise ConfigError("coverage.flag_threshold must be a share between 0 and 1")
     n = cfg.network

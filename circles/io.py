@@ -6,13 +6,14 @@ Loaders are chosen on measured evidence (see ``benchmarks/README.md``):
 file                   loader
 =====================  ==============================================================
 ``.osm.pbf``           pyrosm (Cython PBF reader: Helsinki's walking network in ~0.2 s,
-                       Liechtenstein's in ~1 s), all highway ways, then the walking rules
-                       of :mod:`circles.network`
+                       Liechtenstein's in ~1 s), all highway ways, then the walking (or
+                       cycling) rules of :mod:`circles.network`
 ``.osm``, ``.osm.bz2`` a streaming ``xml.etree.ElementTree.iterparse`` reader of this
                        module (osmnx's ``graph_from_xml`` takes 1-4 s and loads every way
-                       unfiltered); same walking rules
+                       unfiltered); same walking (or cycling) rules
 ``.graphml``           ``osmnx.load_graphml`` (networks osmnx users already keep), split
-                       into straight segments by :func:`circles.network.from_networkx`
+                       into straight segments by :func:`circles.network.from_networkx`;
+                       walking only (osmnx already filtered the ways of a saved graph)
 =====================  ==============================================================
 
 Extracts are clipped: ways that reference nodes outside the file are trimmed to the
@@ -40,10 +41,13 @@ import shapely
 
 from circles._errors import DataFileError, InputDataError, NetworkError
 from circles.network import (
+    MODE_TAG_KEYS,
     WALK_TAG_KEYS,
     WalkNetwork,
     build_network,
+    cycle_mask,
     from_networkx,
+    oneway_bicycle_direction,
     oneway_foot_direction,
     walk_mask,
 )
@@ -91,8 +95,10 @@ def _check_file(path: str | os.PathLike[str]) -> Path:
 # --------------------------------------------------------------------------- networks
 
 
-def load_network(source: str | os.PathLike[str], *, keep_largest: bool = True) -> WalkNetwork:
-    """Load the walking network of an OSM extract or an osmnx GraphML file.
+def load_network(
+    source: str | os.PathLike[str], *, keep_largest: bool = True, mode: str = "walk"
+) -> WalkNetwork:
+    """Load the walking (or cycling) network of an OSM extract or an osmnx GraphML file.
 
     Parameters
     ----------
@@ -101,29 +107,63 @@ def load_network(source: str | os.PathLike[str], *, keep_largest: bool = True) -
     keep_largest : bool, default True
         Keep only the largest connected piece; the number of nodes dropped is in
         ``network.report["nodes_in_small_components"]``.
+    mode : {"walk", "bike"}, default "walk"
+        Which rules of :mod:`circles.network` select the ways and their direction:
+        :func:`~circles.network.walk_mask` / :func:`~circles.network.oneway_foot_direction`
+        or :func:`~circles.network.cycle_mask` /
+        :func:`~circles.network.oneway_bicycle_direction`. ``"bike"`` needs an OSM file
+        (``.osm.pbf``, ``.osm``, ``.osm.bz2``): a GraphML network was already filtered
+        by osmnx and carries no bicycle tags.
 
     Returns
     -------
     WalkNetwork
         Straight segments with geodesic lengths in metres and a metric (UTM) CRS.
+
+    Raises
+    ------
+    InputDataError
+        ``mode="bike"`` with a GraphML source.
+    ConfigError
+        ``mode`` is neither ``"walk"`` nor ``"bike"``.
     """
+    if mode not in MODE_TAG_KEYS:
+        from circles._errors import ConfigError
+
+        raise ConfigError(f"mode must be 'walk' or 'bike', got {mode!r}")
     path = _check_file(source)
     kind = osm_format(path)
     if kind == "graphml":
+        if mode == "bike":
+            raise InputDataError(
+                f"{path}: a GraphML network cannot give a cycling network (osmnx filtered "
+                "its ways for walking and dropped the bicycle tags); give an OSM file "
+                "(.osm.pbf, .osm, .osm.bz2) as [network] source, or set "
+                "[cycling] enabled = false"
+            )
         return _load_graphml(path, keep_largest=keep_largest)
+    keys = MODE_TAG_KEYS[mode]
     if kind == "pbf":
-        nodes, segs = _pbf_segments(path)
+        nodes, segs = _pbf_segments(path, keys=keys)
     else:
-        nodes, segs = _xml_segments(path)
+        nodes, segs = _xml_segments(path, keys=keys)
     n_ways = int(segs["way_id"].nunique()) if len(segs) else 0
-    mask = walk_mask(segs) if len(segs) else np.zeros(0, bool)
+    rules = walk_mask if mode == "walk" else cycle_mask
+    mask = rules(segs) if len(segs) else np.zeros(0, bool)
+    used = "walkable_ways" if mode == "walk" else "cyclable_ways"
     report = {
         "highway_ways": n_ways,
-        "walkable_ways": int(segs.loc[mask, "way_id"].nunique()) if len(segs) else 0,
+        used: int(segs.loc[mask, "way_id"].nunique()) if len(segs) else 0,
     }
     segs = segs.loc[mask]
     if segs.empty:
-        raise NetworkError(f"{path}: no walkable ways (highway=footway, residential, ...) found")
+        what = (
+            "walkable ways (highway=footway, residential, ...)"
+            if mode == "walk"
+            else "cyclable ways (highway=cycleway, residential, ...)"
+        )
+        raise NetworkError(f"{path}: no {what} found")
+    direction = oneway_foot_direction(segs) if mode == "walk" else oneway_bicycle_direction(segs)
     return build_network(
         nodes["id"].to_numpy(),
         nodes["lon"].to_numpy(),
@@ -132,23 +172,24 @@ def load_network(source: str | os.PathLike[str], *, keep_largest: bool = True) -
         segs["v"].to_numpy(),
         highway=segs["highway"].astype(str).to_numpy(dtype=object),
         way_id=segs["way_id"].to_numpy(),
-        direction=oneway_foot_direction(segs),
+        direction=direction,
         keep_largest=keep_largest,
         source=str(path),
         report=report,
     )
 
 
-def _pbf_segments(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _pbf_segments(
+    path: Path, *, keys: tuple[str, ...] = WALK_TAG_KEYS
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Nodes and highway segments (one row per consecutive node pair) with tag ``keys``."""
     import pyrosm
 
     try:
         osm = pyrosm.OSM(str(path))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            got = osm.get_network(
-                network_type="all", extra_attributes=list(WALK_TAG_KEYS[1:]), nodes=True
-            )
+            got = osm.get_network(network_type="all", extra_attributes=list(keys[1:]), nodes=True)
     except Exception as exc:  # pyrosm raises assorted errors on corrupt files
         raise DataFileError(f"{path}: cannot read as OSM PBF ({exc})") from exc
     if got is None or got[1] is None:
@@ -156,11 +197,14 @@ def _pbf_segments(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     nodes, edges = got
     segs = pd.DataFrame({"u": edges["u"].to_numpy(), "v": edges["v"].to_numpy()})
     segs["way_id"] = edges["id"].to_numpy()
-    for key in WALK_TAG_KEYS:
+    for key in keys:
         if key in edges:
             segs[key] = edges[key].to_numpy()
-    if "oneway:foot" not in segs and "tags" in edges:
-        segs["oneway:foot"] = [_json_tag(t, "oneway:foot") for t in edges["tags"].to_numpy()]
+    # keys pyrosm keeps only inside its JSON ``tags`` column ("area" is filtered out by
+    # network_type="all" already)
+    for key in keys:
+        if key not in segs and key not in ("highway", "area") and "tags" in edges:
+            segs[key] = [_json_tag(t, key) for t in edges["tags"].to_numpy()]
     return pd.DataFrame({"id": nodes["id"], "lon": nodes["lon"], "lat": nodes["lat"]}), segs
 
 
@@ -226,7 +270,10 @@ def _iter_osm_xml(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
         raise DataFileError(f"{path}: cannot read as OSM XML ({exc})") from exc
 
 
-def _xml_segments(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _xml_segments(
+    path: Path, *, keys: tuple[str, ...] = WALK_TAG_KEYS
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Nodes and highway segments (one row per consecutive node pair) with tag ``keys``."""
     ids: list[int] = []
     lons: list[float] = []
     lats: list[float] = []
@@ -246,10 +293,10 @@ def _xml_segments(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
             su.extend(refs[:-1])
             sv.extend(refs[1:])
             sway.extend([el["id"]] * (len(refs) - 1))
-            tags = {k: el["tags"].get(k) for k in WALK_TAG_KEYS}
+            tags = {k: el["tags"].get(k) for k in keys}
             tagrows.extend([tags] * (len(refs) - 1))
     nodes = pd.DataFrame({"id": ids, "lon": lons, "lat": lats})
-    segs = pd.DataFrame(tagrows, columns=list(WALK_TAG_KEYS))
+    segs = pd.DataFrame(tagrows, columns=list(keys))
     segs["u"] = np.asarray(su, dtype=np.int64)
     segs["v"] = np.asarray(sv, dtype=np.int64)
     segs["way_id"] = np.asarray(sway, dtype=np.int64)

@@ -26,6 +26,33 @@ closed unless foot allowed  ``access=private|no`` unless ``foot=yes|designated``
 one-way                     ``oneway`` is ignored on foot; ``oneway:foot=yes|-1`` is
                             honoured
 ==========================  ==============================================================
+
+Cycling rules (:func:`cycle_mask`, :func:`oneway_bicycle_direction`), used by
+``circles.io.load_network(..., mode="bike")``:
+
+==========================  ==============================================================
+rule                        OSM tags
+==========================  ==============================================================
+cyclable highway types      cycleway, residential, living_street, service, track,
+                            unclassified, road, tertiary(_link), secondary(_link),
+                            primary(_link)
+cyclable if bicycle allowed path, footway, pedestrian, bridleway, trail: only with
+                            ``bicycle=yes|designated|permissive``
+cyclable if explicitly      motorway(_link), trunk(_link): only with
+allowed                     ``bicycle=yes|designated``
+never cyclable              ``highway=steps`` (no dismount rule: pushing a bicycle up
+                            steps is not cycling), corridor, elevator, every highway type
+                            not listed above (construction, proposed, platform ...),
+                            ``area=yes``, ``bicycle=no|use_sidepath|dismount``
+closed unless bicycle       ``access=private|no`` unless ``bicycle=yes|designated``
+allowed
+one-way                     ``oneway=yes|1|true`` only along the way, ``oneway=-1`` only
+                            against it; ``junction=roundabout`` implies ``oneway=yes``;
+                            ``oneway:bicycle=no`` or ``cycleway=opposite|opposite_lane|
+                            opposite_track`` make the way two-way for bicycles;
+                            ``oneway:bicycle=yes|-1`` makes it one-way for bicycles
+                            whatever ``oneway`` says
+==========================  ==============================================================
 """
 
 from __future__ import annotations
@@ -134,6 +161,108 @@ def oneway_foot_direction(ways: pd.DataFrame) -> np.ndarray:
     out[s.isin({"yes", "true", "1"}).to_numpy()] = 1
     out[(s == "-1").to_numpy()] = -1
     return out
+
+
+CYCLE_HIGHWAYS = frozenset(
+    {
+        "cycleway",
+        "residential",
+        "living_street",
+        "service",
+        "track",
+        "unclassified",
+        "road",
+        "tertiary",
+        "tertiary_link",
+        "secondary",
+        "secondary_link",
+        "primary",
+        "primary_link",
+    }
+)
+BICYCLE_IF_ALLOWED_HIGHWAYS = frozenset({"path", "footway", "pedestrian", "bridleway", "trail"})
+BICYCLE_IF_EXPLICIT_HIGHWAYS = frozenset({"motorway", "motorway_link", "trunk", "trunk_link"})
+BICYCLE_ALLOWED = frozenset({"yes", "designated", "permissive"})
+BICYCLE_EXPLICIT = frozenset({"yes", "designated"})
+BICYCLE_FORBIDDEN = frozenset({"no", "use_sidepath", "dismount"})
+ONEWAY_YES = frozenset({"yes", "1", "true"})
+CYCLEWAY_OPPOSITE = frozenset({"opposite", "opposite_lane", "opposite_track"})
+
+#: OSM tag keys that the cycling rules read.
+BIKE_TAG_KEYS = (
+    "highway",
+    "bicycle",
+    "access",
+    "area",
+    "oneway",
+    "oneway:bicycle",
+    "junction",
+    "cycleway",
+)
+
+#: Tag keys read per network mode (``"walk"`` or ``"bike"``).
+MODE_TAG_KEYS = {"walk": WALK_TAG_KEYS, "bike": BIKE_TAG_KEYS}
+
+
+def _tag_columns(ways: pd.DataFrame, keys: tuple[str, ...]) -> dict[str, pd.Series]:
+    return {
+        k: _first_value(ways[k]) if k in ways else pd.Series("", index=ways.index, dtype=object)
+        for k in keys
+    }
+
+
+def cycle_mask(ways: pd.DataFrame) -> np.ndarray:
+    """Which ways may be cycled under the cycling rules of this module.
+
+    Parameters
+    ----------
+    ways : pandas.DataFrame
+        One row per way (or way segment) with tag columns; missing columns count as
+        absent tags. Read: ``highway``, ``bicycle``, ``access``, ``area``.
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean mask, True where the way may be cycled.
+    """
+    col = _tag_columns(ways, BIKE_TAG_KEYS)
+    hw, bike, access = col["highway"], col["bicycle"], col["access"]
+    ok = hw.isin(CYCLE_HIGHWAYS)
+    ok |= hw.isin(BICYCLE_IF_ALLOWED_HIGHWAYS) & bike.isin(BICYCLE_ALLOWED)
+    ok |= hw.isin(BICYCLE_IF_EXPLICIT_HIGHWAYS) & bike.isin(BICYCLE_EXPLICIT)
+    ok &= col["area"] != "yes"
+    ok &= ~bike.isin(BICYCLE_FORBIDDEN)
+    ok &= ~(access.isin(CLOSED_ACCESS) & ~bike.isin(BICYCLE_EXPLICIT))
+    return ok.to_numpy(dtype=bool)
+
+
+def oneway_bicycle_direction(ways: pd.DataFrame) -> np.ndarray:
+    """Cycling direction of each way from ``oneway``, ``junction`` and their bicycle
+    exceptions (see the module docstring).
+
+    Parameters
+    ----------
+    ways : pandas.DataFrame
+        Tag columns ``oneway``, ``oneway:bicycle``, ``junction``, ``cycleway`` (missing
+        columns count as absent tags).
+
+    Returns
+    -------
+    numpy.ndarray
+        int8: 0 both ways, 1 only along the way, -1 only against it.
+    """
+    col = _tag_columns(ways, BIKE_TAG_KEYS)
+    oneway, ob = col["oneway"], col["oneway:bicycle"]
+    d = np.zeros(len(ways), dtype=np.int8)
+    d[oneway.isin(ONEWAY_YES).to_numpy()] = 1
+    d[(oneway == "-1").to_numpy()] = -1
+    roundabout = (col["junction"] == "roundabout") & ~oneway.isin({"no", "-1"})
+    d[roundabout.to_numpy()] = 1
+    contraflow = (ob == "no") | col["cycleway"].isin(CYCLEWAY_OPPOSITE)
+    d[contraflow.to_numpy()] = 0
+    d[ob.isin(ONEWAY_YES).to_numpy()] = 1
+    d[(ob == "-1").to_numpy()] = -1
+    return d
 
 
 def utm_crs(lon: np.ndarray, lat: np.ndarray) -> CRS:

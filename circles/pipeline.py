@@ -7,6 +7,9 @@ this one only wires them together and writes the outputs atomically under
 - ``circles.gpkg`` with layers ``communities`` (coverage and flags), ``facilities``
   (with snap distance and status) and ``nodes`` (minutes per category);
 - ``coverage.csv`` (one row per community and category);
+- with ``[cycling] enabled``: ``<cat>_bike_share_<level>``, ``<cat>_bike_median_min`` and
+  ``<cat>_bike_p90_min`` columns in the ``communities`` layer (see :func:`cycling_access`)
+  and a ``cycling`` section in ``summary.json``;
 - ``facility_rejects.csv`` (planner-file rows that were not used, with the reason);
 - ``summary.json`` (counts, what was dropped, the residents stand-in).
 """
@@ -824,6 +827,13 @@ def run(
 
     # network -------------------------------------------------------------------------
     source = network_source(cfg, progress=progress)
+    if cfg.cycling.enabled and io.osm_format(source) == "graphml":
+        raise InputDataError(
+            f"{source}: [cycling] enabled = true needs an OSM file as [network] source "
+            "(.osm.pbf, .osm, .osm.bz2): a GraphML network was filtered for walking by "
+            "osmnx and holds no cycling network; set [cycling] enabled = false or point "
+            "[network] source to an OSM extract"
+        )
     src_sha = track("network_source", source)
     net_key = digest("network", src_sha, cfg.network.keep_largest)
     got = store.load_network("network", net_key)
@@ -1076,6 +1086,27 @@ def run(
         node_minutes,
     )
 
+    # cycling -------------------------------------------------------------------------
+    cycling_doc: dict[str, Any] | None = None
+    if cfg.cycling.enabled:
+        cycling_doc = _cycling_stage(
+            cfg,
+            profile,
+            categories,
+            source,
+            src_sha,
+            network,
+            facilities,
+            communities,
+            node_comm,
+            weight,
+            elderly_weight,
+            basis,
+            table,
+            store,
+            say,
+        )
+
     # isochrones and service areas ----------------------------------------------------
     iso = sa = None
     iso_key = sa_key = None
@@ -1118,6 +1149,8 @@ def run(
         for c, p in cat_profile.items()
     }
     summary["slope_aware"] = elevation is not None
+    if cycling_doc is not None:
+        summary["cycling"] = cycling_doc
     if area_doc is not None:
         summary["area"] = area_doc
     if applied:
@@ -1186,6 +1219,302 @@ def run(
         )
         result.outputs["manifest_json"] = str(path)
     return result
+
+
+def link_to_network(
+    from_net: WalkNetwork, to_net: WalkNetwork, *, max_link_m: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest node of ``to_net`` for every node of ``from_net`` (straight line).
+
+    Parameters
+    ----------
+    from_net, to_net : WalkNetwork
+        E.g. the walking network (where residents are) and the cycling network.
+    max_link_m : float
+        Largest link distance in metres; nodes with no ``to_net`` node that close get
+        position -1 and distance ``inf``.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        Position into ``to_net``'s nodes (int64, -1: none) and distance in metres,
+        measured in ``from_net``'s metric CRS (both networks are projected to it).
+    """
+    from pyproj import Transformer
+    from scipy.spatial import cKDTree
+
+    if not max_link_m >= 0:
+        raise ConfigError(f"max_link_m must be >= 0 metres, got {max_link_m!r}")
+    tx, ty = Transformer.from_crs("EPSG:4326", from_net.crs, always_xy=True).transform(
+        to_net.lon, to_net.lat
+    )
+    tree = cKDTree(np.column_stack([np.asarray(tx, float), np.asarray(ty, float)]))
+    dist, pos = tree.query(
+        np.column_stack([from_net.x, from_net.y]), k=1, distance_upper_bound=max_link_m
+    )
+    dist = np.asarray(dist, dtype=float)
+    pos = np.asarray(pos, dtype=np.int64)
+    far = ~np.isfinite(dist)
+    pos[far] = -1
+    dist[far] = np.inf
+    return pos, dist
+
+
+def cycling_access(
+    walk_net: WalkNetwork,
+    bike_net: WalkNetwork,
+    facilities: gpd.GeoDataFrame,
+    categories: list[str],
+    *,
+    speed_m_s: float,
+    walk_speed_m_s: float,
+    max_snap_m: float,
+    max_link_m: float,
+    max_minutes: float,
+    store: Any = None,
+    bike_key: str = "",
+) -> tuple[pd.DataFrame, gpd.GeoDataFrame, dict[str, Any]]:
+    """Minutes by bicycle from every *walking* node to each category's nearest facility.
+
+    Facilities (their points) are snapped to the cycling network within ``max_snap_m``
+    and the stretch from the cycling network to a facility is walked
+    (``snap_m / walk_speed_m_s``). Each walking node walks in a straight line to its
+    nearest cycling node within ``max_link_m`` (:func:`link_to_network`) at
+    ``walk_speed_m_s`` and cycles from there at ``speed_m_s`` on the flat, honouring
+    one-way streets; nodes with no cycling node that close get ``inf``.
+
+    Parameters
+    ----------
+    walk_net, bike_net : WalkNetwork
+        The walking network (residents' nodes) and the cycling network.
+    facilities : geopandas.GeoDataFrame
+        With ``category`` and point geometry (EPSG:4326).
+    categories : list of str
+        Categories to time by bicycle.
+    speed_m_s, walk_speed_m_s : float
+        Cycling and walking speeds in m/s.
+    max_snap_m, max_link_m : float
+        Metres: facility to cycling network, walking node to cycling node.
+    max_minutes : float
+        Search cut-off in minutes (``inf`` beyond).
+    store : circles.cache.Cache, optional
+        Keeps the cycling minutes per category under keys derived from ``bike_key``.
+    bike_key : str
+        Content key of the cycling network (for the cache).
+
+    Returns
+    -------
+    tuple
+        Minutes per walking node (DataFrame, one column per category), the cycling
+        categories' facilities snapped to the cycling network, and counts for the
+        summary.
+    """
+    from circles.cache import array_digest, digest
+
+    if not speed_m_s > 0 or not walk_speed_m_s > 0:
+        raise ConfigError("speed_m_s and walk_speed_m_s must be positive (m/s)")
+    sel = facilities[facilities["category"].isin(categories)]
+    sel = sel[sel.geometry.notna() & ~sel.geometry.is_empty]
+    fac = snap_facilities(
+        bike_net,
+        gpd.GeoDataFrame(
+            sel[["facility_id", "category"]].reset_index(drop=True),
+            geometry=sel.geometry.to_numpy(),
+            crs=WGS84,
+        ),
+        max_snap_m=max_snap_m,
+    )
+    pos, link_m = link_to_network(walk_net, bike_net, max_link_m=max_link_m)
+    linked = pos >= 0
+    link_min = link_m / walk_speed_m_s / 60.0
+    cost = bike_net.edge_seconds(speed_m_s)
+    graph: AccessGraph | None = None
+    out: dict[str, np.ndarray] = {}
+    for cat in categories:
+        edge, frac, snap_m = _snapped_arrays(fac, cat, 1.0)
+        edge, frac, acc = _at_one_way_ends(bike_net, edge, frac, snap_m / walk_speed_m_s)
+        key = digest("bike_access", bike_key, speed_m_s, array_digest(edge, frac, acc), max_minutes)
+        got = store.load_arrays("bike_access", key) if store is not None else None
+        if got is not None:
+            bike_min = np.asarray(got[0]["minutes"])
+        else:
+            if graph is None:
+                graph = AccessGraph.from_network(bike_net, cost)
+            group = np.full(edge.size, cat, dtype=object)
+            with np.errstate(invalid="ignore"):  # 0 * inf at one-way heads: see above
+                near = nearest_by_group(
+                    graph, edge, frac, acc, group, limit_s=60.0 * max_minutes, groups=[cat]
+                )
+            bike_min = near[cat][0] / 60.0
+            # a facility at a node: that node is there already (one-way heads, above)
+            head = np.where(frac >= 1.0, bike_net.v[edge], bike_net.u[edge])
+            at_node = (frac <= 0.0) | (frac >= 1.0)
+            np.minimum.at(bike_min, head[at_node], acc[at_node] / 60.0)
+            if store is not None:
+                store.save_arrays("bike_access", key, {"minutes": bike_min})
+        m = np.full(walk_net.n_nodes, np.inf)
+        m[linked] = link_min[linked] + bike_min[pos[linked]]
+        m[m > max_minutes] = np.inf
+        out[cat] = m
+    info = {
+        "walking_nodes_linked": int(linked.sum()),
+        "walking_nodes_unlinked": int((~linked).sum()),
+        "median_link_m": float(np.median(link_m[linked])) if linked.any() else None,
+        "facilities_snapped": {
+            c: int(((fac["category"] == c) & (fac["status"] == STATUS_SNAPPED)).sum())
+            for c in categories
+        },
+        "facilities_not_snapped": {
+            c: int(((fac["category"] == c) & (fac["status"] != STATUS_SNAPPED)).sum())
+            for c in categories
+        },
+    }
+    return pd.DataFrame(out), fac, info
+
+
+def _at_one_way_ends(
+    network: WalkNetwork, edge: np.ndarray, frac: np.ndarray, access_s: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Snap points exactly at the head ``v`` of a one-way edge, also given on every other
+    edge that touches ``v`` (at ``v``'s end of it).
+
+    :meth:`circles.access.AccessGraph.facility_arcs` reaches a snap point from ``v``
+    by riding ``(1 - frac)`` of the edge backwards, which a one-way edge forbids (its
+    backward cost is ``inf``, and ``0 * inf`` is not a number), so a facility at ``v``
+    would be unreachable through ``v``. The copies are the same place: an edge leaving
+    ``v`` at ``frac = 0`` gives ``v`` itself a way in, an edge ending at ``v`` at
+    ``frac = 1`` its tail. Copies of one facility only matter for the nearest time
+    (the minimum), which is what cycling uses; a ``v`` that no edge leaves is fixed
+    after the search (see :func:`cycling_access`).
+    """
+    at_head = (frac >= 1.0) & (network.direction[edge] == 1)
+    if not at_head.any():
+        return edge, frac, access_s
+    n_edges = network.n_edges
+    ends = np.concatenate([network.u, network.v])
+    inc_edge = np.concatenate([np.arange(n_edges), np.arange(n_edges)])
+    inc_frac = np.concatenate([np.zeros(n_edges), np.ones(n_edges)])
+    order = np.argsort(ends, kind="stable")
+    ends, inc_edge, inc_frac = ends[order], inc_edge[order], inc_frac[order]
+    node = network.v[edge[at_head]]
+    lo = np.searchsorted(ends, node, side="left")
+    hi = np.searchsorted(ends, node, side="right")
+    count = hi - lo
+    rows = np.repeat(lo, count) + (
+        np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
+    )
+    return (
+        np.concatenate([edge, inc_edge[rows]]),
+        np.concatenate([frac, inc_frac[rows]]),
+        np.concatenate([access_s, np.repeat(access_s[at_head], count)]),
+    )
+
+
+def _cycling_stage(
+    cfg: StudyConfig,
+    profile: Any,
+    categories: list[str],
+    source: str,
+    src_sha: str,
+    network: WalkNetwork,
+    facilities: gpd.GeoDataFrame,
+    communities: gpd.GeoDataFrame,
+    node_comm: np.ndarray,
+    weight: np.ndarray,
+    elderly_weight: np.ndarray | None,
+    basis: str,
+    table: gpd.GeoDataFrame,
+    store: Any,
+    say: Progress,
+) -> dict[str, Any]:
+    """Cycling network (cached), cycling minutes per walking node, and the
+    ``<cat>_bike_*`` columns added to ``table`` in place; returns the summary section."""
+    from circles.cache import digest
+
+    cy = cfg.cycling
+    unknown = [c for c in cy.categories if c not in categories]
+    if unknown:
+        raise ConfigError(
+            f"cycling.categories: {unknown} are not categories of this run; use some of "
+            f"{categories}"
+        )
+    cats = list(dict.fromkeys(cy.categories))
+    bike_key = digest("bike_network", src_sha, cfg.network.keep_largest)
+    got = store.load_network("bike_network", bike_key)
+    say(f"reading cycling network from {source}" + (" (cached)" if got else ""))
+    if got is not None:
+        bike_net = got[0]
+    else:
+        bike_net = io.load_network(source, keep_largest=cfg.network.keep_largest, mode="bike")
+        store.save_network("bike_network", bike_key, bike_net)
+    levels = cy.resolved_levels(cfg.walk)
+    say(
+        f"cycling network: {bike_net.n_nodes:,} nodes, {bike_net.n_edges:,} edges; timing "
+        f"{', '.join(cats)} by bicycle at {cy.speed_m_s} m/s"
+    )
+    minutes, _, info = cycling_access(
+        network,
+        bike_net,
+        facilities,
+        cats,
+        speed_m_s=float(cy.speed_m_s),
+        walk_speed_m_s=cfg.walk.resolved_speed_m_s,
+        max_snap_m=cfg.walk.max_snap_m,
+        max_link_m=float(cy.max_link_m),
+        max_minutes=cfg.walk.max_minutes,
+        store=store,
+        bike_key=bike_key,
+    )
+    elderly = {c for c in cats if getattr(profile.category(c), "elderly", False)}
+    last = levels[-1]
+    lev_last = str(int(last)) if float(last).is_integer() else str(last)
+    rows = []
+    for cat in cats:
+        w = elderly_weight if (cat in elderly and elderly_weight is not None) else weight
+        t = coverage_table(
+            communities,
+            node_comm,
+            w,
+            {cat: minutes[cat].to_numpy()},
+            levels_minutes=levels,
+            flag_threshold=cfg.coverage.flag_threshold,
+            residents_basis=basis,
+        )
+        for lev in levels:
+            k = str(int(lev)) if float(lev).is_integer() else str(lev)
+            table[f"{cat}_bike_share_{k}"] = t[f"{cat}_share_{k}"].to_numpy()
+        table[f"{cat}_bike_median_min"] = t[f"{cat}_median_min"].to_numpy()
+        table[f"{cat}_bike_p90_min"] = t[f"{cat}_p90_min"].to_numpy()
+        sh = t[f"{cat}_share_{lev_last}"].to_numpy(float)
+        res = t["residents"].to_numpy(float)
+        ok = np.isfinite(sh)
+        total = float(res.sum())
+        rows.append(
+            {
+                "category": cat,
+                "facilities": info["facilities_snapped"][cat],
+                "facilities_not_snapped": info["facilities_not_snapped"][cat],
+                f"share_within_{lev_last}_min": (
+                    float((sh[ok] * res[ok]).sum() / total) if total > 0 else float("nan")
+                ),
+            }
+        )
+    return {
+        "speed_m_s": float(cy.speed_m_s),
+        "levels_minutes": list(levels),
+        "max_link_m": float(cy.max_link_m),
+        "network": {
+            "nodes": bike_net.n_nodes,
+            "edges": bike_net.n_edges,
+            "length_km": round(float(bike_net.length_m.sum()) / 1000, 3),
+            "one_way_edges": int((bike_net.direction != 0).sum()),
+            **dict(bike_net.report),
+        },
+        "walking_nodes_linked": info["walking_nodes_linked"],
+        "walking_nodes_unlinked": info["walking_nodes_unlinked"],
+        "median_link_m": info["median_link_m"],
+        "categories": rows,
+    }
 
 
 def _access_graph(network: WalkNetwork, cost: np.ndarray, key: str, store: Any) -> AccessGraph:

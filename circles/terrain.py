@@ -179,15 +179,40 @@ WALK_PROFILES: Mapping[str, WalkProfile] = MappingProxyType(
 )
 
 
+#: Cycling speed on the flat in m/s: 4.2 m/s = 15 km/h.
+BICYCLE_SPEED_M_S = 4.2
+
+#: Named cycling profiles, for the cycling network (``load_network(..., mode="bike")``).
+#: Kept apart from :data:`WALK_PROFILES` so that ``[walk] profile`` cannot name one.
+CYCLE_PROFILES: Mapping[str, WalkProfile] = MappingProxyType(
+    {
+        "bicycle": WalkProfile(
+            name="bicycle",
+            speed_m_s=BICYCLE_SPEED_M_S,
+            steps_factor=1.0,
+            exclude_steps=True,
+            source="4.2 m/s (15 km/h): assumption, a common average door-to-door urban "
+            "cycling speed in accessibility planning (the 15-minute-city literature and "
+            "many city cycling plans use 15 km/h; riders on their own commonly average "
+            "15-20 km/h) [M: no single standard fixes it; set [cycling] speed_m_s to "
+            "your own figure]; no steps (the cycling network has none)",
+        ),
+    }
+)
+
+
 def get_profile(profile: WalkProfile | str) -> WalkProfile:
-    """A :class:`WalkProfile` from itself or a name in :data:`WALK_PROFILES`."""
+    """A :class:`WalkProfile` from itself or a name in :data:`WALK_PROFILES` or
+    :data:`CYCLE_PROFILES`."""
     if isinstance(profile, WalkProfile):
         return profile
     if isinstance(profile, str) and profile in WALK_PROFILES:
         return WALK_PROFILES[profile]
+    if isinstance(profile, str) and profile in CYCLE_PROFILES:
+        return CYCLE_PROFILES[profile]
     raise ConfigError(
-        f"unknown walk profile {profile!r}; use one of {sorted(WALK_PROFILES)} or a "
-        "circles.terrain.WalkProfile"
+        f"unknown walk profile {profile!r}; use one of "
+        f"{sorted([*WALK_PROFILES, *CYCLE_PROFILES])} or a circles.terrain.WalkProfile"
     )
 
 
@@ -477,6 +502,8 @@ def edge_seconds(
 
 
 __all__ = [
+    "BICYCLE_SPEED_M_S",
+    "CYCLE_PROFILES",
     "SPLIT_LENGTH_M",
     "STEPS_HIGHWAYS",
     "WALK_PROFILES",

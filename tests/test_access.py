@@ -327,3 +327,26 @@ def test_engine_equals_networkx_with_one_way_edges(helsinki_net: WalkNetwork) ->
     d = helsinki_net.direction.copy()
     d[rng.random(d.size) < 0.1] = 1
     _check_against_networkx(dataclasses.replace(helsinki_net, direction=d), seed=4)
+
+
+def test_facility_at_the_head_of_a_one_way_edge_is_reached_from_that_node():
+    """frac = 1 on a one-way edge: the node at the edge's end *is* the facility's place
+    (0 s along the edge), although the edge cannot be walked backwards (0 * inf)."""
+    from circles.access import AccessGraph, nearest_seconds
+    from circles.network import build_network
+
+    lon = np.array([24.94, 24.941, 24.942])
+    lat = np.array([60.17, 60.17, 60.17])
+    net = build_network(
+        np.array([1, 2, 3]),
+        lon,
+        lat,
+        np.array([1, 2]),
+        np.array([2, 3]),
+        direction=np.array([1, 0], dtype=np.int8),
+    )
+    g = AccessGraph.from_network(net, net.edge_seconds(1.0))
+    e = int(np.flatnonzero((net.node_id[net.u] == 1) & (net.node_id[net.v] == 2))[0])
+    sec, _ = nearest_seconds(g, np.array([e]), np.array([1.0]), np.array([5.0]))
+    node2 = int(np.flatnonzero(net.node_id == 2)[0])
+    assert sec[node2] == pytest.approx(5.0)
