@@ -658,53 +658,38 @@ def service_areas(
     if len(fac) == 0:
         return _layer(rows, geoms, net.crs)
     mat = graph.with_facilities(edge, frac, acc)
-    for cat in list(dict.fromkeys(cats.tolist())):
-        idx = np.flatnonzero(cats == cat)
-        d = dijkstra(mat, directed=True, indices=n + idx, min_only=True, limit=max(lev_s))[:n]
 
-        def extra(level: float, idx: np.ndarray = idx) -> tuple[np.ndarray, np.ndarray]:
-            return facility_edge_pieces(net, graph.edge_cost, edge[idx], frac[idx], acc[idx], level)
+    def draw(sel: np.ndarray, secs: np.ndarray, kind: str, cat: str, fid: str | None) -> None:
+        """Polygons of the facilities ``sel`` (times ``secs``), one row per level."""
+
+        def extra(level: float) -> tuple[np.ndarray, np.ndarray]:
+            return facility_edge_pieces(net, graph.edge_cost, edge[sel], frac[sel], acc[sel], level)
 
         polys = isochrone_polygons(
-            net, d, to_fac, lev_s, method=method, buffer_m=buffer_m, extra_pieces=extra
+            net, secs, to_fac, lev_s, method=method, buffer_m=buffer_m, extra_pieces=extra
         )
         for m, poly in zip(levels, polys, strict=True):
             rows.append(
                 {
-                    "kind": "category",
+                    "kind": kind,
                     "category": cat,
-                    "facility_id": None,
+                    "facility_id": fid,
                     "minutes": m,
-                    "residents": float(node_weight[d <= 60 * m].sum()),
+                    "residents": float(node_weight[secs <= 60 * m].sum()),
                     "method": method,
                 }
             )
             geoms.append(poly)
+
+    for cat in list(dict.fromkeys(cats.tolist())):
+        idx = np.flatnonzero(cats == cat)
+        d = dijkstra(mat, directed=True, indices=n + idx, min_only=True, limit=max(lev_s))[:n]
+        draw(idx, d, "category", cat, None)
         if not per_facility:
             continue
         for k in idx.tolist():
             dk = dijkstra(mat, directed=True, indices=n + k, limit=max(lev_s))[:n]
-
-            def extra_k(level: float, k: int = k) -> tuple[np.ndarray, np.ndarray]:
-                return facility_edge_pieces(
-                    net, graph.edge_cost, edge[k : k + 1], frac[k : k + 1], acc[k : k + 1], level
-                )
-
-            polys = isochrone_polygons(
-                net, dk, to_fac, lev_s, method=method, buffer_m=buffer_m, extra_pieces=extra_k
-            )
-            for m, poly in zip(levels, polys, strict=True):
-                rows.append(
-                    {
-                        "kind": "facility",
-                        "category": cat,
-                        "facility_id": ids[k],
-                        "minutes": m,
-                        "residents": float(node_weight[dk <= 60 * m].sum()),
-                        "method": method,
-                    }
-                )
-                geoms.append(poly)
+            draw(np.array([k]), dk, "facility", cat, str(ids[k]))
     return _layer(rows, geoms, net.crs)
 
 

