@@ -431,7 +431,6 @@ def test_service_areas_per_facility_and_category_union() -> None:
     N minutes of a facility lies inside that facility's N-minute area."""
     import geopandas as gpd
     import pyrosm
-
     from scipy.sparse.csgraph import dijkstra
 
     from circles.access import AccessGraph
