@@ -55,7 +55,18 @@ def weighted_quantile(
     The result for a group is the smallest value whose cumulative weight reaches
     ``q`` of the group's total weight (``inf`` values sort last; NaN for an empty group).
     """
-    out = np.full(n_groups, np.nan)
+    return weighted_quantiles(values, weights, groups, n_groups, (q,))[0]
+
+
+def weighted_quantiles(
+    values: np.ndarray,
+    weights: np.ndarray,
+    groups: np.ndarray,
+    n_groups: int,
+    qs: tuple[float, ...],
+) -> np.ndarray:
+    """:func:`weighted_quantile` for several ``qs`` at once (one sort): ``(len(qs), n)``."""
+    out = np.full((len(qs), n_groups), np.nan)
     ok = (groups >= 0) & (weights > 0)
     v, w, g = values[ok], weights[ok], groups[ok]
     if v.size == 0:
@@ -67,11 +78,12 @@ def weighted_quantile(
     ends = np.r_[starts[1:], g.size]
     base = np.r_[0.0, cw[:-1]][starts]
     total = cw[ends - 1] - base
-    target = base + q * total
-    # per group: first index i in [start, end) with cw[i] >= target (minus rounding)
-    idx = np.searchsorted(cw, target - 1e-9 * np.maximum(total, 1.0), side="left")
-    idx = np.clip(idx, starts, ends - 1)
-    out[g[starts]] = v[idx]
+    for k, q in enumerate(qs):
+        target = base + q * total
+        # per group: first index i in [start, end) with cw[i] >= target (minus rounding)
+        idx = np.searchsorted(cw, target - 1e-9 * np.maximum(total, 1.0), side="left")
+        idx = np.clip(idx, starts, ends - 1)
+        out[k, g[starts]] = v[idx]
     return out
 
 
@@ -138,8 +150,9 @@ def coverage_table(
             within = np.bincount(nc[inside], weights=w[inside] * (m[inside] <= lev), minlength=n)
             with np.errstate(invalid="ignore", divide="ignore"):
                 cols[f"{cat}_share_{_lev(lev)}"] = np.where(total > 0, within / total, np.nan)
-        cols[f"{cat}_median_min"] = weighted_quantile(m, w, nc, n, 0.5)
-        cols[f"{cat}_p90_min"] = weighted_quantile(m, w, nc, n, 0.9)
+        med, p90 = weighted_quantiles(m, w, nc, n, (0.5, 0.9))
+        cols[f"{cat}_median_min"] = med
+        cols[f"{cat}_p90_min"] = p90
         share = cols[f"{cat}_share_{_lev(last)}"]
         cols[f"{cat}_flag"] = np.where(np.isnan(share), False, share < flag_threshold)
     return gpd.GeoDataFrame(

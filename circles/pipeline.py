@@ -1895,24 +1895,46 @@ def _write_changed(
         else:
             todo.append(name)
     map_job = None
-    if "map_html" in todo:
+
+    def start_map() -> None:
         # the map (pure Python) is drawn in a thread while the tables are written
+        nonlocal map_job
+        if "map_html" not in todo or map_job is not None:
+            return
         from concurrent.futures import ThreadPoolExecutor
 
         say("drawing the coverage map")
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="circles-map")
         map_job = pool.submit(write_map, result, store=store)
         pool.shutdown(wait=False)
+
+    gpkg_rec = prev.get("gpkg")
+    in_place = (
+        "gpkg" in todo
+        and isinstance(gpkg_rec, dict)
+        and bool(gpkg_rec.get("layers"))
+        and _intact(gpkg_rec, paths["gpkg"])
+    )
+    if not in_place:
+        # a whole GeoPackage write spends its time in GDAL: overlap the map with it.
+        # An in-place update goes first and alone: sqlite3 releases the GIL on every row,
+        # and a Python thread running beside it makes each row wait for the GIL (a
+        # convoy measured at 10-1000x the update's own time).
+        start_map()
     try:
         for name in todo:
             path = paths[name]
             rec = prev.get(name)
+            if name != "gpkg":
+                start_map()
             if name == "gpkg":
                 say(f"writing outputs to {out}")
                 old_layers = rec.get("layers", {}) if isinstance(rec, dict) else {}
                 written = None
                 if _intact(rec, path) and old_layers:
-                    written = _update_gpkg(result, path, old_layers, layers, store)
+                    written = _update_gpkg(
+                        result, path, old_layers, layers, store, after_rows=start_map
+                    )
                 if written is None:
                     written = io.write_gpkg_atomic(_output_layers(result), path)
             elif name == "gpkg_export":
@@ -2046,6 +2068,7 @@ def _update_gpkg(
     old: dict[str, Any],
     new: dict[str, str],
     store: Any = None,
+    after_rows: Callable[[], None] | None = None,
 ) -> Path | None:
     """Rewrite only the changed layers (and node columns) of a copy of ``path``, then
     replace it; None when a full rewrite is needed instead."""
@@ -2110,6 +2133,8 @@ def _update_gpkg(
                 return None
             finally:
                 con.close()
+        if after_rows is not None:
+            after_rows()  # the row-by-row SQLite work is done: other threads may run
         if changed_layers:
             for name, gdf in _output_layers(result, changed_layers).items():
                 gdf.to_file(tmp, layer=name, driver="GPKG", engine="pyogrio")
@@ -2188,27 +2213,30 @@ def _finite_or_nan(a: pd.DataFrame) -> pd.DataFrame:
 
 def coverage_long(result: StudyResult) -> pd.DataFrame:
     """``coverage.csv``: one row per community and category."""
-    t = result.communities
+    t = pd.DataFrame(result.communities.drop(columns=result.communities.geometry.name))
     levels = result.config.walk.levels_minutes
-    recs = []
-    for cat in result.categories:
-        d = pd.DataFrame(
-            {
-                "community_id": t["community_id"],
-                "name": t["name"],
-                "category": cat,
-                "residents": t["residents"],
-                "residents_basis": t["residents_basis"],
-            }
-        )
-        for lev in levels:
-            k = str(int(lev)) if float(lev).is_integer() else str(lev)
-            d[f"share_{k}_min"] = t[f"{cat}_share_{k}"]
-        d["median_min"] = t[f"{cat}_median_min"]
-        d["p90_min"] = t[f"{cat}_p90_min"]
-        d["flag"] = t[f"{cat}_flag"]
-        recs.append(d)
-    return _finite_or_nan(pd.concat(recs, ignore_index=True))
+    cats = list(result.categories)
+    n = len(t)
+    keys = [str(int(lev)) if float(lev).is_integer() else str(lev) for lev in levels]
+
+    def stack(suffix: str) -> np.ndarray:
+        if not cats:
+            return np.zeros(0)
+        return np.concatenate([t[f"{c}_{suffix}"].to_numpy() for c in cats])
+
+    cols: dict[str, Any] = {
+        "community_id": np.tile(t["community_id"].to_numpy(), len(cats)),
+        "name": np.tile(t["name"].to_numpy(), len(cats)),
+        "category": np.repeat(np.asarray(cats, dtype=object), n),
+        "residents": np.tile(t["residents"].to_numpy(), len(cats)),
+        "residents_basis": np.tile(t["residents_basis"].to_numpy(), len(cats)),
+    }
+    for k in keys:
+        cols[f"share_{k}_min"] = stack(f"share_{k}")
+    cols["median_min"] = stack("median_min")
+    cols["p90_min"] = stack("p90_min")
+    cols["flag"] = stack("flag")
+    return _finite_or_nan(pd.DataFrame(cols))
 
 
 def write_outputs(result: StudyResult) -> dict[str, str]:
