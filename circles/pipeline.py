@@ -224,7 +224,7 @@ def load_communities(cfg: StudyConfig, network: WalkNetwork, source: str) -> gpd
 
 
 def _read_points(
-    path: str, *, id_column: str, name_column: str, coord_system: str
+    path: str, *, id_column: str, name_column: str | None, coord_system: str
 ) -> gpd.GeoDataFrame:
     """Points with ids and names from a CSV/XLSX (lon/lat columns) or a point file."""
     from circles.facilities import LAT_NAMES, LON_NAMES
@@ -257,7 +257,7 @@ def _read_points(
             raise InputDataError(f"{p}: point file has no CRS")
         pts = pts.to_crs(WGS84)
     for col in (id_column, name_column):
-        if col not in pts:
+        if col is not None and col not in pts:
             raise InputDataError(f"{p}: no column {col!r}; columns are {list(pts.columns)}")
     if pts[id_column].astype(str).duplicated().any():
         raise InputDataError(f"{p}: duplicate ids in column {id_column!r}")
@@ -540,20 +540,8 @@ def read_centres(cfg: StudyConfig, communities: gpd.GeoDataFrame) -> gpd.GeoSeri
     path = cfg.resolve(cfg.isochrones.centres)
     if path is None:
         return None
-    from circles.facilities import LAT_NAMES, LON_NAMES
-
-    p = Path(path)
-    if p.suffix.lower() in {".csv", ".txt"}:
-        df = pd.read_csv(p, dtype={"community_id": str})
-        lon = next((c for c in df.columns if c.lower() in LON_NAMES), None)
-        lat = next((c for c in df.columns if c.lower() in LAT_NAMES), None)
-        if lon is None or lat is None or "community_id" not in df:
-            raise InputDataError(f"{p}: centres need community_id and lon/lat columns")
-        pts = gpd.GeoDataFrame(df, geometry=gpd.points_from_xy(df[lon], df[lat]), crs=WGS84)
-    else:
-        pts = gpd.read_file(p).to_crs(WGS84)
-        pts["community_id"] = pts["community_id"].astype(str)
-    by_id = dict(zip(pts["community_id"], pts.geometry, strict=False))
+    pts = _read_points(path, id_column="community_id", name_column=None, coord_system="wgs84")
+    by_id = dict(zip(pts["community_id"].astype(str), pts.geometry, strict=True))
     return gpd.GeoSeries([by_id.get(c) for c in communities["community_id"]], crs=WGS84)
 
 

@@ -370,3 +370,43 @@ def test_communities_as_service_zones_of_centres(tmp_path, helsinki_path, helsin
         config_from_dict(
             {"network": {"source": str(helsinki_path)}, "communities": {"source": "zones"}}
         )
+
+
+def test_isochrone_centres_from_a_file(tmp_path, helsinki_path, helsinki_net):
+    """[isochrones] centres: the community's isochrones start at the node nearest the
+    configured point; duplicate ids in the centres file are an error."""
+    from circles.config import config_from_dict
+    from circles.coverage import hexagon_communities
+    from circles.pipeline import run
+
+    hexes = hexagon_communities(helsinki_net)
+    cid = hexes["community_id"].iloc[3]
+    inside = np.flatnonzero(
+        shapely.contains_xy(hexes.geometry.iloc[3], helsinki_net.lon, helsinki_net.lat)
+    )
+    node = int(inside[len(inside) // 2])
+    pd.DataFrame(
+        {"community_id": [cid], "lon": [helsinki_net.lon[node]], "lat": [helsinki_net.lat[node]]}
+    ).to_csv(tmp_path / "centres.csv", index=False)
+    cfg = config_from_dict(
+        {
+            "study": {
+                "name": "cen",
+                "output_dir": str(tmp_path / "out"),
+                "maps_dir": str(tmp_path / "maps"),
+            },
+            "network": {"source": str(helsinki_path)},
+            "communities": {"source": "hexagons"},
+            "isochrones": {"centres": "centres.csv", "service_areas": False},
+            "map": {"enabled": False},
+        },
+        base_dir=tmp_path,
+    )
+    iso = run(cfg, write=False).isochrones
+    got = iso.loc[iso["community_id"] == cid, "centre_node_id"].unique()
+    assert got.tolist() == [int(helsinki_net.node_id[node])]
+    pd.DataFrame(
+        {"community_id": [cid, cid], "lon": [24.94, 24.941], "lat": [60.17, 60.17]}
+    ).to_csv(tmp_path / "centres.csv", index=False)
+    with pytest.raises(InputDataError, match="duplicate ids"):
+        run(cfg, write=False)
