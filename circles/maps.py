@@ -266,7 +266,63 @@ def _check_frame(
 # --------------------------------------------------------------------------- HTML parts
 
 
-class _Panel(branca.element.MacroElement):
+class _Text(branca.element.Element):
+    """Text added to the page exactly as it is (no template processing)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self._text = str(text)
+
+    def render(self, **kwargs: Any) -> str:
+        """The text itself."""
+        return self._text
+
+
+class _Verbatim(branca.element.MacroElement):
+    """A MacroElement whose rendered ``header``, ``html`` and ``script`` are added as is.
+
+    branca's ``MacroElement.render`` wraps each rendered macro in ``Element(text)``, which
+    compiles the text as a Jinja template a second time and renders it again. For a
+    layer that carries data this is wrong and slow: a name containing ``{{ 7*7 }}`` is
+    evaluated (it shows ``49``), one containing ``{%`` stops the whole map with a
+    template syntax error, and megabytes of GeoJSON are tokenised by Jinja (about half
+    of a map's render time). Mixed in *after* a folium class (``class
+    X(folium.GeoJson, _Verbatim)``), it takes the place of ``MacroElement.render`` in the
+    method order, so folium's own ``render`` steps (style maps, includes, add-to-parent)
+    still run first.
+    """
+
+    def render(self, **kwargs: Any) -> str:
+        """Add the rendered macros to the figure verbatim, then render the children.
+
+        Returns an empty string: the element's output lives in the figure's parts.
+        """
+        figure = self.get_root()
+        if not isinstance(figure, branca.element.Figure):
+            raise InputDataError("a map element can only be rendered inside a folium map")
+        macros = self._template.module.__dict__
+        for part, target in (
+            ("header", figure.header),
+            ("html", figure.html),
+            ("script", figure.script),
+        ):
+            macro = macros.get(part)
+            if macro is not None:
+                target.add_child(_Text(macro(self, kwargs)), name=self.get_name())
+        for element in self._children.values():
+            element.render(**kwargs)
+        return ""
+
+
+class _GeoJson(folium.GeoJson, _Verbatim):
+    """``folium.GeoJson`` whose data never goes through Jinja (see :class:`_Verbatim`)."""
+
+
+class _LayerControl(folium.LayerControl, _Verbatim):
+    """``folium.LayerControl`` whose layer names never go through Jinja."""
+
+
+class _Panel(_Verbatim):
     """A fixed HTML box (legend or flagged list) drawn over the map.
 
     ``inner_html`` must already be escaped; the element gets ``id`` and class
@@ -494,7 +550,7 @@ def coverage_map(
                 }
             )
         if len(comm):
-            folium.GeoJson(
+            _GeoJson(
                 _feature_collection(comm.geometry, props),
                 name=f"{cat}_communities",
                 control=False,
@@ -547,7 +603,7 @@ def coverage_map(
             )
         ]
         iso_group = folium.FeatureGroup(name=_esc(text["isochrones"]), show=False)
-        folium.GeoJson(
+        _GeoJson(
             _feature_collection(iso.geometry, iso_props),
             name="isochrones",
             control=False,
@@ -563,7 +619,7 @@ def coverage_map(
         + "</details>",
         _PANEL_CSS + "right:10px;bottom:24px;",
     ).add_to(m)
-    folium.LayerControl(collapsed=False).add_to(m)
+    _LayerControl(collapsed=False).add_to(m)
     m.fit_bounds([[float(south), float(west)], [float(north), float(east)]])
     return m
 
@@ -608,7 +664,7 @@ def _add_facilities(
                 },
             }
         )
-    layer = folium.GeoJson(
+    layer = _GeoJson(
         _feature_collection(fac.geometry, props),
         name=f"{cat}_facilities",
         control=False,

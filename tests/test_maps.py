@@ -44,6 +44,8 @@ LABELS = {
 XSS_ALERT = "<img src=x onerror=alert(1)>"
 XSS_FLAG = "<img src=x onerror=window.__xss=1>"
 XSS_TEMPLATE = "`${window.__xss=2}`"
+#: Jinja syntax in data: branca would evaluate it (or fail on the unclosed block).
+JINJA_NAME = "{% if x %}{{ 6*7 }}{#"
 SHARES_15 = [0.0, 0.1999, 0.2, 0.5, float("nan"), 0.8, 1.0]
 X0, Y0 = 102.50, 24.35  # Yuxi
 
@@ -53,7 +55,7 @@ def make_communities(shares_15=SHARES_15, categories=CATS) -> gpd.GeoDataFrame:
     n = len(shares_15)
     data: dict[str, object] = {
         "community_id": [f"c{i}" for i in range(n)],
-        "name": ([XSS_ALERT, XSS_TEMPLATE] + [f"社区{i}" for i in range(2, n)])[:n],
+        "name": ([XSS_ALERT, XSS_TEMPLATE, JINJA_NAME] + [f"社区{i}" for i in range(3, n)])[:n],
         "residents_basis": "street_length",
     }
     for c in categories:
@@ -155,6 +157,21 @@ def test_escape_covers_template_literals():
     assert _esc("`${x}`\\") == "&#96;&#36;{x}&#96;&#92;"
     assert _esc(float("nan")) == ""
     assert _esc(None) == ""
+
+
+def test_data_is_not_processed_as_a_template(tmp_path):
+    """Names with Jinja syntax reach the page as written (branca would compile them)."""
+    fac = make_facilities()
+    fac.loc[0, "name"] = "{{ 6*7 }} {% endif %}"
+    cats = [*CATS, "{{ cat }}"]
+    comm = make_communities(categories=cats)
+    m = coverage_map(
+        comm, fac, categories=cats, labels={"{{ cat }}": {"en": "{% raw %}"}}, tiles=False
+    )
+    page = save_map(m, tmp_path / "m.html").read_text(encoding="utf-8")
+    assert "{% if x %}{{ 6*7 }}{#" in page  # community name (popup, tooltip, flagged)
+    assert "{{ 6*7 }} {% endif %}" in page  # facility popup
+    assert page.count("{% raw %}") >= 2  # the category label: layer control and panel
 
 
 def test_clustering_threshold():
@@ -382,6 +399,7 @@ def test_browser_escapes_data(en_map):
     assert XSS_ALERT in joined  # community popup
     assert XSS_FLAG in joined  # facility popup
     assert XSS_TEMPLATE in joined
+    assert JINJA_NAME in joined  # shown as written, not evaluated by Jinja
     assert imgs == {}
     assert xss is None
     assert errors == []  # no dialog, no error
