@@ -279,6 +279,13 @@ class Cache:
         }
         write_atomic_text(side, json.dumps(meta, indent=1, default=_json_default))
 
+    def exists(self, kind: str, key: str, suffix: str = ".npz") -> bool:
+        """Whether the files of an entry exist (not verified: loading verifies)."""
+        if self.root is None:
+            return False
+        data, side = self._paths(kind, key, suffix)
+        return data.is_file() and side.is_file()
+
     def has(self, kind: str, key: str, suffix: str = ".npz") -> bool:
         """Whether a valid entry exists (not counted as a hit or a miss)."""
         if self.root is None:

@@ -944,27 +944,20 @@ def run(
         store.save_frame("rejects", fac_key, rejects)
     from circles import update as upd
 
-    applied: list[dict[str, Any]] = []
-    for entry in upd.update_entries(cfg):
-        spec = entry["spec"]
-        sha = track(f"update:{entry['label']}", str(spec.path))
-        facilities, rejects, step = upd.apply_update_cached(
-            facilities,
-            rejects,
-            spec,
-            network=network,
-            net_key=net_key,
-            categories=categories,
-            max_snap_m=cfg.walk.max_snap_m,
-            area=lambda: _study_area_cached(network, net_key, store),
-            store=store,
-            sha256=sha,
-            source_label=entry["source"],
-        )
-        applied.append({"file": entry["label"], "sha256": sha, **step})
+    facilities, rejects, applied = upd.apply_updates(
+        facilities,
+        rejects,
+        upd.update_entries(cfg),
+        base_key=fac_key,
+        network=network,
+        net_key=net_key,
+        categories=categories,
+        max_snap_m=cfg.walk.max_snap_m,
+        area=lambda: _study_area_cached(network, net_key, store),
+        store=store,
+        track=track,
+    )
     if applied:
-        facilities = roundtrip(facilities)
-        rejects = roundtrip(_normalise_rejects(rejects))
         say(
             "facility updates applied: "
             + "; ".join(

@@ -238,11 +238,9 @@ def apply_update_cached(
     source_label: str,
 ) -> tuple[gpd.GeoDataFrame, pd.DataFrame, dict[str, int]]:
     """Read (or reuse from the cache) and snap an update file, then apply it."""
-    from circles.cache import digest
     from circles.pipeline import _normalise_rejects, roundtrip
 
-    spec_doc = {k: v for k, v in asdict(spec).items() if k != "path"}
-    key = digest("update", net_key, sha256, spec_doc, categories, max_snap_m, source_label)
+    key = _update_key(spec, net_key, sha256, categories, max_snap_m, source_label)
     got = store.load_frame("update_rows", key)
     rgot = store.load_frame("update_rejects", key) if got is not None else None
     if got is not None and rgot is not None:
@@ -267,6 +265,116 @@ def apply_update_cached(
     all_rej = pd.concat([rejects, file_rej, step_rej], ignore_index=True)
     counts["rejected"] = len(file_rej) + len(step_rej)
     return new, all_rej, counts
+
+
+def apply_updates(
+    facilities: gpd.GeoDataFrame,
+    rejects: pd.DataFrame,
+    entries: list[dict[str, Any]],
+    *,
+    base_key: str,
+    network: WalkNetwork,
+    net_key: str,
+    categories: list[str],
+    max_snap_m: float,
+    area: Any,
+    store: Any,
+    track: Any,
+) -> tuple[gpd.GeoDataFrame, pd.DataFrame, list[dict[str, Any]]]:
+    """Apply update files in order, reusing the cached state after the longest known prefix.
+
+    The facility table after updates ``1..k`` is cached under a key chained from
+    ``base_key`` (the facilities before any update) and the keys of updates ``1..k``
+    (file SHA-256, column options, network, categories, snapping distance). A run that
+    adds an update to a ledger of ``k`` updates therefore reads the state after ``k`` and
+    applies only the new one, instead of re-applying the whole ledger; the result is the
+    same table, because every step is the same function of the previous state (each state
+    is normalised by a Parquet round trip before the next step, in both cases).
+
+    Parameters
+    ----------
+    facilities, rejects : DataFrame
+        The facilities and rejects before any update.
+    entries : list of dict
+        From :func:`update_entries`.
+    base_key : str
+        Cache key of ``facilities``/``rejects``.
+    network, net_key, categories, max_snap_m, area, store
+        As for :func:`apply_update_cached`.
+    track : callable
+        ``track(name, path) -> sha256`` records an input file (for the manifest).
+
+    Returns
+    -------
+    facilities, rejects : DataFrame
+        After all updates.
+    applied : list of dict
+        Per update: ``file``, ``sha256``, ``added``, ``replaced``, ``removed``,
+        ``rejected``.
+    """
+    from circles.cache import digest
+    from circles.pipeline import _normalise_rejects, roundtrip
+
+    shas = [track(f"update:{e['label']}", str(e["spec"].path)) for e in entries]
+    chain = [base_key]
+    for e, sha in zip(entries, shas, strict=True):
+        chain.append(
+            digest(
+                "facility_state",
+                chain[-1],
+                _update_key(e["spec"], net_key, sha, categories, max_snap_m, e["source"]),
+            )
+        )
+    start = 0
+    applied: list[dict[str, Any]] = []
+    for k in range(len(entries), 0, -1):
+        if not (
+            store.exists("facility_state", chain[k], ".parquet")
+            and store.exists("facility_state_rejects", chain[k], ".parquet")
+        ):
+            continue
+        fgot = store.load_frame("facility_state", chain[k])
+        rgot = store.load_frame("facility_state_rejects", chain[k]) if fgot else None
+        if fgot is not None and rgot is not None:
+            facilities, rejects = fgot[0], rgot[0]
+            applied = list(fgot[1].get("applied", []))
+            start = k
+            break
+    for k in range(start, len(entries)):
+        e = entries[k]
+        facilities, rejects, step = apply_update_cached(
+            facilities,
+            rejects,
+            e["spec"],
+            network=network,
+            net_key=net_key,
+            categories=categories,
+            max_snap_m=max_snap_m,
+            area=area,
+            store=store,
+            sha256=shas[k],
+            source_label=e["source"],
+        )
+        facilities = roundtrip(facilities)
+        rejects = roundtrip(_normalise_rejects(rejects))
+        applied.append({"file": e["label"], "sha256": shas[k], **step})
+        store.save_frame("facility_state", chain[k + 1], facilities, {"applied": applied})
+        store.save_frame("facility_state_rejects", chain[k + 1], rejects)
+    return facilities, rejects, applied
+
+
+def _update_key(
+    spec: FacilityFile,
+    net_key: str,
+    sha256: str,
+    categories: list[str],
+    max_snap_m: float,
+    source_label: str,
+) -> str:
+    from circles.cache import digest
+
+    spec_doc = {k: v for k, v in asdict(spec).items() if k != "path"}
+    return digest("update", net_key, sha256, spec_doc, categories, max_snap_m, source_label)
 
 
 def record_update(cfg: StudyConfig, spec: FacilityFile) -> dict[str, Any] | None:

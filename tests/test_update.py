@@ -38,7 +38,14 @@ def assert_same_outputs(a: Path, b: Path) -> None:
     assert sa == sb
 
 
-def _cfg(tmp_path: Path, name: str, source: str, comm: dict, facilities: dict | None = None):
+def _cfg(
+    tmp_path: Path,
+    name: str,
+    source: str,
+    comm: dict,
+    facilities: dict | None = None,
+    extra: dict | None = None,
+):
     data = {
         "study": {
             "name": "s",
@@ -50,6 +57,7 @@ def _cfg(tmp_path: Path, name: str, source: str, comm: dict, facilities: dict | 
     }
     if facilities:
         data["facilities"] = facilities
+    data.update(extra or {})
     return config_from_dict(data, base_dir=tmp_path)
 
 
@@ -175,6 +183,69 @@ def test_replace_and_remove_equal_full_run(tmp_path: Path) -> None:
         {**files, "updates": [{"path": str(upd), "category": "elderly_canteen"}]},
     )
     run(full)
+    assert_same_outputs(inc.out_dir, full.out_dir)
+
+
+@pytest.mark.slow
+def test_later_updates_start_from_the_cached_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second update applies only itself (the state after the first is cached), and a
+    corrupted state entry is rebuilt by re-applying the ledger; both equal a full run."""
+    import circles.update as upd_mod
+
+    pts = _points(tmp_path)
+    first = tmp_path / "first.csv"
+    second = tmp_path / "second.csv"
+    pd.DataFrame({"id": ["n1"], "lon": [pts[0][0]], "lat": [pts[0][1]]}).to_csv(first, index=False)
+    pd.DataFrame(
+        {
+            "id": ["n1", "n2"],
+            "action": ["remove", "add"],
+            "lon": [None, pts[1][0]],
+            "lat": [None, pts[1][1]],
+        }
+    ).to_csv(second, index=False)
+    quick = {"map": {"enabled": False}}
+    inc = _cfg(tmp_path, "inc", HEL, HEX, extra=quick)
+    run(inc)
+    update(inc, first, category="elderly_canteen")
+    calls: list[int] = []
+    real = upd_mod.apply_update
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(upd_mod, "apply_update", counting)
+    res = update(inc, second, category="elderly_canteen")
+    assert len(calls) == 1  # only the new file; the first comes from the cached state
+    assert [(u["added"], u["removed"]) for u in res.manifest["updates"]] == [(1, 0), (1, 1)]
+    assert "facility_state" in res.manifest["cache"]["reused"]
+    ids = res.facilities.loc[res.facilities["category"] == "elderly_canteen", "facility_id"]
+    assert ids.tolist() == ["n2"]
+    full = _cfg(
+        tmp_path,
+        "full",
+        HEL,
+        HEX,
+        {
+            "updates": [
+                {"path": str(first), "category": "elderly_canteen"},
+                {"path": str(second), "category": "elderly_canteen"},
+            ]
+        },
+        quick,
+    )
+    run(full)
+    assert_same_outputs(inc.out_dir, full.out_dir)
+    # every cached state corrupted: the ledger is applied again from the start
+    for p in inc.cache_dir.glob("facility_state-*.parquet"):
+        p.write_bytes(b"not parquet")
+    calls.clear()
+    again = run(inc)
+    assert len(calls) == 2
+    assert again.manifest["updates"] == res.manifest["updates"]
     assert_same_outputs(inc.out_dir, full.out_dir)
 
 
