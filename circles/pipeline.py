@@ -1089,7 +1089,8 @@ def run(
         )
 
     # isochrones and service areas ----------------------------------------------------
-    iso = sa = None
+    iso = None
+    sa = _Deferred(lambda: None)
     iso_key = sa_key = None
     if cfg.isochrones.enabled:
         main_cost = costs.get(cfg.walk.profile)
@@ -1111,6 +1112,9 @@ def run(
             say,
         )
 
+    # without outputs, draw the service areas now; with them, _write_changed draws them
+    # while the map is drawn in a thread
+    sa_value = None if write else sa.get()
     summary = _summary(
         cfg,
         network,
@@ -1148,13 +1152,12 @@ def run(
         node_counts,
         table,
         iso,
-        sa,
+        sa_value,
         summary,
     )
     result.node_weight = weight
     result.node_community = node_comm
     reused = [c for c in categories if c not in recomputed]
-    computed_any = bool(store.misses) or not use_cache
     manifest: dict[str, Any] = {
         "circles_manifest": 1,
         "study": cfg.study.name,
@@ -1165,11 +1168,7 @@ def run(
         "packages": package_versions(),
         "facilities": _facility_counts(facilities, rejects, applied, store, cfg),
         "categories": {"recomputed": recomputed, "reused": reused},
-        "cache": {
-            "folder": str(cfg.cache_dir) if use_cache else None,
-            "reused": sorted(set(store.hits)),
-            "computed": sorted(set(store.misses)),
-        },
+        "cache": {},
         "updates": applied,
     }
     result.manifest = manifest
@@ -1185,8 +1184,15 @@ def run(
             "service_areas": sa_key,
             "summary": digest("summary", {k: v for k, v in summary.items() if k != "seconds"}),
         }
-        changed = _write_changed(result, digests, say, store)
+        changed = _write_changed(result, digests, say, store, service_areas=sa)
         manifest["outputs_changed"] = changed
+    manifest["cache"] = {
+        "folder": str(cfg.cache_dir) if use_cache else None,
+        "reused": sorted(set(store.hits)),
+        "computed": sorted(set(store.misses)),
+    }
+    if write:
+        computed_any = bool(store.misses) or not use_cache
         nothing = not changed and not computed_any
         manifest["nothing_changed"] = nothing
         if nothing:
@@ -1591,9 +1597,14 @@ def _isochrones_cached(
     store: Any,
     track: Callable[[str, str], str],
     say: Progress,
-) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame | None, str, str | None]:
+) -> tuple[gpd.GeoDataFrame, _Deferred, str, str | None]:
     """Community isochrones (independent of facilities: cached) and service areas, drawn
-    per category so that a facility update redraws only the categories it touched."""
+    per category so that a facility update redraws only the categories it touched.
+
+    The service areas are returned deferred (:class:`_Deferred`): with their cache keys
+    known, :func:`_write_changed` starts the map thread first and then draws them, so
+    the map (pure Python) and the drawing (GEOS, which releases the GIL) overlap.
+    """
     from circles.cache import array_digest, digest, frame_digest
     from circles.isochrones import community_isochrones, service_areas
 
@@ -1639,7 +1650,7 @@ def _isochrones_cached(
         iso = roundtrip(iso)
         store.save_frame("isochrones", iso_key, iso)
     if not ic.service_areas:
-        return iso, None, iso_key, None
+        return iso, _Deferred(lambda: None), iso_key, None
     snapped = facilities[facilities["status"] == STATUS_SNAPPED]
 
     def draw_areas(fac: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
@@ -1654,41 +1665,60 @@ def _isochrones_cached(
             buffer_m=ic.buffer_m,
         )
 
-    parts = []
-    keys = []
-    drawn = []
+    keys: dict[str, str] = {}
     cols = ["facility_id", "category", "status", "edge", "frac", "snap_m"]
     for cat in dict.fromkeys(snapped["category"].tolist()):
-        fc = snapped[snapped["category"] == cat]
-        key = digest(
+        keys[cat] = digest(
             "service_areas",
             net_key,
             cost_sha,
             weight_sha,
-            frame_digest(fc, cols),
+            frame_digest(snapped[snapped["category"] == cat], cols),
             levels,
             ic.method,
             speed,
             ic.per_facility,
             ic.buffer_m,
         )
-        keys.append(key)
+
+    # cached categories are read now; the others are drawn when the value is asked for
+    # (reading is Python work that would compete with the map thread for the GIL)
+    parts: dict[str, Any] = {}
+    for cat, key in keys.items():
         got = store.load_frame("service_areas", key)
-        if got is not None:
-            part = got[0]
-        else:
-            drawn.append(cat)
-            part = draw_areas(fc)
-            part = roundtrip(part)
-            store.save_frame("service_areas", key, part)
-        parts.append(part)
-    if drawn:
-        say(f"drawing service areas of {len(drawn)} categories: {', '.join(drawn)}")
-    if parts:
-        sa = gpd.GeoDataFrame(pd.concat(parts, ignore_index=True), geometry="geometry")
-    else:
-        sa = draw_areas(snapped)
-    return iso, sa, iso_key, digest("service_areas_all", keys)
+        parts[cat] = got[0] if got is not None else None
+
+    def areas() -> gpd.GeoDataFrame:
+        if not keys:
+            return draw_areas(snapped)
+        todo = [c for c, part in parts.items() if part is None]
+        if todo:
+            say(f"drawing service areas of {len(todo)} categories: {', '.join(todo)}")
+        for cat in todo:
+            part = roundtrip(draw_areas(snapped[snapped["category"] == cat]))
+            store.save_frame("service_areas", keys[cat], part)
+            parts[cat] = part
+        return gpd.GeoDataFrame(
+            pd.concat(list(parts.values()), ignore_index=True), geometry="geometry"
+        )
+
+    return iso, _Deferred(areas), iso_key, digest("service_areas_all", list(keys.values()))
+
+
+class _Deferred:
+    """A value computed on first use (:meth:`get`), e.g. service areas, which a run draws
+    while the map is drawn in another thread."""
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self._make: Callable[[], Any] | None = make
+        self._value: Any = None
+
+    def get(self) -> Any:
+        """The value (computed on the first call)."""
+        if self._make is not None:
+            self._value = self._make()
+            self._make = None
+        return self._value
 
 
 def _parameters(cfg: StudyConfig) -> dict[str, Any]:
@@ -1790,7 +1820,7 @@ def _layer_digests(result: StudyResult, digests: dict[str, Any]) -> dict[str, st
         out[f"nodes:{c}"] = digests["access"][c]
     if result.isochrones is not None:
         out["isochrones"] = str(digests["isochrones"])
-    if result.service_areas is not None:
+    if digests.get("service_areas") is not None:  # drawn later (deferred)
         out["service_areas"] = str(digests["service_areas"])
     return out
 
@@ -1818,7 +1848,12 @@ def _intact(rec: Any, path: Path) -> bool:
 
 
 def _write_changed(
-    result: StudyResult, digests: dict[str, Any], say: Progress, store: Any = None
+    result: StudyResult,
+    digests: dict[str, Any],
+    say: Progress,
+    store: Any = None,
+    *,
+    service_areas: _Deferred | None = None,
 ) -> list[str]:
     """Write the outputs whose content changed since the previous run (atomically).
 
@@ -1826,6 +1861,13 @@ def _write_changed(
     and the file on disk still has the recorded SHA-256. A GeoPackage with only some
     changed layers is updated as a copy (only those layers rewritten; only the changed
     categories' columns of ``nodes``) that then replaces the old file.
+
+    ``service_areas`` (deferred, see :func:`_isochrones_cached`) are drawn once the map
+    thread runs, and set as ``result.service_areas``. The order matters: the in-place
+    node update goes first and alone (sqlite3 releases the GIL on every row, and a Python
+    thread running beside it makes each row wait for the GIL: a convoy measured at
+    10-1000x the update's own time); then the map thread starts; then the service areas
+    are drawn in this thread (mostly inside GEOS, without the GIL) while the map is drawn.
     """
     from circles.cache import digest, sha256_file
 
@@ -1889,36 +1931,32 @@ def _write_changed(
         map_job = pool.submit(write_map, result, store=store)
         pool.shutdown(wait=False)
 
-    gpkg_rec = prev.get("gpkg")
-    in_place = (
-        "gpkg" in todo
-        and isinstance(gpkg_rec, dict)
-        and bool(gpkg_rec.get("layers"))
-        and _intact(gpkg_rec, paths["gpkg"])
-    )
-    if not in_place:
-        # a whole GeoPackage write spends its time in GDAL: overlap the map with it.
-        # An in-place update goes first and alone: sqlite3 releases the GIL on every row,
-        # and a Python thread running beside it makes each row wait for the GIL (a
-        # convoy measured at 10-1000x the update's own time).
+    def areas_now() -> None:
+        # the map first (when it is to be drawn), then the service areas beside it
         start_map()
+        if service_areas is not None:
+            result.service_areas = service_areas.get()
+
+    gpkg_rec = prev.get("gpkg")
+    old_layers = gpkg_rec.get("layers", {}) if isinstance(gpkg_rec, dict) else {}
+    in_place = "gpkg" in todo and bool(old_layers) and _intact(gpkg_rec, paths["gpkg"])
+    if not in_place:
+        areas_now()
     try:
         for name in todo:
             path = paths[name]
-            rec = prev.get(name)
-            if name != "gpkg":
-                start_map()
             if name == "gpkg":
                 say(f"writing outputs to {out}")
-                old_layers = rec.get("layers", {}) if isinstance(rec, dict) else {}
                 written = None
-                if _intact(rec, path) and old_layers:
+                if in_place:
                     written = _update_gpkg(
-                        result, path, old_layers, layers, store, after_rows=start_map
+                        result, path, old_layers, layers, store, after_rows=areas_now
                     )
                 if written is None:
+                    areas_now()
                     written = io.write_gpkg_atomic(_output_layers(result), path)
             elif name == "gpkg_export":
+                areas_now()
                 from circles.coords import geometry_from_wgs84
 
                 written = io.write_gpkg_atomic(
@@ -1947,6 +1985,7 @@ def _write_changed(
             if name == "gpkg":
                 records[name]["layers"] = layers
             result.outputs[name] = str(written)
+        areas_now()
     finally:
         if map_job is not None:
             written = Path(map_job.result())
