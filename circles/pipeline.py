@@ -77,6 +77,11 @@ class StudyResult:
         Category -> ``(n_nodes, n_levels)`` counts of facilities within each level.
     communities : geopandas.GeoDataFrame
         Coverage table (see :func:`circles.coverage.coverage_table`).
+    isochrones : geopandas.GeoDataFrame, optional
+        Community isochrones (EPSG:4326).
+    service_areas_source : optional
+        Where the :attr:`service_areas` property comes from: the layer, or the run's
+        per-category service areas, read or drawn on first use.
     summary : dict
         Counts and notes, also written to ``summary.json``.
     node_weight : numpy.ndarray, optional
@@ -100,12 +105,28 @@ class StudyResult:
     node_counts: dict[str, np.ndarray]
     communities: gpd.GeoDataFrame
     isochrones: gpd.GeoDataFrame | None = None
-    service_areas: gpd.GeoDataFrame | None = None
+    service_areas_source: Any = None
     summary: dict[str, Any] = field(default_factory=dict)
     node_weight: np.ndarray | None = None
     outputs: dict[str, str] = field(default_factory=dict)
     node_community: np.ndarray | None = None
     manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def service_areas(self) -> gpd.GeoDataFrame | None:
+        """Service areas (EPSG:4326), or None when not drawn.
+
+        After an update that changed a GeoPackage in place, the categories it did not
+        redraw are read from the cache on first use.
+        """
+        src = self.service_areas_source
+        if src is not None and not isinstance(src, gpd.GeoDataFrame):
+            src = self.service_areas_source = src.get()
+        return src
+
+    @service_areas.setter
+    def service_areas(self, value: gpd.GeoDataFrame | None) -> None:
+        self.service_areas_source = value
 
 
 def network_source(cfg: StudyConfig, *, progress: Progress | None = None) -> str:
@@ -1090,7 +1111,7 @@ def run(
 
     # isochrones and service areas ----------------------------------------------------
     iso = None
-    sa = _Deferred(lambda: None)
+    sa = _ServiceAreas.none()
     iso_key = sa_key = None
     if cfg.isochrones.enabled:
         main_cost = costs.get(cfg.walk.profile)
@@ -1112,9 +1133,8 @@ def run(
             say,
         )
 
-    # without outputs, draw the service areas now; with them, _write_changed draws them
-    # while the map is drawn in a thread
-    sa_value = None if write else sa.get()
+    if not write:
+        sa.get()  # with outputs, _write_changed draws them while the map is drawn
     summary = _summary(
         cfg,
         network,
@@ -1152,7 +1172,7 @@ def run(
         node_counts,
         table,
         iso,
-        sa_value,
+        sa,
         summary,
     )
     result.node_weight = weight
@@ -1182,6 +1202,7 @@ def run(
             "rejects": frame_digest(rejects),
             "isochrones": iso_key,
             "service_areas": sa_key,
+            "service_area_parts": sa.keys,
             "summary": digest("summary", {k: v for k, v in summary.items() if k != "seconds"}),
         }
         changed = _write_changed(result, digests, say, store, service_areas=sa)
@@ -1597,13 +1618,12 @@ def _isochrones_cached(
     store: Any,
     track: Callable[[str, str], str],
     say: Progress,
-) -> tuple[gpd.GeoDataFrame, _Deferred, str, str | None]:
+) -> tuple[gpd.GeoDataFrame, _ServiceAreas, str, str | None]:
     """Community isochrones (independent of facilities: cached) and service areas, drawn
     per category so that a facility update redraws only the categories it touched.
 
-    The service areas are returned deferred (:class:`_Deferred`): with their cache keys
-    known, :func:`_write_changed` starts the map thread first and then draws them, so
-    the map (pure Python) and the drawing (GEOS, which releases the GIL) overlap.
+    The service areas are returned as a :class:`_ServiceAreas`, drawn or read when
+    :func:`_write_changed` asks for them.
     """
     from circles.cache import array_digest, digest, frame_digest
     from circles.isochrones import community_isochrones, service_areas
@@ -1650,7 +1670,7 @@ def _isochrones_cached(
         iso = roundtrip(iso)
         store.save_frame("isochrones", iso_key, iso)
     if not ic.service_areas:
-        return iso, _Deferred(lambda: None), iso_key, None
+        return iso, _ServiceAreas.none(), iso_key, None
     snapped = facilities[facilities["status"] == STATUS_SNAPPED]
 
     def draw_areas(fac: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
@@ -1680,44 +1700,91 @@ def _isochrones_cached(
             ic.per_facility,
             ic.buffer_m,
         )
+    sa = _ServiceAreas(keys, snapped, draw_areas, store, say)
+    return iso, sa, iso_key, digest("service_areas_all", list(keys.values()))
 
-    # cached categories are read now; the others are drawn when the value is asked for
-    # (reading is Python work that would compete with the map thread for the GIL)
-    parts: dict[str, Any] = {}
-    for cat, key in keys.items():
-        got = store.load_frame("service_areas", key)
-        parts[cat] = got[0] if got is not None else None
 
-    def areas() -> gpd.GeoDataFrame:
-        if not keys:
-            return draw_areas(snapped)
-        todo = [c for c, part in parts.items() if part is None]
+class _ServiceAreas:
+    """A run's service areas, per category: read from the cache or drawn when asked for.
+
+    A run hands this to :func:`_write_changed` instead of the drawn layer: it starts the
+    map thread first and then draws (GEOS work, mostly without the GIL, so both
+    overlap), and an update of a GeoPackage in place draws only the categories whose
+    facilities changed and rewrites only their rows; the other categories are read from
+    the cache only if ``result.service_areas`` is used.
+
+    Parameters
+    ----------
+    keys : dict
+        Category -> cache key of its areas, in layer order.
+    snapped : geopandas.GeoDataFrame
+        The snapped facilities.
+    draw : callable
+        Facilities -> their service-area rows (:func:`circles.isochrones.service_areas`).
+    store : circles.cache.Cache
+    say : callable
+        Progress messages.
+    """
+
+    def __init__(
+        self,
+        keys: dict[str, str],
+        snapped: gpd.GeoDataFrame | None,
+        draw: Callable[[gpd.GeoDataFrame], gpd.GeoDataFrame] | None,
+        store: Any,
+        say: Progress,
+    ) -> None:
+        self.keys = keys
+        self._snapped = snapped
+        self._draw = draw
+        self._store = store
+        self._say = say
+        self._parts: dict[str, gpd.GeoDataFrame] = {}
+        self._value: gpd.GeoDataFrame | None = None
+        self._done = snapped is None
+
+    @classmethod
+    def none(cls) -> _ServiceAreas:
+        """No service areas (``[isochrones] service_areas = false``)."""
+        return cls({}, None, None, None, _noop)
+
+    def preload(self, cats: list[str] | None = None) -> None:
+        """Read the cached categories (all, or those in ``cats``) now."""
+        for cat in self.keys if cats is None else cats:
+            if cat not in self._parts:
+                got = self._store.load_frame("service_areas", self.keys[cat])
+                if got is not None:
+                    self._parts[cat] = got[0]
+
+    def parts(self, cats: list[str]) -> dict[str, gpd.GeoDataFrame]:
+        """The rows of the categories ``cats``, drawing (and caching) those not cached."""
+        self.preload(cats)
+        todo = [c for c in cats if c not in self._parts]
         if todo:
-            say(f"drawing service areas of {len(todo)} categories: {', '.join(todo)}")
+            self._say(f"drawing service areas of {len(todo)} categories: {', '.join(todo)}")
+        assert self._snapped is not None
+        assert self._draw is not None
         for cat in todo:
-            part = roundtrip(draw_areas(snapped[snapped["category"] == cat]))
-            store.save_frame("service_areas", keys[cat], part)
-            parts[cat] = part
-        return gpd.GeoDataFrame(
-            pd.concat(list(parts.values()), ignore_index=True), geometry="geometry"
-        )
+            fac = self._snapped[self._snapped["category"] == cat]
+            part = roundtrip(self._draw(fac))
+            self._store.save_frame("service_areas", self.keys[cat], part)
+            self._parts[cat] = part
+        return {c: self._parts[c] for c in cats}
 
-    return iso, _Deferred(areas), iso_key, digest("service_areas_all", list(keys.values()))
-
-
-class _Deferred:
-    """A value computed on first use (:meth:`get`), e.g. service areas, which a run draws
-    while the map is drawn in another thread."""
-
-    def __init__(self, make: Callable[[], Any]) -> None:
-        self._make: Callable[[], Any] | None = make
-        self._value: Any = None
-
-    def get(self) -> Any:
-        """The value (computed on the first call)."""
-        if self._make is not None:
-            self._value = self._make()
-            self._make = None
+    def get(self) -> gpd.GeoDataFrame | None:
+        """The whole layer (None without service areas)."""
+        if self._done:
+            return self._value
+        assert self._snapped is not None
+        assert self._draw is not None
+        if self.keys:
+            parts = self.parts(list(self.keys))
+            self._value = gpd.GeoDataFrame(
+                pd.concat(list(parts.values()), ignore_index=True), geometry="geometry"
+            )
+        else:
+            self._value = self._draw(self._snapped)
+        self._done = True
         return self._value
 
 
@@ -1807,7 +1874,7 @@ def _facility_counts(
     return out
 
 
-def _layer_digests(result: StudyResult, digests: dict[str, Any]) -> dict[str, str]:
+def _layer_digests(result: StudyResult, digests: dict[str, Any]) -> dict[str, Any]:
     from circles.cache import digest
 
     cats = list(result.categories)
@@ -1822,6 +1889,7 @@ def _layer_digests(result: StudyResult, digests: dict[str, Any]) -> dict[str, st
         out["isochrones"] = str(digests["isochrones"])
     if digests.get("service_areas") is not None:  # drawn later (deferred)
         out["service_areas"] = str(digests["service_areas"])
+        out["service_area_parts"] = dict(digests.get("service_area_parts") or {})
     return out
 
 
@@ -1853,7 +1921,7 @@ def _write_changed(
     say: Progress,
     store: Any = None,
     *,
-    service_areas: _Deferred | None = None,
+    service_areas: _ServiceAreas | None = None,
 ) -> list[str]:
     """Write the outputs whose content changed since the previous run (atomically).
 
@@ -1932,10 +2000,13 @@ def _write_changed(
         pool.shutdown(wait=False)
 
     def areas_now() -> None:
-        # the map first (when it is to be drawn), then the service areas beside it
+        # cached categories are read first (Python work that would compete with the map
+        # thread for the GIL), then the map starts, then the rest is drawn beside it
+        if service_areas is not None:
+            service_areas.preload()
         start_map()
         if service_areas is not None:
-            result.service_areas = service_areas.get()
+            service_areas.get()
 
     gpkg_rec = prev.get("gpkg")
     old_layers = gpkg_rec.get("layers", {}) if isinstance(gpkg_rec, dict) else {}
@@ -1950,7 +2021,13 @@ def _write_changed(
                 written = None
                 if in_place:
                     written = _update_gpkg(
-                        result, path, old_layers, layers, store, after_rows=areas_now
+                        result,
+                        path,
+                        old_layers,
+                        layers,
+                        store,
+                        after_rows=start_map,
+                        service_areas=service_areas,
                     )
                 if written is None:
                     areas_now()
@@ -1985,7 +2062,7 @@ def _write_changed(
             if name == "gpkg":
                 records[name]["layers"] = layers
             result.outputs[name] = str(written)
-        areas_now()
+        start_map()
     finally:
         if map_job is not None:
             written = Path(map_job.result())
@@ -2049,20 +2126,11 @@ def _output_layers(result: StudyResult, names: Any = None) -> dict[str, gpd.GeoD
         layers["nodes"] = _nodes_frame(result)
     if result.isochrones is not None and (want is None or "isochrones" in want):
         layers["isochrones"] = result.isochrones
-    if result.service_areas is not None and (want is None or "service_areas" in want):
-        layers["service_areas"] = result.service_areas
+    # (service areas are read or drawn only when wanted)
+    areas = result.service_areas if want is None or "service_areas" in want else None
+    if areas is not None:
+        layers["service_areas"] = areas
     return layers
-
-
-def _gpkg_is_empty(blob: Any) -> int:
-    """``ST_IsEmpty`` for GeoPackage geometry blobs (the empty flag of the header)."""
-    if blob is None:
-        return 1
-    return int((bytes(blob)[3] >> 4) & 1)
-
-
-def _no_geometry_function(*_: Any) -> Any:
-    raise RuntimeError("geometry changes are not done in place")
 
 
 def _changed_nodes(result: StudyResult, cat: str, old_key: Any, store: Any) -> np.ndarray:
@@ -2086,16 +2154,26 @@ def _update_gpkg(
     result: StudyResult,
     path: Path,
     old: dict[str, Any],
-    new: dict[str, str],
+    new: dict[str, Any],
     store: Any = None,
     after_rows: Callable[[], None] | None = None,
+    service_areas: _ServiceAreas | None = None,
 ) -> Path | None:
-    """Rewrite only the changed layers (and node columns) of a copy of ``path``, then
-    replace it; None when a full rewrite is needed instead."""
+    """Change a copy of ``path`` in place, then let it replace ``path``.
+
+    Only the changed node columns (:func:`circles.gpkg_inplace.update_columns`), the
+    service-area rows of the changed categories
+    (:func:`circles.gpkg_inplace.replace_rows`) and the other changed layers (rewritten
+    by GDAL) are written. Returns None when a full rewrite is needed instead.
+    ``after_rows`` is called once the node columns are written (see
+    :func:`_write_changed`).
+    """
     import shutil
     import sqlite3
 
-    if set(old) != set(new):
+    from circles import gpkg_inplace
+
+    if set(old) != set(new) or old.get("nodes_base") != new.get("nodes_base"):
         return None
     changed_layers = [
         n
@@ -2103,64 +2181,59 @@ def _update_gpkg(
         if old.get(n) != new.get(n)
     ]
     node_cats = [c for c in result.categories if old.get(f"nodes:{c}") != new.get(f"nodes:{c}")]
-    if old.get("nodes_base") != new.get("nodes_base"):
-        return None
+    sa_cats: list[str] = []
+    old_parts, new_parts = old.get("service_area_parts"), new.get("service_area_parts")
+    if (
+        "service_areas" in changed_layers
+        and service_areas is not None
+        and isinstance(old_parts, dict)
+        and isinstance(new_parts, dict)
+        and list(old_parts) == list(new_parts)
+    ):
+        # the same categories in the same order: replace the rows of the changed ones
+        sa_cats = [c for c in new_parts if old_parts[c] != new_parts[c]]
+        changed_layers.remove("service_areas")
     tmp, final = io.atomic_path(path)
+    scratch = tmp.with_name(tmp.name + ".rows.gpkg")
     try:
         shutil.copyfile(path, tmp)
-        if node_cats:
-            con = sqlite3.connect(tmp)
-            try:
-                con.create_function("ST_IsEmpty", 1, _gpkg_is_empty, deterministic=True)
-                for fn in ("ST_MinX", "ST_MaxX", "ST_MinY", "ST_MaxY"):
-                    con.create_function(fn, 1, _no_geometry_function)
+        con = gpkg_inplace.connect(tmp)
+        try:
+            if node_cats:
                 fids = np.arange(1, result.network.n_nodes + 1, dtype=np.int64)
                 have = con.execute('SELECT count(*), min(fid), max(fid) FROM "nodes"').fetchone()
                 if tuple(have) != (fids.size, 1, fids.size):
                     return None
-                # the copy is a temporary file: no journal needed (a crash leaves it
-                # unused); rows change through a join with a temporary table
-                con.execute("PRAGMA journal_mode=OFF")
-                con.execute("PRAGMA synchronous=OFF")
-                con.execute("PRAGMA temp_store=MEMORY")
                 for cat in node_cats:
-                    cols = _node_columns(result, cat)
-                    names = list(cols)
-                    rows_at = _changed_nodes(result, cat, old.get(f"nodes:{cat}"), store)
-                    data = []
-                    for n in names:
-                        v = np.asarray(cols[n])[rows_at]
-                        if v.dtype.kind == "f":
-                            data.append([None if not np.isfinite(x) else x for x in v.tolist()])
-                        else:
-                            data.append(v.tolist())
-                    rows = list(zip(fids[rows_at].tolist(), *data, strict=True))
-                    tmp_cols = ", ".join(f"c{i}" for i in range(len(names)))
-                    con.execute("DROP TABLE IF EXISTS temp.circles_upd")
-                    con.execute(
-                        f"CREATE TEMP TABLE circles_upd(fid INTEGER PRIMARY KEY, {tmp_cols})"
-                    )
-                    marks = ", ".join("?" * (len(names) + 1))
-                    con.executemany(f"INSERT INTO temp.circles_upd VALUES ({marks})", rows)
-                    sets = ", ".join(f'"{n}" = u.c{i}' for i, n in enumerate(names))
-                    con.execute(
-                        f'UPDATE "nodes" SET {sets} FROM temp.circles_upd AS u '
-                        'WHERE "nodes".fid = u.fid'
-                    )
+                    at = _changed_nodes(result, cat, old.get(f"nodes:{cat}"), store)
+                    cols = {k: np.asarray(v)[at] for k, v in _node_columns(result, cat).items()}
+                    gpkg_inplace.update_columns(con, "nodes", fids[at], cols)
                 con.commit()
-            except (sqlite3.Error, RuntimeError) as exc:
-                logger.info("in-place GeoPackage update failed (%s); rewriting it", exc)
-                return None
-            finally:
-                con.close()
-        if after_rows is not None:
-            after_rows()  # the row-by-row SQLite work is done: other threads may run
+            if after_rows is not None:
+                after_rows()
+            if sa_cats:
+                assert service_areas is not None
+                rows = gpd.GeoDataFrame(
+                    pd.concat(list(service_areas.parts(sa_cats).values()), ignore_index=True),
+                    geometry="geometry",
+                )
+                rows.to_file(scratch, layer="service_areas", driver="GPKG", engine="pyogrio")
+                if not gpkg_inplace.replace_rows(
+                    con, "service_areas", scratch, "category", sa_cats
+                ):
+                    changed_layers.append("service_areas")
+        except sqlite3.Error as exc:
+            logger.info("in-place GeoPackage update failed (%s); rewriting it", exc)
+            return None
+        finally:
+            con.close()
         if changed_layers:
             for name, gdf in _output_layers(result, changed_layers).items():
                 gdf.to_file(tmp, layer=name, driver="GPKG", engine="pyogrio")
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
+        scratch.unlink(missing_ok=True)
     return final
 
 

@@ -145,7 +145,17 @@ def test_update_equals_full_run_helsinki(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_replace_and_remove_equal_full_run(tmp_path: Path) -> None:
+def test_replace_and_remove_equal_full_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from circles import gpkg_inplace
+
+    replaced: list[bool] = []
+    real = gpkg_inplace.replace_rows
+
+    def spy(*args, **kwargs):
+        replaced.append(real(*args, **kwargs))
+        return replaced[-1]
+
+    monkeypatch.setattr(gpkg_inplace, "replace_rows", spy)
     pts = _points(tmp_path)
     base = tmp_path / "canteens.csv"
     pd.DataFrame(
@@ -170,6 +180,7 @@ def test_replace_and_remove_equal_full_run(tmp_path: Path) -> None:
     assert (u["added"], u["replaced"], u["removed"], u["rejected"]) == (1, 1, 1, 2)
     fac = res.facilities[res.facilities["category"] == "elderly_canteen"]
     assert fac["facility_id"].tolist() == ["c3", "c1", "c4"]
+    assert replaced == [True]  # the canteens' service-area rows were replaced in place
     rej = pd.read_csv(inc.out_dir / "facility_rejects.csv")
     assert set(rej["reason"]) == {
         "remove: no facility with this id",
