@@ -198,12 +198,12 @@ def read_facility_file(
     raw = _read_table(spec)
     src = str(spec.path)
     df = pd.DataFrame(raw.drop(columns="geometry", errors="ignore")).reset_index(drop=True)
-    reason = pd.Series("", index=df.index, dtype=object)
+    reason = np.full(len(df), "", dtype=object)  # the first reason found for each row
 
     def reject(mask: pd.Series | np.ndarray, why: str | pd.Series) -> None:
-        m = pd.Series(np.asarray(mask, bool), index=df.index) & (reason == "")
+        m = np.asarray(mask, bool) & (reason == "")
         if isinstance(why, pd.Series):
-            reason[m] = why[m]
+            reason[m] = why.to_numpy(dtype=object)[m]
         else:
             reason[m] = why
 
@@ -297,7 +297,7 @@ def read_facility_file(
         inside[valid] = shapely.intersects(np.asarray(geoms)[valid], area)
         reject(valid & ~inside & (reason == ""), "outside study area")
 
-    ok = (reason == "").to_numpy()
+    ok = reason == ""
     cols: dict[str, Any] = {
         "facility_id": ids[ok].astype(str).to_numpy(),
         "category": cat[ok].to_numpy(),
@@ -309,7 +309,7 @@ def read_facility_file(
             cols[col] = pd.to_numeric(df.loc[ok, col], errors="coerce").to_numpy(float)
     fac = gpd.GeoDataFrame(cols, geometry=np.asarray(geoms)[ok], crs=WGS84)
     rej = df.loc[~ok].copy()
-    rej.insert(0, "reason", reason[~ok].to_numpy())
+    rej.insert(0, "reason", reason[~ok])
     rej.insert(0, "facility_id", ids[~ok].to_numpy())
     rej.insert(0, "row", (np.flatnonzero(~ok) + 1))
     rej.insert(0, "source", src)

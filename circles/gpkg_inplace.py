@@ -14,7 +14,8 @@ GeoPackage written from scratch (tests compare every layer).
   ``executemany`` releases it once per row, and a Python thread running beside it then
   makes every row wait for the GIL (a convoy measured at 10-1000x the work itself).
 - :func:`replace_rows`: the rows of some categories replaced by new rows, keeping their
-  feature ids (so the layer's order stays that of a full write). The new rows are written
+  feature ids (so the layer's order stays that of a full write), and the rows of new
+  categories added after the last row. The new rows are written
   by GDAL (pyogrio) into a scratch GeoPackage, so their geometry blobs are encoded as
   GDAL encodes them, and copied over row by row; the R-tree is maintained by the
   layer's own triggers, for which the GeoPackage SQL functions they call
@@ -158,13 +159,16 @@ def replace_rows(
     scratch: Path,
     key_column: str,
     keys: Sequence[str],
+    *,
+    append: Sequence[str] = (),
 ) -> bool:
     """Replace the rows of ``layer`` whose ``key_column`` is in ``keys`` by those of the
-    same layer in the GeoPackage ``scratch`` (same columns; rows in the same order).
+    same layer in the GeoPackage ``scratch`` (same columns; rows in the same order), and
+    add the rows of the keys ``append`` after the last row (in that order).
 
-    Returns False (nothing changed) when the columns differ or a key has a different
-    number of rows in the two files; the caller then rewrites the layer. Raises
-    :class:`sqlite3.Error` on failure.
+    Returns False (nothing changed) when the columns differ, a key of ``keys`` has a
+    different number of rows in the two files, or a key of ``append`` is already in the
+    layer; the caller then rewrites the layer. Raises :class:`sqlite3.Error` on failure.
     """
     con.execute("ATTACH DATABASE ? AS circles_scratch", (str(scratch),))
     try:
@@ -199,12 +203,32 @@ def replace_rows(
                 logger.info("%s: %r has another number of rows; rewriting the layer", layer, key)
                 return False
             pairs.extend(zip(old, new, strict=True))
+        (last,) = con.execute(f"SELECT coalesce(max(fid), 0) FROM main.{_quote(layer)}").fetchone()
+        added: list[tuple[int, int]] = []
+        for key in append:
+            (there,) = con.execute(
+                f"SELECT count(*) FROM main.{_quote(layer)} WHERE {_quote(key_column)} = ?",
+                (key,),
+            ).fetchone()
+            if there:
+                return False
+            for (fid,) in con.execute(
+                f"SELECT fid FROM circles_scratch.{_quote(layer)} "
+                f"WHERE {_quote(key_column)} = ? ORDER BY fid",
+                (key,),
+            ).fetchall():
+                added.append((int(last) + len(added) + 1, fid))
         col_list = ", ".join(_quote(c) for c in cols)
         con.executemany(
             f"UPDATE main.{_quote(layer)} SET ({col_list}) = "
             f"(SELECT {col_list} FROM circles_scratch.{_quote(layer)} WHERE fid = ?) "
             "WHERE fid = ?",
             [(new, old) for old, new in pairs],
+        )
+        con.executemany(
+            f"INSERT INTO main.{_quote(layer)} (fid, {col_list}) "
+            f"SELECT ?, {col_list} FROM circles_scratch.{_quote(layer)} WHERE fid = ?",
+            added,
         )
         _refresh_extent(con, layer)
         return True

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 import numpy as np
@@ -316,6 +317,7 @@ def isochrone_polygons(
     buffer_m: float = NETWORK_BUFFER_M,
     concave_ratio: float = CONCAVE_RATIO,
     extra_pieces: Callable[[float], tuple[np.ndarray, np.ndarray]] | None = None,
+    threads: bool = True,
 ) -> list[BaseGeometry]:
     """Isochrone polygons, one per walk-time level.
 
@@ -345,6 +347,8 @@ def isochrone_polygons(
         ``level_s -> (start_xy, end_xy)``: further reached pieces (metric CRS) added at
         each level, such as the stretch of a facility's own edge around its snap point
         (:func:`facility_edge_pieces`), which no node time describes.
+    threads : bool, default True
+        Draw the levels in parallel threads (the result is the same either way).
 
     Returns
     -------
@@ -380,9 +384,8 @@ def isochrone_polygons(
 
     x, y = np.asarray(network.x, float), np.asarray(network.y, float)
     uniq = np.unique(levels)
-    by_level: dict[float, BaseGeometry] = {}
-    previous: BaseGeometry | None = None
-    for level in uniq.tolist():
+
+    def level_polygon(level: float) -> BaseGeometry:
         start, end, cut_xy, touched = _pieces(network, secs, cost, level)
         if extra_pieces is not None:
             es, ee = extra_pieces(level)
@@ -401,9 +404,20 @@ def isochrone_polygons(
         else:
             pts = np.concatenate([np.column_stack([x[reached], y[reached]]), cut_xy])
             poly = _concave_polygon(pts, concave_ratio)
-        # a fixed 1 mm precision grid keeps the overlay of consecutive levels robust; the
-        # union covers the smaller level to within that grid
-        poly = _polygonal(shapely.set_precision(_polygonal(poly), PRECISION_M))
+        # a fixed 1 mm precision grid keeps the overlay of consecutive levels robust
+        return _polygonal(shapely.set_precision(_polygonal(poly), PRECISION_M))
+
+    # the levels are drawn in threads: GEOS releases the GIL, and the largest level
+    # alone is about half of the work
+    if uniq.size > 1 and threads:
+        with ThreadPoolExecutor(max_workers=min(int(uniq.size), 4)) as pool:
+            raw = list(pool.map(level_polygon, uniq.tolist()))
+    else:
+        raw = [level_polygon(level) for level in uniq.tolist()]
+    by_level: dict[float, BaseGeometry] = {}
+    previous: BaseGeometry | None = None
+    for level, poly in zip(uniq.tolist(), raw, strict=True):
+        # the union covers the smaller level to within the 1 mm grid
         if previous is not None and not previous.is_empty:
             poly = _polygonal(shapely.union(poly, previous, grid_size=PRECISION_M))
         by_level[level] = poly

@@ -16,11 +16,13 @@ this one only wires them together and writes the outputs atomically under
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -739,17 +741,32 @@ def _normalise_rejects(rej: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+class _SnappedArrays:
+    """Edge, fraction and access walk of the snapped facilities, by category."""
+
+    def __init__(self, facilities: gpd.GeoDataFrame) -> None:
+        snapped = (facilities["status"] == STATUS_SNAPPED).to_numpy()
+        self._cat = facilities["category"].to_numpy(dtype=object)[snapped]
+        self._edge = facilities["edge"].to_numpy()[snapped]
+        self._frac = facilities["frac"].to_numpy()[snapped]
+        self._snap_m = facilities["snap_m"].to_numpy()[snapped]
+
+    def __call__(
+        self, category: str, speed_m_s: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``edge`` (int), ``frac`` (0-1) and access walk in seconds at ``speed_m_s``."""
+        sel = self._cat == category
+        return (
+            self._edge[sel].astype(np.int64),
+            self._frac[sel].astype(float),
+            self._snap_m[sel].astype(float) / speed_m_s,
+        )
+
+
 def _snapped_arrays(
     facilities: gpd.GeoDataFrame, category: str, speed_m_s: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    sel = facilities[
-        (facilities["status"] == STATUS_SNAPPED) & (facilities["category"] == category)
-    ]
-    return (
-        sel["edge"].to_numpy(np.int64),
-        sel["frac"].to_numpy(float),
-        sel["snap_m"].to_numpy(float) / speed_m_s,
-    )
+    return _SnappedArrays(facilities)(category, speed_m_s)
 
 
 def _category_access(
@@ -1007,10 +1024,11 @@ def run(
         prof = cfg.walk.walk_profile(pname)
         costs[pname] = terrain.edge_seconds(network, prof, elevation_m=elevation)
         cost_sha[pname] = array_digest(costs[pname])
+    snapped_arrays = _SnappedArrays(facilities)
     for cat in _progress_iter(categories, "categories", "category"):
         pname = cat_profile[cat]
         speed = float(cfg.walk.walk_profile(pname).speed_m_s)
-        edge, frac, acc = _snapped_arrays(facilities, cat, speed)
+        edge, frac, acc = snapped_arrays(cat, speed)
         key = digest(
             "access",
             net_key,
@@ -1076,6 +1094,33 @@ def run(
             },
             {"basis": basis, "pop_info": pop_info, "has_elderly": elderly_weight is not None},
         )
+    # isochrones and service areas ----------------------------------------------------
+    iso = None
+    sa = _ServiceAreas.none()
+    iso_key = sa_key = None
+    if cfg.isochrones.enabled:
+        main_cost = costs.get(cfg.walk.profile)
+        if main_cost is None:
+            main_cost = terrain.edge_seconds(
+                network, cfg.walk.walk_profile(), elevation_m=elevation
+            )
+        iso, sa, iso_key, sa_key = _isochrones_cached(
+            cfg,
+            network,
+            net_key,
+            communities,
+            comm_key,
+            facilities,
+            weight,
+            main_cost,
+            store,
+            track,
+            say,
+        )
+    # the service areas missing from the cache are drawn in a background thread (GEOS
+    # work, mostly without the GIL) while coverage, reports and the map are computed
+    sa.start()
+
     table = _coverage(
         cfg,
         profile,
@@ -1106,30 +1151,6 @@ def run(
             basis,
             table,
             store,
-            say,
-        )
-
-    # isochrones and service areas ----------------------------------------------------
-    iso = None
-    sa = _ServiceAreas.none()
-    iso_key = sa_key = None
-    if cfg.isochrones.enabled:
-        main_cost = costs.get(cfg.walk.profile)
-        if main_cost is None:
-            main_cost = terrain.edge_seconds(
-                network, cfg.walk.walk_profile(), elevation_m=elevation
-            )
-        iso, sa, iso_key, sa_key = _isochrones_cached(
-            cfg,
-            network,
-            net_key,
-            communities,
-            comm_key,
-            facilities,
-            weight,
-            main_cost,
-            store,
-            track,
             say,
         )
 
@@ -1742,11 +1763,45 @@ class _ServiceAreas:
         self._parts: dict[str, gpd.GeoDataFrame] = {}
         self._value: gpd.GeoDataFrame | None = None
         self._done = snapped is None
+        self._future: Future[dict[str, gpd.GeoDataFrame]] | None = None
 
     @classmethod
     def none(cls) -> _ServiceAreas:
         """No service areas (``[isochrones] service_areas = false``)."""
         return cls({}, None, None, None, _noop)
+
+    def start(self) -> None:
+        """Start drawing the categories missing from the cache in a background thread."""
+        if self._done or self._future is not None or not self.keys:
+            return
+        todo = [
+            c
+            for c in self.keys
+            if c not in self._parts
+            and not self._store.exists("service_areas", self.keys[c], ".parquet")
+        ]
+        if not todo:
+            return
+        self._say(f"drawing service areas of {len(todo)} categories: {', '.join(todo)}")
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="circles-areas")
+        self._future = pool.submit(self._draw_parts, todo)
+        pool.shutdown(wait=False)
+
+    def _draw_parts(self, cats: list[str]) -> dict[str, gpd.GeoDataFrame]:
+        assert self._snapped is not None
+        assert self._draw is not None
+        out = {}
+        for cat in cats:
+            part = roundtrip(self._draw(self._snapped[self._snapped["category"] == cat]))
+            self._store.save_frame("service_areas", self.keys[cat], part)
+            out[cat] = part
+        return out
+
+    def _collect(self) -> None:
+        """Wait for the background drawing (re-raising its error)."""
+        if self._future is not None:
+            future, self._future = self._future, None
+            self._parts.update(future.result())
 
     def preload(self, cats: list[str] | None = None) -> None:
         """Read the cached categories (all, or those in ``cats``) now."""
@@ -1758,17 +1813,12 @@ class _ServiceAreas:
 
     def parts(self, cats: list[str]) -> dict[str, gpd.GeoDataFrame]:
         """The rows of the categories ``cats``, drawing (and caching) those not cached."""
+        self._collect()
         self.preload(cats)
         todo = [c for c in cats if c not in self._parts]
         if todo:
             self._say(f"drawing service areas of {len(todo)} categories: {', '.join(todo)}")
-        assert self._snapped is not None
-        assert self._draw is not None
-        for cat in todo:
-            fac = self._snapped[self._snapped["category"] == cat]
-            part = roundtrip(self._draw(fac))
-            self._store.save_frame("service_areas", self.keys[cat], part)
-            self._parts[cat] = part
+            self._parts.update(self._draw_parts(todo))
         return {c: self._parts[c] for c in cats}
 
     def get(self) -> gpd.GeoDataFrame | None:
@@ -1812,16 +1862,24 @@ MANIFEST_PACKAGES = (
 
 
 def package_versions() -> dict[str, str | None]:
-    """Installed versions of :data:`MANIFEST_PACKAGES` (None when not installed)."""
+    """Installed versions of :data:`MANIFEST_PACKAGES` (None when not installed).
+
+    Read once per process (installing packages while a process runs is not followed).
+    """
+    return dict(_package_versions())
+
+
+@functools.lru_cache(maxsize=1)
+def _package_versions() -> tuple[tuple[str, str | None], ...]:
     from importlib.metadata import PackageNotFoundError, version
 
-    out: dict[str, str | None] = {}
+    out: list[tuple[str, str | None]] = []
     for name in MANIFEST_PACKAGES:
         try:
-            out[name] = version(name)
+            out.append((name, version(name)))
         except PackageNotFoundError:
-            out[name] = None
-    return out
+            out.append((name, None))
+    return tuple(out)
 
 
 def _facility_counts(
@@ -1992,7 +2050,6 @@ def _write_changed(
         nonlocal map_job
         if "map_html" not in todo or map_job is not None:
             return
-        from concurrent.futures import ThreadPoolExecutor
 
         say("drawing the coverage map")
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="circles-map")
@@ -2182,16 +2239,20 @@ def _update_gpkg(
     ]
     node_cats = [c for c in result.categories if old.get(f"nodes:{c}") != new.get(f"nodes:{c}")]
     sa_cats: list[str] = []
+    sa_new: list[str] = []
     old_parts, new_parts = old.get("service_area_parts"), new.get("service_area_parts")
     if (
         "service_areas" in changed_layers
         and service_areas is not None
         and isinstance(old_parts, dict)
         and isinstance(new_parts, dict)
-        and list(old_parts) == list(new_parts)
+        and list(new_parts)[: len(old_parts)] == list(old_parts)
     ):
-        # the same categories in the same order: replace the rows of the changed ones
-        sa_cats = [c for c in new_parts if old_parts[c] != new_parts[c]]
+        # the same categories in the same order, perhaps with new ones after them (a
+        # category's first facility is added at the end): replace the rows of the
+        # changed ones, add those of the new ones
+        sa_cats = [c for c in old_parts if old_parts[c] != new_parts[c]]
+        sa_new = list(new_parts)[len(old_parts) :]
         changed_layers.remove("service_areas")
     tmp, final = io.atomic_path(path)
     scratch = tmp.with_name(tmp.name + ".rows.gpkg")
@@ -2211,15 +2272,15 @@ def _update_gpkg(
                 con.commit()
             if after_rows is not None:
                 after_rows()
-            if sa_cats:
+            if sa_cats or sa_new:
                 assert service_areas is not None
+                parts = service_areas.parts(sa_cats + sa_new)
                 rows = gpd.GeoDataFrame(
-                    pd.concat(list(service_areas.parts(sa_cats).values()), ignore_index=True),
-                    geometry="geometry",
+                    pd.concat(list(parts.values()), ignore_index=True), geometry="geometry"
                 )
                 rows.to_file(scratch, layer="service_areas", driver="GPKG", engine="pyogrio")
                 if not gpkg_inplace.replace_rows(
-                    con, "service_areas", scratch, "category", sa_cats
+                    con, "service_areas", scratch, "category", sa_cats, append=sa_new
                 ):
                     changed_layers.append("service_areas")
         except sqlite3.Error as exc:

@@ -72,6 +72,38 @@ def test_replace_rows_equals_a_fresh_write(tmp_path: Path) -> None:
     assert _extent(gpkg, "service_areas")[2] > old_extent[2]
 
 
+def test_rows_of_new_keys_are_added_at_the_end(tmp_path: Path) -> None:
+    full = _areas({"b": 0.5})
+    old = _areas({})
+    old = old[old["category"] != "c"]  # c gets its first rows in the update
+    gpkg, fresh, scratch = tmp_path / "a.gpkg", tmp_path / "fresh.gpkg", tmp_path / "s.gpkg"
+    _write(old, gpkg)
+    _write(full, fresh)
+    _write(full[full["category"].isin(["b", "c"])], scratch)
+    con = gpkg_inplace.connect(gpkg)
+    try:
+        assert gpkg_inplace.replace_rows(
+            con, "service_areas", scratch, "category", ["b"], append=["c"]
+        )
+    finally:
+        con.close()
+    pd.testing.assert_frame_equal(
+        pyogrio.read_dataframe(gpkg, layer="service_areas"),
+        pyogrio.read_dataframe(fresh, layer="service_areas"),
+        check_exact=True,
+    )
+    assert _rtree(gpkg, "service_areas") == _rtree(fresh, "service_areas")
+    assert pyogrio.read_info(gpkg, layer="service_areas")["features"] == len(full)
+    # a key that is already there is not added twice
+    con = gpkg_inplace.connect(gpkg)
+    try:
+        assert not gpkg_inplace.replace_rows(
+            con, "service_areas", scratch, "category", [], append=["c"]
+        )
+    finally:
+        con.close()
+
+
 def test_replace_rows_declines_other_row_counts(tmp_path: Path) -> None:
     old = _areas({})
     gpkg, scratch = tmp_path / "a.gpkg", tmp_path / "s.gpkg"

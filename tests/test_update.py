@@ -107,7 +107,7 @@ def test_apply_update_actions() -> None:
 
 
 @pytest.mark.slow
-def test_update_equals_full_run_helsinki(tmp_path: Path) -> None:
+def test_update_equals_full_run_helsinki(tmp_path: Path, replaced: list[bool]) -> None:
     pts = _points(tmp_path)
     canteens = tmp_path / "new_canteens.csv"
     pd.DataFrame(
@@ -125,6 +125,7 @@ def test_update_equals_full_run_helsinki(tmp_path: Path) -> None:
     assert res.manifest["categories"]["recomputed"] == ["elderly_canteen"]
     assert res.manifest["updates"][0]["added"] == 2
     assert any("recorded update" in m for m in said)
+    assert replaced == [True]  # the first canteens' areas added to the layer in place
     # the update is recorded (with its hash) in the study folder
     (entry,) = read_ledger(inc)
     assert (inc.out_dir / "updates" / entry["file"]).read_bytes() == canteens.read_bytes()
@@ -144,18 +145,24 @@ def test_update_equals_full_run_helsinki(tmp_path: Path) -> None:
     assert_same_outputs(inc.out_dir, full.out_dir)
 
 
-@pytest.mark.slow
-def test_replace_and_remove_equal_full_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def replaced(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """What each in-place replacement of GeoPackage rows returned, in order."""
     from circles import gpkg_inplace
 
-    replaced: list[bool] = []
+    calls: list[bool] = []
     real = gpkg_inplace.replace_rows
 
     def spy(*args, **kwargs):
-        replaced.append(real(*args, **kwargs))
-        return replaced[-1]
+        calls.append(real(*args, **kwargs))
+        return calls[-1]
 
     monkeypatch.setattr(gpkg_inplace, "replace_rows", spy)
+    return calls
+
+
+@pytest.mark.slow
+def test_replace_and_remove_equal_full_run(tmp_path: Path, replaced: list[bool]) -> None:
     pts = _points(tmp_path)
     base = tmp_path / "canteens.csv"
     pd.DataFrame(
