@@ -203,10 +203,12 @@ class AreaResult:
 
 def run_area(cfg: StudyConfig, name: str) -> AreaResult:
     """Run one area of a study (the task each dask worker runs)."""
+    from circles.isochrones import one_thread
     from circles.pipeline import run
 
     t0 = time.perf_counter()
-    res = run(cfg, area=name)
+    with one_thread():  # the worker processes already share out the cores
+        res = run(cfg, area=name)
     return AreaResult(
         area=name,
         outputs=dict(res.outputs),

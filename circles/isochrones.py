@@ -47,8 +47,10 @@ a UTM zone, within 0.1 % of the geodesic metres of ``network.length_m``).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
@@ -266,6 +268,31 @@ def directed_edge_cost(
     return np.column_stack([bwd, fwd] if to_origin else [fwd, bwd])
 
 
+_LEVEL_THREADS: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "circles_level_threads", default=True
+)
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Draw geometry in the calling thread only, inside this block.
+
+    Isochrone levels are then drawn one after another, and a run draws its service areas
+    in its own thread (:func:`circles.pipeline.run`). :func:`circles.batch.run_area`
+    uses it: there the dask worker processes already share out the cores.
+    """
+    token = _LEVEL_THREADS.set(False)
+    try:
+        yield
+    finally:
+        _LEVEL_THREADS.reset(token)
+
+
+def threads_allowed() -> bool:
+    """False inside :func:`one_thread`."""
+    return _LEVEL_THREADS.get()
+
+
 def _polygonal(geom: BaseGeometry) -> BaseGeometry:
     """``geom`` made valid, keeping only its polygonal parts."""
     if shapely.is_valid(geom):
@@ -317,7 +344,7 @@ def isochrone_polygons(
     buffer_m: float = NETWORK_BUFFER_M,
     concave_ratio: float = CONCAVE_RATIO,
     extra_pieces: Callable[[float], tuple[np.ndarray, np.ndarray]] | None = None,
-    threads: bool = True,
+    threads: bool | None = None,
 ) -> list[BaseGeometry]:
     """Isochrone polygons, one per walk-time level.
 
@@ -347,8 +374,10 @@ def isochrone_polygons(
         ``level_s -> (start_xy, end_xy)``: further reached pieces (metric CRS) added at
         each level, such as the stretch of a facility's own edge around its snap point
         (:func:`facility_edge_pieces`), which no node time describes.
-    threads : bool, default True
-        Draw the levels in parallel threads (the result is the same either way).
+    threads : bool, optional
+        Draw the levels in parallel threads (the result is the same either way). Default:
+        yes, except inside :func:`one_thread` (e.g. on a dask worker, whose process
+        already has its share of the cores).
 
     Returns
     -------
@@ -409,6 +438,8 @@ def isochrone_polygons(
 
     # the levels are drawn in threads: GEOS releases the GIL, and the largest level
     # alone is about half of the work
+    if threads is None:
+        threads = _LEVEL_THREADS.get()
     if uniq.size > 1 and threads:
         with ThreadPoolExecutor(max_workers=min(int(uniq.size), 4)) as pool:
             raw = list(pool.map(level_polygon, uniq.tolist()))

@@ -1772,7 +1772,9 @@ class _ServiceAreas:
 
     def start(self) -> None:
         """Start drawing the categories missing from the cache in a background thread."""
-        if self._done or self._future is not None or not self.keys:
+        from circles.isochrones import threads_allowed
+
+        if self._done or self._future is not None or not self.keys or not threads_allowed():
             return
         todo = [
             c

@@ -398,6 +398,30 @@ def test_helsinki_valid_nested_and_covering(helsinki, method):
             assert shapely.covers(polys[-1], segs).all()
 
 
+def test_levels_in_threads_equal_levels_one_after_another(helsinki, monkeypatch):
+    """Threads change only the speed: the polygons are identical to the last bit, and
+    inside one_thread() no thread pool is used."""
+    from circles import isochrones
+
+    net = helsinki
+    cost = directed_edge_cost(net, net.edge_seconds(1.2))
+    secs = node_seconds(net, cost, int(np.random.default_rng(3).integers(net.n_nodes)))
+    levels = [300.0, 600.0, 900.0]
+    threaded = isochrone_polygons(net, secs, cost, levels, threads=True)
+    serial = isochrone_polygons(net, secs, cost, levels, threads=False)
+    assert [shapely.to_wkb(p) for p in threaded] == [shapely.to_wkb(p) for p in serial]
+
+    def no_pool(*args, **kwargs):
+        raise AssertionError("a thread pool was used inside one_thread()")
+
+    monkeypatch.setattr(isochrones, "ThreadPoolExecutor", no_pool)
+    with isochrones.one_thread():
+        assert not isochrones.threads_allowed()
+        inside = isochrone_polygons(net, secs, cost, levels)
+    assert isochrones.threads_allowed()
+    assert [shapely.to_wkb(p) for p in inside] == [shapely.to_wkb(p) for p in serial]
+
+
 @pytest.mark.slow
 def test_helsinki_cut_points_against_sampled_times(helsinki):
     """Oracle: sample 21 points along every edge, time them with the edge formula, and
