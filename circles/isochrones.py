@@ -309,10 +309,14 @@ def _network_polygon(
     """Union of the buffered reached pieces (and of lone reached nodes).
 
     Chains of pieces are first merged into longer lines (``line_merge``), then each line
-    is buffered and the buffers are unioned in one cascaded ``union_all``. Measured on
-    the Liechtenstein network (15-min isochrones, benchmarks/bench_isochrones.py): 2-3x
+    is buffered and the buffers are unioned in one cascaded union. Measured on the
+    Liechtenstein network (15-min isochrones, benchmarks/bench_isochrones.py): 2-3x
     faster than buffering every segment, >10x faster than one buffer of the whole
-    multi-line or than buffering the union of the lines.
+    multi-line or than buffering the union of the lines. The union is GEOS's disjoint
+    subset union where available (shapely >= 2.1 with GEOS >= 3.12), which unions the
+    groups of overlapping buffers separately: 1.6x faster for a category of a few
+    facilities in separate towns (Liechtenstein's elderly canteens), as fast for a
+    dense one.
     """
     parts = []
     if start.shape[0]:
@@ -323,7 +327,17 @@ def _network_polygon(
         parts.append(shapely.buffer(shapely.points(lone_xy), buffer_m, quad_segs=QUAD_SEGS))
     if not parts:
         return _empty_polygon()
-    return shapely.union_all(np.concatenate(parts))
+    return _UNION(np.concatenate(parts))
+
+
+#: The union of the buffered pieces (:func:`_network_polygon`).
+_UNION: Callable[[np.ndarray], BaseGeometry] = getattr(
+    shapely, "disjoint_subset_union_all", shapely.union_all
+)
+
+#: Which GEOS draws the polygons: part of the cache keys of drawn geometry (another GEOS
+#: or union algorithm may round the last bits differently).
+GEOMETRY_ENGINE = f"GEOS {shapely.geos_version_string}; {getattr(_UNION, '__name__', '')}"
 
 
 def _concave_polygon(points_xy: np.ndarray, ratio: float) -> BaseGeometry:

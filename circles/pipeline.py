@@ -1647,7 +1647,7 @@ def _isochrones_cached(
     :func:`_write_changed` asks for them.
     """
     from circles.cache import array_digest, digest, frame_digest
-    from circles.isochrones import community_isochrones, service_areas
+    from circles.isochrones import GEOMETRY_ENGINE, community_isochrones, service_areas
 
     ic = cfg.isochrones
     speed = cfg.walk.resolved_speed_m_s
@@ -1665,6 +1665,7 @@ def _isochrones_cached(
         ic.method,
         ic.buffer_m,
         centres_sha,
+        GEOMETRY_ENGINE,
     )
     graph: AccessGraph | None = None
 
@@ -1720,6 +1721,7 @@ def _isochrones_cached(
             speed,
             ic.per_facility,
             ic.buffer_m,
+            GEOMETRY_ENGINE,
         )
     sa = _ServiceAreas(keys, snapped, draw_areas, store, say)
     return iso, sa, iso_key, digest("service_areas_all", list(keys.values()))
