@@ -425,8 +425,73 @@ def isochrone_polygons(
     if not 0.0 <= concave_ratio <= 1.0:
         raise InputDataError(f"concave_ratio must be in [0, 1], got {concave_ratio!r}")
 
-    x, y = np.asarray(network.x, float), np.asarray(network.y, float)
     uniq = np.unique(levels)
+    raw = _level_polygons(
+        network,
+        secs,
+        cost,
+        uniq.tolist(),
+        method=method,
+        buffer_m=buffer_m,
+        concave_ratio=concave_ratio,
+        extra_pieces=extra_pieces,
+        threads=threads,
+    )
+    by_level = dict(zip(uniq.tolist(), _nested(raw), strict=True))
+    logger.debug("isochrones (%s): %d levels", method, uniq.size)
+    return [by_level[lev] for lev in levels.tolist()]
+
+
+def _level_polygons(
+    network: WalkNetwork,
+    secs: np.ndarray,
+    cost: np.ndarray,
+    levels: list[float],
+    *,
+    method: str,
+    buffer_m: float,
+    concave_ratio: float = CONCAVE_RATIO,
+    extra_pieces: Callable[[float], tuple[np.ndarray, np.ndarray]] | None = None,
+    threads: bool | None = None,
+) -> list[BaseGeometry]:
+    """The polygon of each level on its own (not yet nested), on the 1 mm grid."""
+    draw = _level_polygon_fn(
+        network,
+        secs,
+        cost,
+        method=method,
+        buffer_m=buffer_m,
+        concave_ratio=concave_ratio,
+        extra_pieces=extra_pieces,
+    )
+    return _map_tasks(draw, levels, threads=threads)
+
+
+def _map_tasks(
+    fn: Callable[[Any], BaseGeometry], items: list[Any], *, threads: bool | None
+) -> list[BaseGeometry]:
+    """``[fn(x) for x in items]``, in threads unless :func:`one_thread` says otherwise
+    (GEOS releases the GIL; drawing the largest level alone is about half of the work)."""
+    if threads is None:
+        threads = _LEVEL_THREADS.get()
+    if len(items) > 1 and threads:
+        with ThreadPoolExecutor(max_workers=min(len(items), 4)) as pool:
+            return list(pool.map(fn, items))
+    return [fn(x) for x in items]
+
+
+def _level_polygon_fn(
+    network: WalkNetwork,
+    secs: np.ndarray,
+    cost: np.ndarray,
+    *,
+    method: str,
+    buffer_m: float,
+    concave_ratio: float = CONCAVE_RATIO,
+    extra_pieces: Callable[[float], tuple[np.ndarray, np.ndarray]] | None = None,
+) -> Callable[[float], BaseGeometry]:
+    """``level_s -> polygon`` of the nodes within ``level_s`` (not nested; 1 mm grid)."""
+    x, y = np.asarray(network.x, float), np.asarray(network.y, float)
 
     def level_polygon(level: float) -> BaseGeometry:
         start, end, cut_xy, touched = _pieces(network, secs, cost, level)
@@ -450,25 +515,26 @@ def isochrone_polygons(
         # a fixed 1 mm precision grid keeps the overlay of consecutive levels robust
         return _polygonal(shapely.set_precision(_polygonal(poly), PRECISION_M))
 
-    # the levels are drawn in threads: GEOS releases the GIL, and the largest level
-    # alone is about half of the work
-    if threads is None:
-        threads = _LEVEL_THREADS.get()
-    if uniq.size > 1 and threads:
-        with ThreadPoolExecutor(max_workers=min(int(uniq.size), 4)) as pool:
-            raw = list(pool.map(level_polygon, uniq.tolist()))
-    else:
-        raw = [level_polygon(level) for level in uniq.tolist()]
-    by_level: dict[float, BaseGeometry] = {}
+    return level_polygon
+
+
+def _nested(raw: list[BaseGeometry], *, on_grid: bool = True) -> list[BaseGeometry]:
+    """Polygons of ascending levels made nested: each level unioned with the one below.
+
+    The union on the 1 mm grid covers the smaller level to within that grid. With
+    ``on_grid=False`` (parts joined off the grid), a level without a smaller non-empty
+    one below is put on the grid too.
+    """
+    out: list[BaseGeometry] = []
     previous: BaseGeometry | None = None
-    for level, poly in zip(uniq.tolist(), raw, strict=True):
-        # the union covers the smaller level to within the 1 mm grid
+    for poly in raw:
         if previous is not None and not previous.is_empty:
             poly = _polygonal(shapely.union(poly, previous, grid_size=PRECISION_M))
-        by_level[level] = poly
+        elif not on_grid:
+            poly = _polygonal(shapely.set_precision(poly, PRECISION_M))
+        out.append(poly)
         previous = poly
-    logger.debug("isochrones (%s): %d levels", method, uniq.size)
-    return [by_level[lev] for lev in levels.tolist()]
+    return out
 
 
 def to_wgs84(geoms: Any, crs: Any) -> np.ndarray:
@@ -685,6 +751,7 @@ def service_areas(
     speed_m_s: float,
     per_facility: bool = True,
     buffer_m: float = NETWORK_BUFFER_M,
+    memo: Any = None,
 ) -> Any:
     """Service areas: where each facility is reached from within N minutes.
 
@@ -692,6 +759,15 @@ def service_areas(
     category the union over its facilities (``kind = "category"``: the category's
     N-minute circle), computed from the multi-source times, which equals the union of
     the facility areas.
+
+    With the ``"network"`` method a category's areas are drawn per *reach group*
+    (:func:`reach_groups`: facilities whose walking areas touch through the network) and
+    then joined, so that a facility update redraws only the groups it touches: ``memo``
+    (``get(key) -> list of polygons or None`` and ``put(key, polygons)``, e.g. a disk
+    cache) keeps each group's polygons by a content key of the group's facilities (their
+    edge, position and access time) and the drawing parameters; the caller makes the
+    key unique to the network and walking costs by its own prefix. The result does not
+    depend on what ``memo`` holds.
 
     Returns
     -------
@@ -740,16 +816,199 @@ def service_areas(
             )
             geoms.append(poly)
 
+    def draw_groups(idx: np.ndarray, secs: np.ndarray, source: np.ndarray, cat: str) -> None:
+        """The category's polygons from its reach groups, one row per level."""
+        polys = _grouped_polygons(
+            net,
+            graph.edge_cost,
+            secs,
+            source,
+            edge[idx],
+            frac[idx],
+            acc[idx],
+            lev_s,
+            buffer_m=buffer_m,
+            memo=memo,
+        )
+        for m, poly in zip(levels, polys, strict=True):
+            rows.append(
+                {
+                    "kind": "category",
+                    "category": cat,
+                    "facility_id": None,
+                    "minutes": m,
+                    "residents": float(node_weight[secs <= 60 * m].sum()),
+                    "method": method,
+                }
+            )
+            geoms.append(poly)
+
     for cat in list(dict.fromkeys(cats.tolist())):
         idx = np.flatnonzero(cats == cat)
-        d = dijkstra(mat, directed=True, indices=n + idx, min_only=True, limit=max(lev_s))[:n]
-        draw(idx, d, "category", cat, None)
+        if method == "network":
+            d, _, src = dijkstra(
+                mat,
+                directed=True,
+                indices=n + idx,
+                min_only=True,
+                limit=max(lev_s),
+                return_predecessors=True,
+            )
+            # the source of each node as a position in idx (-1: not reached; scipy marks
+            # those with a negative number)
+            pos = np.full(n + len(fac), -1, dtype=np.int64)
+            pos[n + idx] = np.arange(idx.size)
+            src = np.asarray(src[:n], dtype=np.int64)
+            draw_groups(idx, d[:n], np.where(src >= 0, pos[np.maximum(src, 0)], -1), cat)
+        else:
+            d = dijkstra(mat, directed=True, indices=n + idx, min_only=True, limit=max(lev_s))[:n]
+            draw(idx, d, "category", cat, None)
         if not per_facility:
             continue
         for k in idx.tolist():
             dk = dijkstra(mat, directed=True, indices=n + k, limit=max(lev_s))[:n]
             draw(np.array([k]), dk, "facility", cat, str(ids[k]))
     return _layer(rows, geoms, net.crs)
+
+
+def reach_groups(
+    network: WalkNetwork,
+    node_seconds: np.ndarray,
+    node_source: np.ndarray,
+    limit_s: float,
+    *,
+    facility_edge: np.ndarray,
+) -> np.ndarray:
+    """Group facilities whose walking areas meet on the network.
+
+    Two facilities are in one group when an edge has both ends reached within
+    ``limit_s`` from different facilities, or when an end of a facility's own edge is
+    reached from another facility (chains of such links join groups). Then every node a
+    facility reaches within ``limit_s`` is nearest to a facility of its own group (along
+    the walk, the nearest facility changes only across such links), so a group's area
+    drawn from its own facilities depends on those facilities only, and the union of the
+    groups' areas is the category's area.
+
+    Parameters
+    ----------
+    network : WalkNetwork
+    node_seconds : numpy.ndarray
+        Seconds from each node to the nearest facility (multi-source), inf if not reached.
+    node_source : numpy.ndarray
+        The nearest facility of each node (0..k-1), -1 if not reached.
+    limit_s : float
+        The largest level in seconds.
+    facility_edge : numpy.ndarray
+        The edge each facility is snapped to (its walk starts at the edge's ends).
+
+    Returns
+    -------
+    numpy.ndarray
+        A group label (0..g-1) per facility.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    src = np.asarray(node_source, np.int64)
+    fe = np.asarray(facility_edge, np.int64)
+    k = fe.size
+    reached = (np.asarray(node_seconds) <= limit_s) & (src >= 0)
+    su, sv = src[network.u], src[network.v]
+    meet = reached[network.u] & reached[network.v] & (su != sv)
+    a, b = [su[meet]], [sv[meet]]
+    fac = np.arange(k)
+    for end in (network.u[fe], network.v[fe]):  # a facility's first steps
+        hit = reached[end] & (src[end] != fac)
+        a.append(fac[hit])
+        b.append(src[end][hit])
+    rows, cols = np.concatenate(a), np.concatenate(b)
+    links = coo_matrix((np.ones(rows.size, np.int8), (rows, cols)), shape=(k, k))
+    _, labels = connected_components(links, directed=False)
+    return np.asarray(labels, dtype=np.int64)
+
+
+def _group_key(
+    edge: np.ndarray,
+    frac: np.ndarray,
+    access_s: np.ndarray,
+    lev_s: Sequence[float],
+    buffer_m: float,
+) -> str:
+    """Content key of a reach group: its facilities in a canonical order, the levels."""
+    import hashlib
+
+    order = np.lexsort((access_s, frac, edge))
+    h = hashlib.sha256()
+    for a in (edge[order].astype("<i8"), frac[order].astype("<f8"), access_s[order].astype("<f8")):
+        h.update(np.ascontiguousarray(a).tobytes())
+    h.update(
+        repr(
+            ("raw levels", list(map(float, lev_s)), float(buffer_m), QUAD_SEGS, GEOMETRY_ENGINE)
+        ).encode()
+    )
+    return h.hexdigest()
+
+
+def _grouped_polygons(
+    network: WalkNetwork,
+    edge_cost: np.ndarray,
+    secs: np.ndarray,
+    source: np.ndarray,
+    edge: np.ndarray,
+    frac: np.ndarray,
+    access_s: np.ndarray,
+    lev_s: Sequence[float],
+    *,
+    buffer_m: float,
+    memo: Any,
+) -> list[BaseGeometry]:
+    """A category's ``"network"`` polygons per level, drawn per reach group and joined."""
+    to_fac = edge_cost[:, ::-1]
+    groups = reach_groups(network, secs, source, max(lev_s), facility_edge=edge)
+    k = edge.size
+    order = sorted(range(len(lev_s)), key=lambda i: float(lev_s[i]))
+    levels = [float(lev_s[i]) for i in order]
+    drawn: dict[str, list[BaseGeometry]] = {}
+    tasks: list[tuple[str, Callable[[float], BaseGeometry], float]] = []
+    for g in np.unique(groups).tolist():
+        members = np.flatnonzero(groups == g)
+        key = _group_key(edge[members], frac[members], access_s[members], levels, buffer_m)
+        raw = memo.get(key) if memo is not None else None
+        if raw is not None:
+            drawn[key] = raw
+            continue
+        in_group = np.zeros(k + 1, bool)
+        in_group[members] = True  # index k (= -1) stays False: not reached
+        group_secs = np.where(in_group[source], secs, np.inf)
+
+        def extra(level: float, m: np.ndarray = members) -> tuple[np.ndarray, np.ndarray]:
+            return facility_edge_pieces(network, edge_cost, edge[m], frac[m], access_s[m], level)
+
+        fn = _level_polygon_fn(
+            network, group_secs, to_fac, method="network", buffer_m=buffer_m, extra_pieces=extra
+        )
+        tasks.extend((key, fn, level) for level in levels)
+    # every level of every group to draw, in one pool of threads
+    polys = _map_tasks(lambda t: t[1](t[2]), tasks, threads=None)
+    for j in range(0, len(tasks), len(levels)):
+        key = tasks[j][0]
+        drawn[key] = polys[j : j + len(levels)]
+        if memo is not None:
+            memo.put(key, drawn[key])
+    ordered = sorted(drawn.items())  # a fixed order: the same bits in every run
+    joined = []
+    for j in range(len(levels)):
+        parts = [raw[j] for _, raw in ordered if not raw[j].is_empty]
+        if len(parts) == 1:
+            joined.append(parts[0])
+        else:
+            joined.append(_polygonal(_UNION(np.asarray(parts))) if parts else _empty_polygon())
+    # one group: exactly what isochrone_polygons draws; several: joined, then nested
+    nested = _nested(joined, on_grid=len(ordered) == 1)
+    out: list[BaseGeometry] = [_empty_polygon()] * len(lev_s)
+    for i, poly in zip(order, nested, strict=True):
+        out[i] = poly
+    return out
 
 
 def _layer(rows: list[dict[str, Any]], geoms: list[BaseGeometry], crs: Any) -> Any:

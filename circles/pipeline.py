@@ -1695,6 +1695,8 @@ def _isochrones_cached(
         return iso, _ServiceAreas.none(), iso_key, None
     snapped = facilities[facilities["status"] == STATUS_SNAPPED]
 
+    memo = _GroupMemo(store, digest("service_area_groups", net_key, cost_sha), network.crs)
+
     def draw_areas(fac: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
         return service_areas(
             get_graph(),
@@ -1705,6 +1707,7 @@ def _isochrones_cached(
             speed_m_s=speed,
             per_facility=ic.per_facility,
             buffer_m=ic.buffer_m,
+            memo=memo,
         )
 
     keys: dict[str, str] = {}
@@ -1725,6 +1728,43 @@ def _isochrones_cached(
         )
     sa = _ServiceAreas(keys, snapped, draw_areas, store, say)
     return iso, sa, iso_key, digest("service_areas_all", list(keys.values()))
+
+
+class _GroupMemo:
+    """Polygons of service-area reach groups (:func:`circles.isochrones.reach_groups`) in
+    the cache: one GeoParquet entry per group, keyed by the network and walking costs
+    (``prefix``) and the group's content key."""
+
+    def __init__(self, store: Any, prefix: str, crs: str) -> None:
+        self._store = store
+        self._prefix = prefix
+        self._crs = crs
+
+    def _key(self, key: str) -> str:
+        from circles.cache import digest
+
+        return digest("service_area_group", self._prefix, key)
+
+    def get(self, key: str) -> list[Any] | None:
+        """The group's polygons per level (None: not cached)."""
+        if not self._store.enabled:
+            return None
+        got = self._store.load_frame("service_area_group", self._key(key))
+        if got is None:
+            return None
+        frame = got[0].sort_values("level")
+        return list(np.asarray(frame.geometry.array, dtype=object))
+
+    def put(self, key: str, polygons: list[Any]) -> None:
+        """Keep the group's polygons per level."""
+        if not self._store.enabled:
+            return
+        frame = gpd.GeoDataFrame(
+            {"level": np.arange(len(polygons), dtype=np.int64)},
+            geometry=np.asarray(polygons, dtype=object),
+            crs=self._crs,
+        )
+        self._store.save_frame("service_area_group", self._key(key), frame)
 
 
 class _ServiceAreas:

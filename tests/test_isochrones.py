@@ -507,3 +507,86 @@ def test_service_areas_per_facility_and_category_union() -> None:
     assert shapely.covers(
         inside.buffer(PRECISION_M), shapely.points(net.x[reached], net.y[reached])
     ).all()
+
+
+@pytest.mark.slow
+def test_reach_groups_do_not_depend_on_the_memo():
+    """A category drawn per reach group equals the same category drawn without a memo,
+    whatever the memo holds from other facility sets (near facilities that take over
+    each other's streets, as after an update adds or removes one), and a single group is
+    exactly what isochrone_polygons draws."""
+    import geopandas as gpd
+    import pandas as pd
+    import pyrosm
+
+    from circles.access import AccessGraph
+    from circles.facilities import snap
+    from circles.io import load_network
+    from circles.isochrones import reach_groups, service_areas
+
+    net = load_network(pyrosm.get_data("helsinki_pbf"))
+    graph = AccessGraph.from_network(net, net.edge_seconds(1.2))
+    rng = np.random.default_rng(11)
+    # pairs of facilities 30-150 m apart, spread over the extract
+    base = rng.choice(net.n_nodes, 6, replace=False)
+    lon = np.concatenate([net.lon[base], net.lon[base] + rng.uniform(4e-4, 2e-3, base.size)])
+    lat = np.concatenate([net.lat[base], net.lat[base] + rng.uniform(-5e-4, 5e-4, base.size)])
+    pts = gpd.GeoSeries(gpd.points_from_xy(lon, lat), crs=4326)
+    s = snap(net, pts, max_snap_m=200.0)
+    fac = gpd.GeoDataFrame(
+        {
+            "facility_id": [f"f{i}" for i in range(len(pts))],
+            "category": "clinic",
+            "status": s["status"],
+            "edge": s["edge"],
+            "frac": s["frac"],
+            "snap_m": s["snap_m"],
+        },
+        geometry=pts,
+        crs=4326,
+    )
+    fac = fac[fac["status"] == "snapped"].reset_index(drop=True)
+    assert len(fac) >= 8
+
+    class Memo(dict):
+        def get(self, key):  # type: ignore[override]
+            return super().get(key)
+
+        def put(self, key, polys):
+            self[key] = polys
+
+    def draw(f, memo):
+        out = service_areas(
+            graph, f, net.node_weight_m(), levels_minutes=[2, 4], speed_m_s=1.2,
+            per_facility=False, memo=memo,
+        )  # fmt: skip
+        return [shapely.to_wkb(g) for g in out.geometry]
+
+    # a facility behind another on the same edge (a longer access walk): the first is
+    # nearer to every node the second reaches
+    twin = fac.iloc[[0]].assign(facility_id="twin", snap_m=fac["snap_m"].iloc[0] + 60.0)
+    memo = Memo()
+    with_twin = pd.concat([fac, twin], ignore_index=True)
+    assert draw(with_twin, memo) == draw(with_twin, None)
+    alone = twin.reset_index(drop=True)  # the first one removed
+    assert draw(alone, memo) == draw(alone, None)
+    subsets = [fac] + [fac.iloc[np.sort(rng.choice(len(fac), len(fac) - 3, replace=False))]
+                       for _ in range(4)] + [fac.iloc[::2], fac.iloc[1::2]]  # fmt: skip
+    for sub in subsets + subsets[::-1]:
+        assert draw(sub, memo) == draw(sub, None)
+    assert len(memo) > len(subsets)  # groups were shared between the sets
+
+    # groups: facilities whose streets meet are together; a lone one matches the plain draw
+    from scipy.sparse.csgraph import dijkstra
+
+    edge = fac["edge"].to_numpy(np.int64)
+    acc = fac["snap_m"].to_numpy(float) / 1.2
+    mat = graph.with_facilities(edge, fac["frac"].to_numpy(float), acc)
+    n = net.n_nodes
+    d, _, src = dijkstra(
+        mat, directed=True, indices=n + np.arange(len(fac)), min_only=True, limit=240.0,
+        return_predecessors=True,
+    )  # fmt: skip
+    src = np.where(src[:n] >= 0, src[:n] - n, -1)
+    groups = reach_groups(net, d[:n], src, 240.0, facility_edge=edge)
+    assert 1 < np.unique(groups).size < len(fac)
