@@ -1154,8 +1154,32 @@ def run(
             say,
         )
 
+    result = StudyResult(
+        cfg,
+        network,
+        categories,
+        labels,
+        facilities,
+        rejects,
+        node_minutes,
+        node_counts,
+        table,
+        iso,
+        sa,
+        {},
+    )
+    result.node_weight = weight
+    result.node_community = node_comm
+    early = {
+        "communities": frame_digest(_finite_or_nan(table)),
+        "facilities": frame_digest(facilities),
+        "isochrones": iso_key,
+    }
+    # the map (pure Python) is drawn in a thread from here, beside the service areas
+    # (GEOS, in their own thread) and the rest of the run
+    map_job = _start_map(result, early, say, store) if write else None
     if not write:
-        sa.get()  # with outputs, _write_changed draws them while the map is drawn
+        sa.get()
     summary = _summary(
         cfg,
         network,
@@ -1182,22 +1206,7 @@ def run(
     if applied:
         summary["facility_updates"] = applied
     summary["seconds"] = round(time.perf_counter() - t0, 2)
-    result = StudyResult(
-        cfg,
-        network,
-        categories,
-        labels,
-        facilities,
-        rejects,
-        node_minutes,
-        node_counts,
-        table,
-        iso,
-        sa,
-        summary,
-    )
-    result.node_weight = weight
-    result.node_community = node_comm
+    result.summary = summary
     reused = [c for c in categories if c not in recomputed]
     manifest: dict[str, Any] = {
         "circles_manifest": 1,
@@ -1216,17 +1225,17 @@ def run(
     if write:
         digests = {
             "network": net_key,
-            "communities": frame_digest(_finite_or_nan(table)),
+            "communities": early["communities"],
             "residents": res_key,
             "access": access_keys,
-            "facilities": frame_digest(facilities),
+            "facilities": early["facilities"],
             "rejects": frame_digest(rejects),
             "isochrones": iso_key,
             "service_areas": sa_key,
             "service_area_parts": sa.keys,
             "summary": digest("summary", {k: v for k, v in summary.items() if k != "seconds"}),
         }
-        changed = _write_changed(result, digests, say, store, service_areas=sa)
+        changed = _write_changed(result, digests, say, store, service_areas=sa, map_started=map_job)
         manifest["outputs_changed"] = changed
     manifest["cache"] = {
         "folder": str(cfg.cache_dir) if use_cache else None,
@@ -2024,6 +2033,7 @@ def _write_changed(
     store: Any = None,
     *,
     service_areas: _ServiceAreas | None = None,
+    map_started: _MapJob | None = None,
 ) -> list[str]:
     """Write the outputs whose content changed since the previous run (atomically).
 
@@ -2046,17 +2056,7 @@ def _write_changed(
     out.mkdir(parents=True, exist_ok=True)
     prev = _previous_outputs(cfg)
     layers = _layer_digests(result, digests)
-    map_digest = digest(
-        "map",
-        digests["communities"],
-        digests["facilities"],
-        digests["isochrones"],
-        _parameters(cfg)["map"],
-        result.labels,
-        result.categories,
-        cfg.study.lang,
-        list(cfg.walk.levels_minutes),
-    )
+    map_digest = _map_content(result, digests)
     paths = {
         "gpkg": out / "circles.gpkg",
         "coverage_csv": out / "coverage.csv",
@@ -2081,24 +2081,29 @@ def _write_changed(
     todo: list[str] = []
     for name, path in paths.items():
         rec = prev.get(name)
+        if name == "map_html" and map_started is not None:
+            # started by run() as soon as its data were known
+            if map_started.future is None:
+                records[name] = rec
+                result.outputs[name] = str(path)
+            else:
+                todo.append(name)
+            continue
         same = isinstance(rec, dict) and rec.get("content") == content[name]
         if same and _intact(rec, path):
             records[name] = rec
             result.outputs[name] = str(path)
         else:
             todo.append(name)
-    map_job = None
+    map_job = map_started.future if map_started is not None else None
 
     def start_map() -> None:
         # the map (pure Python) is drawn in a thread while the tables are written
         nonlocal map_job
         if "map_html" not in todo or map_job is not None:
             return
-
         say("drawing the coverage map")
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="circles-map")
-        map_job = pool.submit(write_map, result, store=store)
-        pool.shutdown(wait=False)
+        map_job = _submit_map(result, store)
 
     def areas_now() -> None:
         # cached categories are read first (Python work that would compete with the map
@@ -2177,6 +2182,54 @@ def _write_changed(
     result.outputs = {k: result.outputs[k] for k in paths if k in result.outputs}
     result.manifest["outputs"] = records
     return changed
+
+
+def _map_content(result: StudyResult, digests: dict[str, Any]) -> str:
+    """Content digest of the coverage map (what it draws)."""
+    from circles.cache import digest
+
+    cfg = result.config
+    return digest(
+        "map",
+        digests["communities"],
+        digests["facilities"],
+        digests["isochrones"],
+        _parameters(cfg)["map"],
+        result.labels,
+        result.categories,
+        cfg.study.lang,
+        list(cfg.walk.levels_minutes),
+    )
+
+
+@dataclass
+class _MapJob:
+    """The coverage map started early by :func:`run` (``future`` None: unchanged)."""
+
+    future: Future[str] | None
+
+
+def _submit_map(result: StudyResult, store: Any) -> Future[str]:
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="circles-map")
+    job = pool.submit(write_map, result, store=store)
+    pool.shutdown(wait=False)
+    return job
+
+
+def _start_map(
+    result: StudyResult, digests: dict[str, Any], say: Progress, store: Any
+) -> _MapJob | None:
+    """Start drawing the map in a thread if its content changed (None: no map)."""
+    cfg = result.config
+    if not cfg.map.enabled:
+        return None
+    rec = _previous_outputs(cfg).get("map_html")
+    path = cfg.map_dir / "coverage.html"
+    same = isinstance(rec, dict) and rec.get("content") == _map_content(result, digests)
+    if same and _intact(rec, path):
+        return _MapJob(None)
+    say("drawing the coverage map")
+    return _MapJob(_submit_map(result, store))
 
 
 def _nodes_frame(result: StudyResult) -> gpd.GeoDataFrame:
