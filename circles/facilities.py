@@ -173,6 +173,7 @@ def read_facility_file(
     *,
     categories: Iterable[str],
     area: shapely.Geometry | None = None,
+    table: pd.DataFrame | None = None,
 ) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
     """Read a planner facility file into facilities and rejects.
 
@@ -184,6 +185,9 @@ def read_facility_file(
         Known category ids; rows with another category are rejected.
     area : shapely geometry, optional
         Study area in EPSG:4326; rows outside it are rejected.
+    table : pandas.DataFrame, optional
+        The file's rows when already read (as the file readers of this module read
+        them), so that the file is not read twice.
 
     Returns
     -------
@@ -195,7 +199,7 @@ def read_facility_file(
         original columns.
     """
     known = set(categories)
-    raw = _read_table(spec)
+    raw = _read_table(spec) if table is None else table
     src = str(spec.path)
     df = pd.DataFrame(raw.drop(columns="geometry", errors="ignore")).reset_index(drop=True)
     reason = np.full(len(df), "", dtype=object)  # the first reason found for each row

@@ -224,10 +224,16 @@ def _simplify(gdf: gpd.GeoDataFrame, simplify_m: float) -> gpd.GeoDataFrame:
 
 
 def _feature_collection(
-    geometry: gpd.GeoSeries, properties: Sequence[Mapping[str, Any]]
+    geometry: gpd.GeoSeries | Sequence[Mapping[str, Any]],
+    properties: Sequence[Mapping[str, Any]],
 ) -> dict[str, Any]:
-    """A GeoJSON FeatureCollection of geometries with the given (already safe) properties."""
-    geoms = [shapely.geometry.mapping(g) for g in geometry]
+    """A GeoJSON FeatureCollection of geometries (or their GeoJSON mappings, computed once
+    for layers that share them) with the given (already safe) properties."""
+    geoms = (
+        [shapely.geometry.mapping(g) for g in geometry]
+        if isinstance(geometry, gpd.GeoSeries)
+        else list(geometry)
+    )
     return {
         "type": "FeatureCollection",
         "features": [
@@ -519,6 +525,7 @@ def coverage_map(
         "legend": text["legend"].format(m=top),
         "flagged": text["flagged"].format(m=top),
     }
+    comm_geojson = [shapely.geometry.mapping(g) for g in comm.geometry]  # every category's
     for i, cat in enumerate(cats):
         group = folium.FeatureGroup(name=label(cat), show=(i == 0))
         share15 = comm[f"{cat}_share_{top}"].to_numpy(dtype=float)
@@ -551,7 +558,7 @@ def coverage_map(
             )
         if len(comm):
             _GeoJson(
-                _feature_collection(comm.geometry, props),
+                _feature_collection(comm_geojson, props),
                 name=f"{cat}_communities",
                 control=False,
                 on_each_feature=_BIND_POPUP,

@@ -125,7 +125,7 @@ def read_update(
     src = source or str(spec.path)
     raw = _read_table(spec)
     actions = _actions(pd.DataFrame(raw), src)
-    fac, rej = read_facility_file(spec, categories=categories, area=area)
+    fac, rej = read_facility_file(spec, categories=categories, area=area, table=raw)
     n = len(raw)
     rejected_pos = set((rej["row"].astype(int) - 1).tolist()) if len(rej) else set()
     ok_pos = np.array([i for i in range(n) if i not in rejected_pos], dtype=np.int64)
