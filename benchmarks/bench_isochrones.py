@@ -100,12 +100,22 @@ def buffer_variants(segs: np.ndarray) -> dict[str, Callable[[], object]]:
     """Ways of buffering the reached segments into one polygon."""
     multi = shapely.multilinestrings(segs)
 
-    def merged() -> object:
+    def merged(union: Callable[[np.ndarray], object] = shapely.union_all) -> object:
         parts = shapely.get_parts(shapely.line_merge(multi))
-        return shapely.union_all(shapely.buffer(parts, NETWORK_BUFFER_M, quad_segs=QUAD_SEGS))
+        return union(shapely.buffer(parts, NETWORK_BUFFER_M, quad_segs=QUAD_SEGS))
 
-    return {
-        "union_all(buffer(line_merge parts)) [used]": merged,
+    variants: dict[str, Callable[[], object]] = {
+        "union_all(buffer(line_merge parts))": merged,
+    }
+    if hasattr(shapely, "disjoint_subset_union_all"):  # shapely >= 2.1, GEOS >= 3.12
+        variants["disjoint_subset_union_all(buffer(line_merge parts)) [used]"] = lambda: merged(
+            shapely.disjoint_subset_union_all
+        )
+    else:
+        variants["union_all(buffer(line_merge parts)) [used]"] = variants.pop(
+            "union_all(buffer(line_merge parts))"
+        )
+    return variants | {
         "union_all(buffer(each segment))": lambda: shapely.union_all(
             shapely.buffer(segs, NETWORK_BUFFER_M, quad_segs=QUAD_SEGS)
         ),

@@ -39,6 +39,12 @@ concave hulls of nested point sets need not nest at all. Coordinates are rounded
 can still leave slivers under 1 mm wide (measured: up to ~3e-3 m² on Helsinki), so the
 levels are nested to within 1 mm: a 1 mm buffer of a level covers the smaller levels.
 
+Service areas (:func:`service_areas`) of a category with the ``"network"`` method are
+drawn per *reach group* (:func:`reach_groups`: facilities whose walking areas meet on
+the network) and joined. Each group's area depends on its own facilities only, so a
+caller's memo (a disk cache in :mod:`circles.pipeline`) lets an update redraw just the
+groups its facilities touch; the result is the same with or without the memo (tested).
+
 All geometries are in the network's metric CRS (``network.crs``, coordinates
 ``network.x``/``network.y``). Cut points are placed at the fraction of the straight edge
 given by the times, so a cut piece is that fraction of the edge as drawn in the map (in
