@@ -165,8 +165,7 @@ def main(path: Path) -> dict:
     if "pandana_median_s" in res:
         res["pandana_vs_circles"] = round(res["pandana_median_s"] / res["circles_median_s"], 1)
     out = HERE / "results" / "engine.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(res, indent=2))
+    io.write_atomic_text(out, json.dumps(res, indent=2) + "\n")
     print(json.dumps(res, indent=2))
     return res
 

@@ -16,7 +16,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from functools import partial
@@ -28,6 +27,7 @@ import shapely
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import dijkstra
 
+from circles.io import write_atomic_text
 from circles.isochrones import (
     NETWORK_BUFFER_M,
     QUAD_SEGS,
@@ -81,19 +81,6 @@ def stats(ms: list[float]) -> dict[str, float]:
         "p90_ms": round(float(np.percentile(a, 90)), 3),
         "max_ms": round(float(a.max()), 3),
     }
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def buffer_variants(segs: np.ndarray) -> dict[str, Callable[[], object]]:
@@ -210,7 +197,7 @@ def main() -> int:
     for name, v in variant_ms.items():
         print(f"  {name:45s} {np.mean(v):8.2f}")
 
-    write_json_atomic(OUT, result)
+    write_atomic_text(OUT, json.dumps(result, indent=2) + "\n")
     print(f"wrote {OUT}")
     return 0
 

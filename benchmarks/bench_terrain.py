@@ -109,19 +109,6 @@ def write_tif(path: Path, data: np.ndarray, transform: Affine, crs: str, nodata:
     return path
 
 
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def relief_m(x_m: np.ndarray, foot_x_m: float) -> np.ndarray:
     """Valley floor west of ``foot_x_m``, smoothstep rise to the summit over RISE_M."""
     t = np.clip((x_m - foot_x_m) / RISE_M, 0.0, 1.0)
@@ -228,7 +215,7 @@ def main() -> int:
     logging.getLogger("circles").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory(prefix="bench_terrain_") as tmp:
         result = measure(Path(tmp))
-    write_json_atomic(OUT, result)
+    io.write_atomic_text(OUT, json.dumps(result, indent=2) + "\n")
     print()
     print(markdown(result))
     print(f"\nwrote {OUT}")

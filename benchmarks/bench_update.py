@@ -113,6 +113,7 @@ def main(argv: list[str]) -> int:
     import circles.isochrones
     import circles.maps  # noqa: F401
     from circles.batch import run_batch
+    from circles.io import write_atomic_text
     from circles.pipeline import run
     from circles.update import update
 
@@ -219,8 +220,7 @@ def main(argv: list[str]) -> int:
         "update_equals_full_run": bool(equal),
     }
     out = HERE / "results" / "update.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2), encoding="utf-8")
+    write_atomic_text(out, json.dumps(result, indent=2) + "\n")
     print("| step | seconds | vs full run |")
     print("|---|---:|---:|")
     for k, v in rows.items():
