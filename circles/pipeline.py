@@ -763,12 +763,6 @@ class _SnappedArrays:
         )
 
 
-def _snapped_arrays(
-    facilities: gpd.GeoDataFrame, category: str, speed_m_s: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return _SnappedArrays(facilities)(category, speed_m_s)
-
-
 def _category_access(
     graph: AccessGraph,
     edge: np.ndarray,
@@ -1235,7 +1229,7 @@ def run(
             "service_area_parts": sa.keys,
             "summary": digest("summary", {k: v for k, v in summary.items() if k != "seconds"}),
         }
-        changed = _write_changed(result, digests, say, store, service_areas=sa, map_started=map_job)
+        changed = _write_changed(result, digests, say, store, service_areas=sa, map_job=map_job)
         manifest["outputs_changed"] = changed
     manifest["cache"] = {
         "folder": str(cfg.cache_dir) if use_cache else None,
@@ -1368,8 +1362,9 @@ def cycling_access(
     cost = bike_net.edge_seconds(speed_m_s)
     graph: AccessGraph | None = None
     out: dict[str, np.ndarray] = {}
+    snapped_arrays = _SnappedArrays(fac)
     for cat in categories:
-        edge, frac, snap_m = _snapped_arrays(fac, cat, 1.0)
+        edge, frac, snap_m = snapped_arrays(cat, 1.0)
         edge, frac, acc = _at_one_way_ends(bike_net, edge, frac, snap_m / walk_speed_m_s)
         key = digest("bike_access", bike_key, speed_m_s, array_digest(edge, frac, acc), max_minutes)
         got = store.load_arrays("bike_access", key) if store is not None else None
@@ -1779,11 +1774,11 @@ class _GroupMemo:
 class _ServiceAreas:
     """A run's service areas, per category: read from the cache or drawn when asked for.
 
-    A run hands this to :func:`_write_changed` instead of the drawn layer: it starts the
-    map thread first and then draws (GEOS work, mostly without the GIL, so both
-    overlap), and an update of a GeoPackage in place draws only the categories whose
-    facilities changed and rewrites only their rows; the other categories are read from
-    the cache only if ``result.service_areas`` is used.
+    :meth:`start` draws the categories missing from the cache in a background thread
+    (GEOS work, mostly without the GIL) while the run goes on. :func:`_write_changed`
+    then takes the whole layer, or, updating a GeoPackage in place, only the rows of the
+    categories whose facilities changed; the other categories are read from the cache
+    only if ``result.service_areas`` is used.
 
     Parameters
     ----------
@@ -1856,23 +1851,26 @@ class _ServiceAreas:
             future, self._future = self._future, None
             self._parts.update(future.result())
 
-    def preload(self, cats: list[str] | None = None) -> None:
-        """Read the cached categories (all, or those in ``cats``) now."""
-        for cat in self.keys if cats is None else cats:
+    def parts(self, cats: list[str]) -> dict[str, gpd.GeoDataFrame]:
+        """The rows of the categories ``cats``, drawing (and caching) those not cached."""
+        self._collect()
+        for cat in cats:
             if cat not in self._parts:
                 got = self._store.load_frame("service_areas", self.keys[cat])
                 if got is not None:
                     self._parts[cat] = got[0]
-
-    def parts(self, cats: list[str]) -> dict[str, gpd.GeoDataFrame]:
-        """The rows of the categories ``cats``, drawing (and caching) those not cached."""
-        self._collect()
-        self.preload(cats)
         todo = [c for c in cats if c not in self._parts]
         if todo:
             self._say(f"drawing service areas of {len(todo)} categories: {', '.join(todo)}")
             self._parts.update(self._draw_parts(todo))
         return {c: self._parts[c] for c in cats}
+
+    def rows(self, cats: list[str]) -> gpd.GeoDataFrame:
+        """The rows of the categories ``cats`` as one frame, in that order."""
+        parts = self.parts(cats)
+        return gpd.GeoDataFrame(
+            pd.concat(list(parts.values()), ignore_index=True), geometry="geometry"
+        )
 
     def get(self) -> gpd.GeoDataFrame | None:
         """The whole layer (None without service areas)."""
@@ -1881,10 +1879,7 @@ class _ServiceAreas:
         assert self._snapped is not None
         assert self._draw is not None
         if self.keys:
-            parts = self.parts(list(self.keys))
-            self._value = gpd.GeoDataFrame(
-                pd.concat(list(parts.values()), ignore_index=True), geometry="geometry"
-            )
+            self._value = self.rows(list(self.keys))
         else:
             self._value = self._draw(self._snapped)
         self._done = True
@@ -2033,7 +2028,7 @@ def _write_changed(
     store: Any = None,
     *,
     service_areas: _ServiceAreas | None = None,
-    map_started: _MapJob | None = None,
+    map_job: _MapJob | None = None,
 ) -> list[str]:
     """Write the outputs whose content changed since the previous run (atomically).
 
@@ -2042,12 +2037,10 @@ def _write_changed(
     changed layers is updated as a copy (only those layers rewritten; only the changed
     categories' columns of ``nodes``) that then replaces the old file.
 
-    ``service_areas`` (deferred, see :func:`_isochrones_cached`) are drawn once the map
-    thread runs, and set as ``result.service_areas``. The order matters: the in-place
-    node update goes first and alone (sqlite3 releases the GIL on every row, and a Python
-    thread running beside it makes each row wait for the GIL: a convoy measured at
-    10-1000x the update's own time); then the map thread starts; then the service areas
-    are drawn in this thread (mostly inside GEOS, without the GIL) while the map is drawn.
+    ``service_areas`` (see :func:`_isochrones_cached`) are read or drawn only where a
+    layer needs them. ``map_job`` is the map :func:`run` started in a thread as soon as
+    its data were known (:func:`_start_map`; None: no map); it is waited for here and
+    recorded.
     """
     from circles.cache import digest, sha256_file
 
@@ -2056,7 +2049,6 @@ def _write_changed(
     out.mkdir(parents=True, exist_ok=True)
     prev = _previous_outputs(cfg)
     layers = _layer_digests(result, digests)
-    map_digest = _map_content(result, digests)
     paths = {
         "gpkg": out / "circles.gpkg",
         "coverage_csv": out / "coverage.csv",
@@ -2074,16 +2066,15 @@ def _write_changed(
         # a copy for overlay on Chinese web maps (outputs proper stay WGS84, OSM's datum)
         paths["gpkg_export"] = out / f"circles_{export_cs}.gpkg"
         content["gpkg_export"] = digest("gpkg_export", export_cs, layers)
-    if cfg.map.enabled:
+    if map_job is not None:
         paths["map_html"] = cfg.map_dir / "coverage.html"
-        content["map_html"] = map_digest
+        content["map_html"] = map_job.content
     records: dict[str, Any] = {}
     todo: list[str] = []
     for name, path in paths.items():
         rec = prev.get(name)
-        if name == "map_html" and map_started is not None:
-            # started by run() as soon as its data were known
-            if map_started.future is None:
+        if name == "map_html":  # started by run(), or unchanged
+            if map_job is not None and map_job.future is None:
                 records[name] = rec
                 result.outputs[name] = str(path)
             else:
@@ -2095,22 +2086,8 @@ def _write_changed(
             result.outputs[name] = str(path)
         else:
             todo.append(name)
-    map_job = map_started.future if map_started is not None else None
-
-    def start_map() -> None:
-        # the map (pure Python) is drawn in a thread while the tables are written
-        nonlocal map_job
-        if "map_html" not in todo or map_job is not None:
-            return
-        say("drawing the coverage map")
-        map_job = _submit_map(result, store)
 
     def areas_now() -> None:
-        # cached categories are read first (Python work that would compete with the map
-        # thread for the GIL), then the map starts, then the rest is drawn beside it
-        if service_areas is not None:
-            service_areas.preload()
-        start_map()
         if service_areas is not None:
             service_areas.get()
 
@@ -2132,7 +2109,6 @@ def _write_changed(
                         old_layers,
                         layers,
                         store,
-                        after_rows=start_map,
                         service_areas=service_areas,
                     )
                 if written is None:
@@ -2168,14 +2144,13 @@ def _write_changed(
             if name == "gpkg":
                 records[name]["layers"] = layers
             result.outputs[name] = str(written)
-        start_map()
     finally:
-        if map_job is not None:
-            written = Path(map_job.result())
+        if map_job is not None and map_job.future is not None:
+            written = Path(map_job.future.result())
             records["map_html"] = {
                 "path": str(written),
                 "sha256": sha256_file(written),
-                "content": content["map_html"],
+                "content": map_job.content,
             }
             result.outputs["map_html"] = str(written)
     changed = todo
@@ -2204,16 +2179,11 @@ def _map_content(result: StudyResult, digests: dict[str, Any]) -> str:
 
 @dataclass
 class _MapJob:
-    """The coverage map started early by :func:`run` (``future`` None: unchanged)."""
+    """The coverage map as started by :func:`_start_map`: its content digest, and the
+    thread drawing it (None: the map on disk already shows this content)."""
 
+    content: str
     future: Future[str] | None
-
-
-def _submit_map(result: StudyResult, store: Any) -> Future[str]:
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="circles-map")
-    job = pool.submit(write_map, result, store=store)
-    pool.shutdown(wait=False)
-    return job
 
 
 def _start_map(
@@ -2223,13 +2193,16 @@ def _start_map(
     cfg = result.config
     if not cfg.map.enabled:
         return None
+    content = _map_content(result, digests)
     rec = _previous_outputs(cfg).get("map_html")
-    path = cfg.map_dir / "coverage.html"
-    same = isinstance(rec, dict) and rec.get("content") == _map_content(result, digests)
-    if same and _intact(rec, path):
-        return _MapJob(None)
+    same = isinstance(rec, dict) and rec.get("content") == content
+    if same and _intact(rec, cfg.map_dir / "coverage.html"):
+        return _MapJob(content, None)
     say("drawing the coverage map")
-    return _MapJob(_submit_map(result, store))
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="circles-map")
+    job = pool.submit(write_map, result, store=store)
+    pool.shutdown(wait=False)
+    return _MapJob(content, job)
 
 
 def _nodes_frame(result: StudyResult) -> gpd.GeoDataFrame:
@@ -2310,7 +2283,6 @@ def _update_gpkg(
     old: dict[str, Any],
     new: dict[str, Any],
     store: Any = None,
-    after_rows: Callable[[], None] | None = None,
     service_areas: _ServiceAreas | None = None,
 ) -> Path | None:
     """Change a copy of ``path`` in place, then let it replace ``path``.
@@ -2319,8 +2291,6 @@ def _update_gpkg(
     service-area rows of the changed categories
     (:func:`circles.gpkg_inplace.replace_rows`) and the other changed layers (rewritten
     by GDAL) are written. Returns None when a full rewrite is needed instead.
-    ``after_rows`` is called once the node columns are written (see
-    :func:`_write_changed`).
     """
     import shutil
     import sqlite3
@@ -2367,14 +2337,9 @@ def _update_gpkg(
                     cols = {k: np.asarray(v)[at] for k, v in _node_columns(result, cat).items()}
                     gpkg_inplace.update_columns(con, "nodes", fids[at], cols)
                 con.commit()
-            if after_rows is not None:
-                after_rows()
             if sa_cats or sa_new:
                 assert service_areas is not None
-                parts = service_areas.parts(sa_cats + sa_new)
-                rows = gpd.GeoDataFrame(
-                    pd.concat(list(parts.values()), ignore_index=True), geometry="geometry"
-                )
+                rows = service_areas.rows(sa_cats + sa_new)
                 rows.to_file(scratch, layer="service_areas", driver="GPKG", engine="pyogrio")
                 if not gpkg_inplace.replace_rows(
                     con, "service_areas", scratch, "category", sa_cats, append=sa_new
