@@ -432,35 +432,6 @@ def isochrone_polygons(
         raise InputDataError(f"concave_ratio must be in [0, 1], got {concave_ratio!r}")
 
     uniq = np.unique(levels)
-    raw = _level_polygons(
-        network,
-        secs,
-        cost,
-        uniq.tolist(),
-        method=method,
-        buffer_m=buffer_m,
-        concave_ratio=concave_ratio,
-        extra_pieces=extra_pieces,
-        threads=threads,
-    )
-    by_level = dict(zip(uniq.tolist(), _nested(raw), strict=True))
-    logger.debug("isochrones (%s): %d levels", method, uniq.size)
-    return [by_level[lev] for lev in levels.tolist()]
-
-
-def _level_polygons(
-    network: WalkNetwork,
-    secs: np.ndarray,
-    cost: np.ndarray,
-    levels: list[float],
-    *,
-    method: str,
-    buffer_m: float,
-    concave_ratio: float = CONCAVE_RATIO,
-    extra_pieces: Callable[[float], tuple[np.ndarray, np.ndarray]] | None = None,
-    threads: bool | None = None,
-) -> list[BaseGeometry]:
-    """The polygon of each level on its own (not yet nested), on the 1 mm grid."""
     draw = _level_polygon_fn(
         network,
         secs,
@@ -470,7 +441,10 @@ def _level_polygons(
         concave_ratio=concave_ratio,
         extra_pieces=extra_pieces,
     )
-    return _map_tasks(draw, levels, threads=threads)
+    raw = _map_tasks(draw, uniq.tolist(), threads=threads)
+    by_level = dict(zip(uniq.tolist(), _nested(raw), strict=True))
+    logger.debug("isochrones (%s): %d levels", method, uniq.size)
+    return [by_level[lev] for lev in levels.tolist()]
 
 
 def _map_tasks(
@@ -479,7 +453,7 @@ def _map_tasks(
     """``[fn(x) for x in items]``, in threads unless :func:`one_thread` says otherwise
     (GEOS releases the GIL; drawing the largest level alone is about half of the work)."""
     if threads is None:
-        threads = _LEVEL_THREADS.get()
+        threads = threads_allowed()
     if len(items) > 1 and threads:
         with ThreadPoolExecutor(max_workers=min(len(items), 4)) as pool:
             return list(pool.map(fn, items))
@@ -800,15 +774,10 @@ def service_areas(
         return _layer(rows, geoms, net.crs)
     mat = graph.with_facilities(edge, frac, acc)
 
-    def draw(sel: np.ndarray, secs: np.ndarray, kind: str, cat: str, fid: str | None) -> None:
-        """Polygons of the facilities ``sel`` (times ``secs``), one row per level."""
-
-        def extra(level: float) -> tuple[np.ndarray, np.ndarray]:
-            return facility_edge_pieces(net, graph.edge_cost, edge[sel], frac[sel], acc[sel], level)
-
-        polys = isochrone_polygons(
-            net, secs, to_fac, lev_s, method=method, buffer_m=buffer_m, extra_pieces=extra
-        )
+    def add_rows(
+        polys: list[BaseGeometry], secs: np.ndarray, kind: str, cat: str, fid: str | None
+    ) -> None:
+        """One row per level: the polygons and the residents within their times."""
         for m, poly in zip(levels, polys, strict=True):
             rows.append(
                 {
@@ -822,32 +791,16 @@ def service_areas(
             )
             geoms.append(poly)
 
-    def draw_groups(idx: np.ndarray, secs: np.ndarray, source: np.ndarray, cat: str) -> None:
-        """The category's polygons from its reach groups, one row per level."""
-        polys = _grouped_polygons(
-            net,
-            graph.edge_cost,
-            secs,
-            source,
-            edge[idx],
-            frac[idx],
-            acc[idx],
-            lev_s,
-            buffer_m=buffer_m,
-            memo=memo,
+    def draw(sel: np.ndarray, secs: np.ndarray, kind: str, cat: str, fid: str | None) -> None:
+        """Polygons of the facilities ``sel`` (times ``secs``), one row per level."""
+
+        def extra(level: float) -> tuple[np.ndarray, np.ndarray]:
+            return facility_edge_pieces(net, graph.edge_cost, edge[sel], frac[sel], acc[sel], level)
+
+        polys = isochrone_polygons(
+            net, secs, to_fac, lev_s, method=method, buffer_m=buffer_m, extra_pieces=extra
         )
-        for m, poly in zip(levels, polys, strict=True):
-            rows.append(
-                {
-                    "kind": "category",
-                    "category": cat,
-                    "facility_id": None,
-                    "minutes": m,
-                    "residents": float(node_weight[secs <= 60 * m].sum()),
-                    "method": method,
-                }
-            )
-            geoms.append(poly)
+        add_rows(polys, secs, kind, cat, fid)
 
     for cat in list(dict.fromkeys(cats.tolist())):
         idx = np.flatnonzero(cats == cat)
@@ -865,7 +818,12 @@ def service_areas(
             pos = np.full(n + len(fac), -1, dtype=np.int64)
             pos[n + idx] = np.arange(idx.size)
             src = np.asarray(src[:n], dtype=np.int64)
-            draw_groups(idx, d[:n], np.where(src >= 0, pos[np.maximum(src, 0)], -1), cat)
+            source = np.where(src >= 0, pos[np.maximum(src, 0)], -1)
+            polys = _grouped_polygons(
+                net, graph.edge_cost, d[:n], source, edge[idx], frac[idx], acc[idx], lev_s,
+                buffer_m=buffer_m, memo=memo,
+            )  # fmt: skip
+            add_rows(polys, d[:n], "category", cat, None)
         else:
             d = dijkstra(mat, directed=True, indices=n + idx, min_only=True, limit=max(lev_s))[:n]
             draw(idx, d, "category", cat, None)
@@ -941,18 +899,14 @@ def _group_key(
     buffer_m: float,
 ) -> str:
     """Content key of a reach group: its facilities in a canonical order, the levels."""
-    import hashlib
+    from circles.cache import array_digest, digest
 
     order = np.lexsort((access_s, frac, edge))
-    h = hashlib.sha256()
-    for a in (edge[order].astype("<i8"), frac[order].astype("<f8"), access_s[order].astype("<f8")):
-        h.update(np.ascontiguousarray(a).tobytes())
-    h.update(
-        repr(
-            ("raw levels", list(map(float, lev_s)), float(buffer_m), QUAD_SEGS, GEOMETRY_ENGINE)
-        ).encode()
+    facilities = array_digest(
+        edge[order].astype(np.int64), frac[order].astype(float), access_s[order].astype(float)
     )
-    return h.hexdigest()
+    levels = [float(x) for x in lev_s]
+    return digest("reach_group", facilities, levels, float(buffer_m), QUAD_SEGS, GEOMETRY_ENGINE)
 
 
 def _grouped_polygons(
