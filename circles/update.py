@@ -229,18 +229,17 @@ def apply_update_cached(
     spec: FacilityFile,
     *,
     network: WalkNetwork,
-    net_key: str,
     categories: list[str],
     max_snap_m: float,
     area: Any,
     store: Any,
-    sha256: str,
+    key: str,
     source_label: str,
 ) -> tuple[gpd.GeoDataFrame, pd.DataFrame, dict[str, int]]:
-    """Read (or reuse from the cache) and snap an update file, then apply it."""
+    """Read (or reuse from the cache, under ``key``: see :func:`_update_key`) and snap an
+    update file, then apply it."""
     from circles.pipeline import _normalise_rejects, roundtrip
 
-    key = _update_key(spec, net_key, sha256, categories, max_snap_m, source_label)
     got = store.load_frame("update_rows", key)
     rgot = store.load_frame("update_rejects", key) if got is not None else None
     if got is not None and rgot is not None:
@@ -299,8 +298,10 @@ def apply_updates(
         From :func:`update_entries`.
     base_key : str
         Cache key of ``facilities``/``rejects``.
-    network, net_key, categories, max_snap_m, area, store
+    network, categories, max_snap_m, area, store
         As for :func:`apply_update_cached`.
+    net_key : str
+        Cache key of the network (part of each update's key).
     track : callable
         ``track(name, path) -> sha256`` records an input file (for the manifest).
 
@@ -316,15 +317,13 @@ def apply_updates(
     from circles.pipeline import _normalise_rejects, roundtrip
 
     shas = [track(f"update:{e['label']}", str(e["spec"].path)) for e in entries]
+    keys = [
+        _update_key(e["spec"], net_key, sha, categories, max_snap_m, e["source"])
+        for e, sha in zip(entries, shas, strict=True)
+    ]
     chain = [base_key]
-    for e, sha in zip(entries, shas, strict=True):
-        chain.append(
-            digest(
-                "facility_state",
-                chain[-1],
-                _update_key(e["spec"], net_key, sha, categories, max_snap_m, e["source"]),
-            )
-        )
+    for key in keys:
+        chain.append(digest("facility_state", chain[-1], key))
     start = 0
     applied: list[dict[str, Any]] = []
     for k in range(len(entries), 0, -1):
@@ -347,12 +346,11 @@ def apply_updates(
             rejects,
             e["spec"],
             network=network,
-            net_key=net_key,
             categories=categories,
             max_snap_m=max_snap_m,
             area=area,
             store=store,
-            sha256=shas[k],
+            key=keys[k],
             source_label=e["source"],
         )
         facilities = roundtrip(facilities)
