@@ -181,24 +181,21 @@ def replace_rows(
         if pk != ["fid"]:
             return False
         cols = [c[1] for c in main_cols if c[1] != "fid"]
-        pairs: list[tuple[int, int]] = []
-        for key in keys:
-            old = [
-                r[0]
+
+        def fids(schema: str, key: str) -> list[int]:
+            """Feature ids of the key's rows in ``main`` or the scratch file, in order."""
+            return [
+                int(r[0])
                 for r in con.execute(
-                    f"SELECT fid FROM main.{_quote(layer)} WHERE {_quote(key_column)} = ? "
-                    "ORDER BY fid",
-                    (key,),
-                )
-            ]
-            new = [
-                r[0]
-                for r in con.execute(
-                    f"SELECT fid FROM circles_scratch.{_quote(layer)} "
+                    f"SELECT fid FROM {schema}.{_quote(layer)} "
                     f"WHERE {_quote(key_column)} = ? ORDER BY fid",
                     (key,),
                 )
             ]
+
+        pairs: list[tuple[int, int]] = []
+        for key in keys:
+            old, new = fids("main", key), fids("circles_scratch", key)
             if len(old) != len(new) or not new:
                 logger.info("%s: %r has another number of rows; rewriting the layer", layer, key)
                 return False
@@ -206,17 +203,9 @@ def replace_rows(
         (last,) = con.execute(f"SELECT coalesce(max(fid), 0) FROM main.{_quote(layer)}").fetchone()
         added: list[tuple[int, int]] = []
         for key in append:
-            (there,) = con.execute(
-                f"SELECT count(*) FROM main.{_quote(layer)} WHERE {_quote(key_column)} = ?",
-                (key,),
-            ).fetchone()
-            if there:
+            if fids("main", key):
                 return False
-            for (fid,) in con.execute(
-                f"SELECT fid FROM circles_scratch.{_quote(layer)} "
-                f"WHERE {_quote(key_column)} = ? ORDER BY fid",
-                (key,),
-            ).fetchall():
+            for fid in fids("circles_scratch", key):
                 added.append((int(last) + len(added) + 1, fid))
         col_list = ", ".join(_quote(c) for c in cols)
         con.executemany(
