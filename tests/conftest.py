@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -28,6 +29,28 @@ GEOD = Geod(ellps="WGS84")
 
 #: Origin of the hand-drawn networks (central Helsinki, UTM zone 35).
 LON0, LAT0 = 24.94, 60.17
+
+
+def write_tif(
+    path: Path, data: np.ndarray, transform: Any, crs: str, *, nodata: float | None = None
+) -> Path:
+    """A one-band GeoTIFF of ``data`` (its own dtype) for raster tests."""
+    import rasterio
+
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        height=data.shape[0],
+        width=data.shape[1],
+        count=1,
+        dtype=data.dtype,
+        crs=crs,
+        transform=transform,
+        nodata=nodata,
+    ) as dst:
+        dst.write(data, 1)
+    return path
 
 
 def shared_data(path: str | Path) -> Path:

@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
+import conftest
 import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
-import rasterio
 import shapely
 from conftest import LAT0, LON0, geod_m, offset
 from pyproj import Transformer
@@ -61,23 +60,8 @@ MAX_TOBLER_SPEEDUP = math.exp(3.5 * 0.05)
 def write_tif(
     path: Path, data: np.ndarray, transform: Affine, crs: str, *, nodata: float | None = None
 ) -> Path:
-    """Write a one-band float32 GeoTIFF atomically (temp file + os.replace)."""
-    tmp = path.with_name(path.name + ".part")
-    with rasterio.open(
-        tmp,
-        "w",
-        driver="GTiff",
-        height=data.shape[0],
-        width=data.shape[1],
-        count=1,
-        dtype="float32",
-        crs=crs,
-        transform=transform,
-        nodata=nodata,
-    ) as dst:
-        dst.write(data.astype("float32"), 1)
-    os.replace(tmp, path)
-    return path
+    """A one-band float32 GeoTIFF (:func:`conftest.write_tif`)."""
+    return conftest.write_tif(path, data.astype("float32"), transform, crs, nodata=nodata)
 
 
 def utm_grid(cell_m: float) -> tuple[np.ndarray, np.ndarray, Affine]:

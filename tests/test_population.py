@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import rasterio
 import shapely
+from conftest import write_tif
 from pyproj import Transformer
 from rasterio.transform import Affine
 
@@ -55,25 +56,6 @@ def make_net() -> WalkNetwork:
 
 def pos(net: WalkNetwork, node: int) -> int:
     return int(np.flatnonzero(net.node_id == node)[0])
-
-
-def write_tif(
-    path: Path, data: np.ndarray, transform: Affine, crs: str, *, nodata: float | None = None
-) -> Path:
-    with rasterio.open(
-        path,
-        "w",
-        driver="GTiff",
-        height=data.shape[0],
-        width=data.shape[1],
-        count=1,
-        dtype=data.dtype,
-        crs=crs,
-        transform=transform,
-        nodata=nodata,
-    ) as dst:
-        dst.write(data, 1)
-    return path
 
 
 def layout_raster(path: Path) -> Path:

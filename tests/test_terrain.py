@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rasterio
 import scipy.sparse as sp
+from conftest import write_tif
 from pyproj import Transformer
 from rasterio.transform import Affine
 from scipy.sparse.csgraph import dijkstra
@@ -82,30 +82,6 @@ def seconds(net: WalkNetwork, cost: np.ndarray, a: int, b: int) -> float:
 def from_origin(left: float, top: float, xsize: float, ysize: float) -> Affine:
     """North-up transform (rasterio's from_origin warns under affine >= 3.1)."""
     return Affine(xsize, 0.0, left, 0.0, -ysize, top)
-
-
-def write_tif(
-    path: Path,
-    data: np.ndarray,
-    transform: object,
-    crs: str,
-    *,
-    nodata: float | None = None,
-) -> Path:
-    with rasterio.open(
-        path,
-        "w",
-        driver="GTiff",
-        height=data.shape[0],
-        width=data.shape[1],
-        count=1,
-        dtype=data.dtype,
-        crs=crs,
-        transform=transform,
-        nodata=nodata,
-    ) as dst:
-        dst.write(data, 1)
-    return path
 
 
 def utm_plane_dem(path: Path, gx: float, gy: float, *, cell_m: float = 10.0) -> Path:
