@@ -57,7 +57,14 @@ def main(path: Path) -> dict:
     cfg = config_from_dict({"network": {"source": str(path)}})
     profile = categories.load_profile("default")
     cats = [c.id for c in profile.categories]
-    fac, _, _ = load_facilities(cfg, net, str(path), cats, profile)
+    fac, _, _ = load_facilities(
+        net,
+        features=str(path),
+        files=[],
+        categories=cats,
+        profile=profile,
+        max_snap_m=cfg.walk.max_snap_m,
+    )
     fac = fac[fac["status"] == STATUS_SNAPPED]
     fac = fac[fac["category"].isin(cats)]
     edge = fac["edge"].to_numpy(np.int64)

@@ -53,8 +53,7 @@ from circles.categories import load_profile
 from circles.config import StudyConfig, config_from_dict
 from circles.isochrones import area_km2, isochrone_polygons
 from circles.network import WalkNetwork, build_network
-from circles.pipeline import access_by_profile, category_profiles, load_communities
-from circles.pipeline import load_facilities as pipeline_facilities
+from circles.pipeline import access_by_profile, category_profiles, load_communities, load_facilities
 from circles.population import raster_node_population
 
 HERE = Path(__file__).resolve().parent
@@ -229,16 +228,25 @@ def measure(folder: Path) -> dict[str, Any]:
     print(f"network: {net.n_nodes} nodes, {net.n_edges} edges ({t_load:.1f} s to load)")
     profile = load_profile(cfg.facilities.profile)
     cats = [c.id for c in profile.categories]
-    cat_profile = category_profiles(cfg, profile, cats)
-    communities = load_communities(cfg, net, str(PBF))
+    cat_profile = category_profiles(cfg.walk, profile, cats)
+    communities = load_communities(cfg.communities, net, str(PBF))
+
+    def pipeline_facilities(network: Any) -> Any:
+        return load_facilities(
+            network,
+            features=str(PBF),
+            files=[],
+            categories=cats,
+            profile=profile,
+            max_snap_m=cfg.walk.max_snap_m,
+        )
+
     area = shapely.union_all(communities.geometry.to_numpy())
 
     # --- flat baseline
-    t_fac_flat, (fac_flat, _, _) = timed(
-        lambda: pipeline_facilities(cfg, net, str(PBF), cats, profile), repeats=1
-    )
+    t_fac_flat, (fac_flat, _, _) = timed(lambda: pipeline_facilities(net), repeats=1)
     t_flat, (min_flat, _, _) = timed(
-        lambda: access_by_profile(cfg, net, fac_flat, cat_profile, None)
+        lambda: access_by_profile(cfg.walk, net, fac_flat, cat_profile, None)
     )
     print(f"flat access, {len(cats)} categories: {t_flat:.2f} s")
 
@@ -246,14 +254,12 @@ def measure(folder: Path) -> dict[str, Any]:
     dem = liechtenstein_dem(net, folder)
     t_split, split = timed(lambda: terrain.split_long_edges(net, max_length_m=50.0))
     t_sample, z = timed(lambda: terrain.sample_elevation(split, dem))
-    t_fac_split, (fac_split, _, _) = timed(
-        lambda: pipeline_facilities(cfg, split, str(PBF), cats, profile), repeats=1
-    )
+    t_fac_split, (fac_split, _, _) = timed(lambda: pipeline_facilities(split), repeats=1)
     t_slope, (min_slope, _, _) = timed(
-        lambda: access_by_profile(cfg, split, fac_split, cat_profile, z)
+        lambda: access_by_profile(cfg.walk, split, fac_split, cat_profile, z)
     )
     t_split_flat, (min_split_flat, _, _) = timed(
-        lambda: access_by_profile(cfg, split, fac_split, cat_profile, None)
+        lambda: access_by_profile(cfg.walk, split, fac_split, cat_profile, None)
     )
     print(
         f"split {t_split:.2f} s, sample {t_sample:.2f} s, slope access {t_slope:.2f} s, "

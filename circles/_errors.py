@@ -30,3 +30,12 @@ class NetworkError(CirclesError, ValueError):
 
 class FetchError(CirclesError, OSError):
     """An online download (osmnx / Overpass / Nominatim) failed."""
+
+
+class OutputError(CirclesError, OSError):
+    """An output could not be written (disk full, read-only folder...); the previous
+    outputs are left as they were."""
+
+
+class StudyBusyError(CirclesError, OSError):
+    """Another process is running, updating or writing the same study (its lock is held)."""

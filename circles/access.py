@@ -23,11 +23,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 from scipy.sparse.csgraph import dijkstra
 
 from circles._errors import InputDataError
+from circles.cache import ARRAYS, Cache, Keyed, array_digest
+from circles.config import WalkSection
+from circles.facilities import STATUS_SNAPPED
 from circles.network import WalkNetwork
+from circles.result import RunContext, StudyAccess, progress_iter
 
 logger = logging.getLogger(__name__)
 
@@ -341,4 +346,269 @@ def seconds_from_nodes(
     origins = np.atleast_1d(np.asarray(origins, dtype=np.int64))
     return np.atleast_2d(
         dijkstra(graph.forward_matrix(), directed=True, indices=origins, limit=limit_s)
+    )
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+class SnappedArrays:
+    """Edge, fraction and access walk of the snapped facilities, by category.
+
+    Parameters
+    ----------
+    facilities : geopandas.GeoDataFrame
+        With ``status``, ``category``, ``edge``, ``frac`` and ``snap_m`` columns.
+    """
+
+    def __init__(self, facilities: Any) -> None:
+        snapped = (facilities["status"] == STATUS_SNAPPED).to_numpy()
+        self._cat = facilities["category"].to_numpy(dtype=object)[snapped]
+        self._edge = facilities["edge"].to_numpy()[snapped]
+        self._frac = facilities["frac"].to_numpy()[snapped]
+        self._snap_m = facilities["snap_m"].to_numpy()[snapped]
+
+    def __call__(
+        self, category: str, speed_m_s: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``edge`` (int), ``frac`` (0-1) and access walk in seconds at ``speed_m_s``."""
+        sel = self._cat == category
+        return (
+            self._edge[sel].astype(np.int64),
+            self._frac[sel].astype(float),
+            self._snap_m[sel].astype(float) / speed_m_s,
+        )
+
+
+def category_access(
+    graph: AccessGraph,
+    edge: np.ndarray,
+    frac: np.ndarray,
+    acc: np.ndarray,
+    category: str,
+    *,
+    max_minutes: float,
+    levels_minutes: tuple[float, ...],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Minutes per node to a category's nearest facility, and counts within the levels.
+
+    Each category is searched on a matrix holding only its own facilities, so the result
+    does not depend on which other categories are computed in the same run.
+    """
+    group = np.full(edge.size, category, dtype=object)
+    near = nearest_by_group(
+        graph, edge, frac, acc, group, limit_s=60.0 * max_minutes, groups=[category]
+    )
+    levels_s = tuple(60.0 * float(x) for x in levels_minutes)
+    return near[category][0] / 60.0, counts_within(graph, edge, frac, acc, levels_s=levels_s)
+
+
+def compute_access(
+    network: WalkNetwork,
+    facilities: Any,
+    categories: list[str],
+    *,
+    speed_m_s: float,
+    max_minutes: float,
+    levels_minutes: tuple[float, ...],
+    edge_seconds: np.ndarray | None = None,
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Minutes from every node to each category's nearest facility, and counts within levels.
+
+    Parameters
+    ----------
+    network : WalkNetwork
+    facilities : geopandas.GeoDataFrame
+        Snapped facilities (:func:`circles.facilities.snap_facilities`).
+    categories : list of str
+    speed_m_s : float
+        Walking speed of the access walk, m/s.
+    max_minutes : float
+        Search cut-off (``inf`` beyond).
+    levels_minutes : tuple of float
+        Levels the counts are taken at.
+    edge_seconds : numpy.ndarray, optional
+        Seconds per edge (default: the flat walk at ``speed_m_s``).
+    """
+    cost = network.edge_seconds(speed_m_s) if edge_seconds is None else edge_seconds
+    graph = AccessGraph.from_network(network, cost)
+    levels_s = tuple(60.0 * float(x) for x in levels_minutes)
+    sel = facilities[facilities["status"] == STATUS_SNAPPED]
+    edge = sel["edge"].to_numpy(np.int64)
+    frac = sel["frac"].to_numpy(float)
+    acc = sel["snap_m"].to_numpy(float) / speed_m_s
+    group = sel["category"].to_numpy(object)
+    near = nearest_by_group(
+        graph, edge, frac, acc, group, limit_s=60.0 * max_minutes, groups=list(categories)
+    )
+    minutes = {cat: near[cat][0] / 60.0 for cat in categories}
+    counts: dict[str, np.ndarray] = {}
+    for cat in categories:
+        m = group == cat
+        counts[cat] = counts_within(graph, edge[m], frac[m], acc[m], levels_s=levels_s)
+    return pd.DataFrame(minutes), counts
+
+
+def category_profiles(walk: WalkSection, profile: Any, categories: list[str]) -> dict[str, str]:
+    """Walking profile name per category: ``elderly_profile`` for elderly categories.
+
+    Parameters
+    ----------
+    walk : WalkSection
+        ``[walk]`` (``profile`` and ``elderly_profile``).
+    profile : circles.categories.Profile
+        The category profile (which categories are ``elderly``).
+    categories : list of str
+    """
+    elderly = {c.id for c in profile.categories if getattr(c, "elderly", False)}
+    main = walk.profile
+    old = walk.elderly_profile or main
+    return {c: (old if c in elderly else main) for c in categories}
+
+
+def access_by_profile(
+    walk: WalkSection,
+    network: WalkNetwork,
+    facilities: Any,
+    cat_profile: dict[str, str],
+    elevation_m: np.ndarray | None,
+) -> tuple[pd.DataFrame, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Minutes and counts per category, each category walked with its own profile.
+
+    Returns the minutes table, the counts, and the edge costs (seconds, ``(n_edges, 2)``)
+    per profile name.
+    """
+    from circles import terrain
+
+    minutes: dict[str, np.ndarray] = {}
+    counts: dict[str, np.ndarray] = {}
+    costs: dict[str, np.ndarray] = {}
+    for pname in dict.fromkeys(cat_profile.values()):
+        prof = walk.walk_profile(pname)
+        cost = terrain.edge_seconds(network, prof, elevation_m=elevation_m)
+        costs[pname] = cost
+        cats = [c for c, p in cat_profile.items() if p == pname]
+        m, cnt = compute_access(
+            network,
+            facilities,
+            cats,
+            speed_m_s=float(prof.speed_m_s),
+            max_minutes=walk.max_minutes,
+            levels_minutes=walk.levels_minutes,
+            edge_seconds=cost,
+        )
+        minutes.update({c: m[c].to_numpy() for c in cats})
+        counts.update(cnt)
+    order = list(cat_profile)
+    return pd.DataFrame({c: minutes[c] for c in order}), {c: counts[c] for c in order}, costs
+
+
+def cached_graph(network: Keyed[WalkNetwork], cost: np.ndarray, store: Cache) -> AccessGraph:
+    """:meth:`AccessGraph.from_network`, its CSR arrays kept in the cache."""
+
+    def compute() -> dict[str, Any]:
+        g = AccessGraph.from_network(network.value, cost)
+        return {"edge_cost": g.edge_cost, "indptr": g.indptr, "indices": g.indices, "data": g.data}
+
+    a = store.memo("graph", [network.key, array_digest(cost)], compute, codec=ARRAYS).value
+    edge_cost = np.asarray(a["edge_cost"])
+    edge_cost.setflags(write=False)
+    return AccessGraph(network.value, edge_cost, a["indptr"], a["indices"], a["data"])
+
+
+def study_access(
+    network: Keyed[WalkNetwork],
+    facilities: Any,
+    profiles: dict[str, str],
+    walk: WalkSection,
+    elevation_m: np.ndarray | None,
+    ctx: RunContext,
+) -> StudyAccess:
+    """The access stage: minutes and counts per category, each cached on its own.
+
+    Parameters
+    ----------
+    network : Keyed
+        The walking network and its key.
+    facilities : geopandas.GeoDataFrame
+        Snapped facilities of all categories.
+    profiles : dict
+        Category -> walking profile name (:func:`category_profiles`), in category order.
+    walk : WalkSection
+        ``[walk]``: profiles, cut-off and levels.
+    elevation_m : numpy.ndarray, optional
+        Node elevations (slope-aware walking).
+    ctx : RunContext
+
+    Returns
+    -------
+    StudyAccess
+        Its ``costs`` hold every profile used and the main profile (``walk.profile``).
+    """
+    from circles import terrain
+
+    ctx.stage("access")
+    categories = list(profiles)
+    ctx.say(
+        f"computing walking minutes for {len(categories)} categories "
+        f"(profiles: {', '.join(dict.fromkeys(profiles.values()))}"
+        f"{', slope-aware' if elevation_m is not None else ''})"
+    )
+    costs: dict[str, np.ndarray] = {}
+    cost_sha: dict[str, str] = {}
+    for pname in dict.fromkeys([*profiles.values(), walk.profile]):
+        prof = walk.walk_profile(pname)
+        costs[pname] = terrain.edge_seconds(network.value, prof, elevation_m=elevation_m)
+        cost_sha[pname] = array_digest(costs[pname])
+    graphs: dict[str, AccessGraph] = {}
+    minutes: dict[str, np.ndarray] = {}
+    counts: dict[str, np.ndarray] = {}
+    keys: dict[str, str] = {}
+    recomputed: list[str] = []
+    snapped = SnappedArrays(facilities)
+    for cat in progress_iter(categories, "categories", "category"):
+        pname = profiles[cat]
+        edge, frac, acc = snapped(cat, float(walk.walk_profile(pname).speed_m_s))
+
+        def compute(
+            pname: str = pname, edge: Any = edge, frac: Any = frac, acc: Any = acc, cat: str = cat
+        ) -> Any:
+            if pname not in graphs:
+                graphs[pname] = cached_graph(network, costs[pname], ctx.store)
+            m, c = category_access(
+                graphs[pname],
+                edge,
+                frac,
+                acc,
+                cat,
+                max_minutes=walk.max_minutes,
+                levels_minutes=walk.levels_minutes,
+            )
+            return {"minutes": m, "counts": c}
+
+        got = ctx.store.memo(
+            "access",
+            [
+                network.key,
+                cost_sha[pname],
+                array_digest(edge, frac, acc),
+                walk.max_minutes,
+                list(walk.levels_minutes),
+            ],
+            compute,
+            codec=ARRAYS,
+        )
+        minutes[cat], counts[cat] = got.value["minutes"], got.value["counts"]
+        keys[cat] = got.key
+        if not got.cached:
+            recomputed.append(cat)
+    if recomputed:
+        ctx.say(f"recomputed {len(recomputed)} categories: {', '.join(recomputed)}")
+    return StudyAccess(
+        minutes=pd.DataFrame({c: minutes[c] for c in categories}),
+        counts={c: counts[c] for c in categories},
+        keys=keys,
+        recomputed=recomputed,
+        profiles=profiles,
+        costs=costs,
     )

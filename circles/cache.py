@@ -13,6 +13,15 @@ Keys
     upstream entries. Changing any input changes the key, so a stale entry is simply
     never looked up.
 
+Memo
+    Every stage caches its work through one call, :meth:`Cache.memo`: the stage declares
+    its entry kind and the parts of its key next to its code, and the store looks the
+    entry up, or computes and keeps it. A :class:`Codec` says how a value is stored
+    (:data:`FRAME`, :data:`FRAMES`, :data:`ARRAYS`, :data:`NETWORK`,
+    :data:`NETWORK_EXTRA`); the value a stage gets back is the same whether it was
+    computed or read (frames go through a Parquet round trip either way), so a run that
+    reuses the cache writes exactly what a run that computes everything writes.
+
 Entries
     An entry is a data file in a plain format (``.npz`` without object arrays, GeoParquet
     or Parquet) plus a JSON sidecar holding the format, circles version, kind, full key
@@ -31,16 +40,17 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
 
 from circles import __version__
+from circles._errors import DataFileError
 from circles.io import atomic_path
 from circles.network import WalkNetwork
 
@@ -295,6 +305,25 @@ class Cache:
         del self.hits[n_hits:], self.misses[n_misses:]
         return ok
 
+    def memo(
+        self, kind: str, parts: Sequence[Any], compute: Callable[[], T], *, codec: Codec[T]
+    ) -> Keyed[T]:
+        """The value of entry ``kind`` keyed by ``parts``: read if cached, else computed
+        (``compute()``), stored and returned in its canonical form (see :class:`Codec`).
+
+        Parameters
+        ----------
+        kind : str
+            Entry kind, e.g. ``"communities"`` (also the first part of the key).
+        parts : sequence
+            Everything the value depends on: upstream keys, file hashes, settings.
+        compute : callable
+            Computes the value on a miss.
+        codec : Codec
+            How the value is stored (:data:`FRAME`, :data:`ARRAYS`...).
+        """
+        return memo(self, kind, parts, compute, codec=codec)
+
     # arrays ------------------------------------------------------------------
 
     def load_arrays(self, kind: str, key: str) -> tuple[dict[str, np.ndarray], dict] | None:
@@ -406,3 +435,185 @@ class Cache:
         for k, v in (extra or {}).items():
             arrays[f"extra_{k}"] = np.asarray(v)
         self.save_arrays(kind, key, arrays, info)
+
+
+# --------------------------------------------------------------------------- memo
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Keyed(Generic[T]):
+    """A stage's value with its cache key (the content key later stages build on).
+
+    Attributes
+    ----------
+    value : object
+        The stage's result.
+    key : str
+        SHA-256 key of the entry (see :func:`digest`).
+    cached : bool
+        Whether the value was read from the cache (False: computed in this run).
+    """
+
+    value: T
+    key: str
+    cached: bool = False
+
+
+class Codec(Protocol[T]):
+    """How :meth:`Cache.memo` stores one kind of value."""
+
+    def load(self, store: Cache, kind: str, key: str) -> T | None:
+        """The stored value (None: not in the cache, or invalid)."""
+
+    def save(self, store: Cache, kind: str, key: str, value: T) -> T:
+        """Store ``value`` and return its canonical form (what a later load returns)."""
+
+
+class _Frame:
+    """One (Geo)DataFrame as a (Geo)Parquet entry."""
+
+    def load(self, store: Cache, kind: str, key: str) -> pd.DataFrame | None:
+        got = store.load_frame(kind, key)
+        return None if got is None else got[0]
+
+    def save(self, store: Cache, kind: str, key: str, value: pd.DataFrame) -> pd.DataFrame:
+        value = frame_roundtrip(value)
+        store.save_frame(kind, key, value)
+        return value
+
+
+class _Frames:
+    """A record (dict) of frames and JSON values: each frame an entry of its own (its item
+    name is its entry kind), the JSON values kept with the first frame."""
+
+    def load(self, store: Cache, kind: str, key: str) -> dict[str, Any] | None:
+        first = store.load_frame(kind, key)
+        if first is None:
+            return None
+        info = dict(first[1])
+        names = list(info.pop("frames", [kind]))
+        values = dict(info.pop("values", {}))
+        out: dict[str, Any] = {kind: first[0]}
+        for name in names:
+            if name == kind:
+                continue
+            got = store.load_frame(name, key)
+            if got is None:
+                return None
+            out[name] = got[0]
+        return {**out, **values}
+
+    def save(self, store: Cache, kind: str, key: str, value: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(value.get(kind), pd.DataFrame):
+            raise ValueError(f"a FRAMES record of kind {kind!r} needs a frame named {kind!r}")
+        frames = {k: frame_roundtrip(v) for k, v in value.items() if isinstance(v, pd.DataFrame)}
+        values = {k: v for k, v in value.items() if k not in frames}
+        # the other frames first: the first frame's sidecar, written last, seals the record
+        for name, df in frames.items():
+            if name != kind:
+                store.save_frame(name, key, df)
+        store.save_frame(kind, key, frames[kind], {"frames": list(frames), "values": values})
+        return {**frames, **values}
+
+
+class _Arrays:
+    """A record (dict) of numpy arrays (one ``.npz``) and JSON values (in its sidecar)."""
+
+    def load(self, store: Cache, kind: str, key: str) -> dict[str, Any] | None:
+        got = store.load_arrays(kind, key)
+        if got is None:
+            return None
+        arrays, info = got
+        return {**arrays, **dict(info.get("values", {}))}
+
+    def save(self, store: Cache, kind: str, key: str, value: dict[str, Any]) -> dict[str, Any]:
+        arrays = {k: v for k, v in value.items() if isinstance(v, np.ndarray)}
+        values = {k: v for k, v in value.items() if k not in arrays}
+        store.save_arrays(kind, key, arrays, {"values": values})
+        return value
+
+
+class _Network:
+    """A :class:`WalkNetwork` as arrays."""
+
+    def load(self, store: Cache, kind: str, key: str) -> WalkNetwork | None:
+        got = store.load_network(kind, key)
+        return None if got is None else got[0]
+
+    def save(self, store: Cache, kind: str, key: str, value: WalkNetwork) -> WalkNetwork:
+        store.save_network(kind, key, value)
+        return value
+
+
+class _NetworkExtra:
+    """A :class:`WalkNetwork` with named arrays kept beside it (e.g. node elevations)."""
+
+    def load(
+        self, store: Cache, kind: str, key: str
+    ) -> tuple[WalkNetwork, dict[str, np.ndarray]] | None:
+        got = store.load_network(kind, key)
+        return None if got is None else (got[0], dict(got[1]["extra"]))
+
+    def save(
+        self, store: Cache, kind: str, key: str, value: tuple[WalkNetwork, dict[str, np.ndarray]]
+    ) -> tuple[WalkNetwork, dict[str, np.ndarray]]:
+        store.save_network(kind, key, value[0], extra=value[1])
+        return value
+
+
+#: A (Geo)DataFrame.
+FRAME: Codec[pd.DataFrame] = _Frame()
+#: A dict of frames (the one named like the kind first) and JSON values.
+FRAMES: Codec[dict[str, Any]] = _Frames()
+#: A dict of numpy arrays and JSON values.
+ARRAYS: Codec[dict[str, Any]] = _Arrays()
+#: A :class:`WalkNetwork`.
+NETWORK: Codec[WalkNetwork] = _Network()
+#: A :class:`WalkNetwork` and a dict of arrays.
+NETWORK_EXTRA: Codec[tuple[WalkNetwork, dict[str, np.ndarray]]] = _NetworkExtra()
+
+
+def memo(
+    store: Cache,
+    kind: str,
+    parts: Sequence[Any],
+    compute: Callable[[], T],
+    *,
+    codec: Codec[T],
+) -> Keyed[T]:
+    """``store.memo``: the value under ``digest(kind, *parts)``, computed once."""
+    key = digest(kind, *parts)
+    got = codec.load(store, kind, key)
+    if got is not None:
+        return Keyed(got, key, True)
+    return Keyed(codec.save(store, kind, key, compute()), key, False)
+
+
+class Inputs:
+    """The input files a run read, with their SHA-256 (what ``manifest.json`` records).
+
+    Each file is hashed once per run, however many stages name it.
+    """
+
+    def __init__(self) -> None:
+        self.files: dict[str, dict[str, str]] = {}
+        self._sha: dict[str, str] = {}
+
+    def sha(self, name: str, path: str | os.PathLike[str]) -> str:
+        """Record ``path`` under ``name`` and return its SHA-256.
+
+        Raises
+        ------
+        DataFileError
+            The file does not exist.
+        """
+        p = str(path)
+        if not Path(p).is_file():
+            raise DataFileError(f"{p}: file not found")
+        sha = self._sha.get(p)
+        if sha is None:
+            sha = self._sha[p] = sha256_file(p)
+        self.files[name] = {"path": p, "sha256": sha}
+        return sha

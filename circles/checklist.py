@@ -49,7 +49,7 @@ from circles.coverage import coverage_table
 from circles.settings import FLAG_THRESHOLD_SHARE
 
 if TYPE_CHECKING:
-    from circles.pipeline import StudyResult
+    from circles.result import StudyResult
 
 __all__ = [
     "ATTRIBUTE_COLUMNS",
@@ -418,7 +418,7 @@ def checklist_from_result(
     """
     from circles.categories import load_profile
     from circles.coverage import assign_nodes
-    from circles.pipeline import StudyResult
+    from circles.result import StudyResult
 
     if not isinstance(result, StudyResult):
         raise InputDataError(

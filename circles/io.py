@@ -533,10 +533,16 @@ def _empty_boundaries() -> gpd.GeoDataFrame:
 
 
 def atomic_path(path: str | os.PathLike[str]) -> tuple[Path, Path]:
-    """A temporary sibling of ``path`` (same folder, same suffix) and ``path`` itself."""
+    """A temporary sibling of ``path`` (same folder, same suffix) and ``path`` itself.
+
+    The temporary name is ``.<stem>.<pid>.<random><suffix>``: a file of a process that
+    is gone is a leftover that :func:`circles.transaction.remove_temp_files` removes.
+    """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=final.suffix, dir=final.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{final.stem}.{os.getpid()}.", suffix=final.suffix, dir=final.parent
+    )
     os.close(fd)
     os.unlink(tmp)
     return Path(tmp), final

@@ -1,626 +1,92 @@
-"""Walk-time isochrone polygons from per-node walking times.
+"""Community isochrones and service areas (the isochrones stage).
 
-Inputs are a :class:`~circles.network.WalkNetwork`, the walking time in seconds between
-an origin (a community centre, or a facility for a service area) and every node
-(``node_seconds``, ``inf`` where not reached), and an ``(n_edges, 2)`` array
-``edge_cost`` of columns ``(A, B)`` such that the point at fraction ``f`` (0..1) along edge
-``i`` from ``u[i]`` to ``v[i]`` is reached after::
+Community isochrones (:func:`community_isochrones`) are walk-time polygons from each
+community's centre; service areas (:func:`service_areas`) are where each category's
+facilities are reached from within each level. The polygons are drawn by
+:mod:`circles.geometry` (see its docstring for the methods and their guarantees).
 
-    min(node_seconds[u[i]] + f * A[i], node_seconds[v[i]] + (1 - f) * B[i])   seconds
+Service areas of a category with the ``"network"`` method are drawn per *reach group*
+(:func:`reach_groups`: facilities whose walking areas meet on the network) and joined.
+Each group's area depends on its own facilities only, so a memo (the study's disk
+cache, :class:`GroupMemo`) lets an update redraw just the groups its facilities touch;
+the result is the same with or without the memo (tested).
 
-For an isochrone *from* a point, ``A`` is the cost of walking ``u -> v`` and ``B`` of
-``v -> u``; for a service area *to* a facility the columns are swapped
-(:func:`directed_edge_cost` builds both). ``inf`` in a column means that direction may not
-be walked (``oneway:foot``).
-
-Two polygon methods (:func:`isochrone_polygons`):
-
-``"network"`` (default, accurate; for maps)
-    The reached street segments (:func:`reached_segments`: fully reached edges whole,
-    partly reached edges cut at the exact point where the time runs out) buffered by
-    ``buffer_m`` (default :data:`NETWORK_BUFFER_M` = 25 m). The buffer is how far from a
-    reached street into the block interior counts as within reach: 25 m is about half the
-    depth of an urban block face, so the buildings fronting a reached street are inside
-    while the interior of a large block, a park, a lake or a rail yard that no reached
-    street enters stays outside. Such holes are real and are kept: the polygon is never
-    hole-filled.
-``"concave"`` (fast; for overviews)
-    ``shapely.concave_hull`` (``ratio=concave_ratio``, no holes) of the reached nodes and
-    the cut points of partly reached edges, buffered by :data:`CONCAVE_BUFFER_M` = 20 m
-    (as r5py does) so that every reached node lies strictly inside. It bridges gaps such
-    as water or unreachable blocks, so it over-covers.
-
-Guarantees of both methods: every polygon is valid (``shapely.is_valid``); every node
-with ``node_seconds <= level`` is covered by that level's polygon; the levels are nested:
-the polygon of a level is unioned with the one of the next smaller level, as buffers of
-different line sets do not nest exactly where arcs are drawn as chords (~0.1 m) and
-concave hulls of nested point sets need not nest at all. Coordinates are rounded to a
-1 mm grid (:data:`PRECISION_M`) and the union is computed on that grid; snap-rounding
-can still leave slivers under 1 mm wide (measured: up to ~3e-3 m² on Helsinki), so the
-levels are nested to within 1 mm: a 1 mm buffer of a level covers the smaller levels.
-
-Service areas (:func:`service_areas`) of a category with the ``"network"`` method are
-drawn per *reach group* (:func:`reach_groups`: facilities whose walking areas meet on
-the network) and joined. Each group's area depends on its own facilities only, so a
-caller's memo (a disk cache in :mod:`circles.pipeline`) lets an update redraw just the
-groups its facilities touch; the result is the same with or without the memo (tested).
-
-All geometries are in the network's metric CRS (``network.crs``, coordinates
-``network.x``/``network.y``). Cut points are placed at the fraction of the straight edge
-given by the times, so a cut piece is that fraction of the edge as drawn in the map (in
-a UTM zone, within 0.1 % of the geodesic metres of ``network.length_m``).
+:func:`study_isochrones` is the stage of a run: community isochrones (independent of
+facilities: cached once) and service areas per category (:class:`ServiceAreas`, drawn
+in a background thread while the run goes on).
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import logging
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal
 
+import geopandas as gpd
 import numpy as np
+import pandas as pd
 import shapely
-from pyproj import CRS, Transformer
-from pyproj.exceptions import CRSError
 from shapely.geometry.base import BaseGeometry
 
-from circles._errors import InputDataError
+from circles.access import AccessGraph, cached_graph, seconds_from_nodes
+from circles.cache import FRAME, Keyed, array_digest, digest, frame_digest
+from circles.communities import read_centres
+from circles.config import IsochronesSection, WalkSection
+from circles.facilities import STATUS_SNAPPED
+from circles.geometry import (
+    CONCAVE_BUFFER_M,
+    CONCAVE_RATIO,
+    GEOMETRY_ENGINE,
+    METHODS,
+    NETWORK_BUFFER_M,
+    PRECISION_M,
+    QUAD_SEGS,
+    UNION,
+    area_km2,
+    directed_edge_cost,
+    empty_polygon,
+    facility_edge_pieces,
+    isochrone_polygons,
+    layer_frame,
+    level_polygon_fn,
+    map_tasks,
+    nested_levels,
+    one_thread,
+    polygonal,
+    reached_segments,
+    threads_allowed,
+    to_wgs84,
+)
 from circles.network import WalkNetwork
+from circles.result import Progress, RunContext, noop
+
+__all__ = [
+    "CONCAVE_BUFFER_M",
+    "CONCAVE_RATIO",
+    "GEOMETRY_ENGINE",
+    "METHODS",
+    "NETWORK_BUFFER_M",
+    "PRECISION_M",
+    "QUAD_SEGS",
+    "GroupMemo",
+    "ServiceAreas",
+    "area_km2",
+    "community_centres",
+    "community_isochrones",
+    "directed_edge_cost",
+    "facility_edge_pieces",
+    "isochrone_polygons",
+    "one_thread",
+    "reach_groups",
+    "reached_segments",
+    "service_areas",
+    "study_isochrones",
+    "threads_allowed",
+    "to_wgs84",
+]
 
 logger = logging.getLogger(__name__)
-
-#: Default buffer width in metres of the ``"network"`` method: how far from a reached
-#: street into the block interior counts as within reach.
-NETWORK_BUFFER_M = 25.0
-
-#: Buffer in metres around the concave hull of the ``"concave"`` method (r5py uses 20 m),
-#: so that reached nodes on the hull lie strictly inside.
-CONCAVE_BUFFER_M = 20.0
-
-#: Default ``ratio`` of ``shapely.concave_hull`` (0 = most concave, 1 = convex hull).
-CONCAVE_RATIO = 0.3
-
-#: Segments per quarter circle of round buffer caps and joins. 4 keeps the largest gap
-#: between the polygon and the true round buffer at 1.9 % of the width (0.48 m at 25 m)
-#: and builds polygons about 1.5x faster than GEOS's default of 8 (0.5 %).
-QUAD_SEGS = 4
-
-METHODS = ("network", "concave")
-
-#: Precision grid of the polygons in metres (coordinates are rounded to it).
-PRECISION_M = 0.001
-
-
-def _empty_polygon() -> BaseGeometry:
-    return shapely.from_wkt("POLYGON EMPTY")
-
-
-def _check_inputs(
-    network: WalkNetwork, node_seconds: Any, edge_cost: Any
-) -> tuple[np.ndarray, np.ndarray]:
-    """Validate and convert ``node_seconds`` and ``edge_cost``."""
-    for name in ("x", "y", "u", "v"):
-        if not hasattr(network, name):
-            raise InputDataError(
-                f"network has no {name!r} array; pass a circles.network.WalkNetwork"
-            )
-    n_nodes = int(np.shape(network.x)[0])
-    n_edges = int(np.shape(network.u)[0])
-    secs = np.asarray(node_seconds, dtype=float)
-    if secs.shape != (n_nodes,):
-        raise InputDataError(
-            f"node_seconds has shape {secs.shape}; it needs one time per network node "
-            f"({n_nodes},), np.inf where not reached"
-        )
-    if np.isnan(secs).any() or (secs < 0).any():
-        raise InputDataError(
-            "node_seconds must be >= 0 seconds or np.inf (not reached); found NaN or "
-            "negative values"
-        )
-    cost = np.asarray(edge_cost, dtype=float)
-    if cost.shape != (n_edges, 2):
-        raise InputDataError(
-            f"edge_cost has shape {cost.shape}; it needs ({n_edges}, 2): seconds u->v and "
-            "v->u of each edge (np.inf where a direction may not be walked); see "
-            "circles.isochrones.directed_edge_cost"
-        )
-    if np.isnan(cost).any() or (cost < 0).any():
-        raise InputDataError(
-            "edge_cost must be >= 0 seconds or np.inf (direction not walkable); found NaN "
-            "or negative values"
-        )
-    return secs, cost
-
-
-def _check_limit(limit_s: Any, name: str = "limit_s") -> float:
-    try:
-        limit = float(limit_s)
-    except (TypeError, ValueError):
-        raise InputDataError(f"{name} must be a number of seconds, got {limit_s!r}") from None
-    if not (np.isfinite(limit) and limit >= 0):
-        raise InputDataError(f"{name} must be a finite number of seconds >= 0, got {limit_s!r}")
-    return limit
-
-
-def _reach_fraction(remaining_s: np.ndarray, cost_s: np.ndarray) -> np.ndarray:
-    """Fraction of an edge reached from one end; -1 where the end itself is not reached.
-
-    ``remaining_s`` is the time left at the end (limit - node time), ``cost_s`` the time to
-    walk the whole edge away from that end (0 = free, inf = not walkable this way).
-    """
-    reached = remaining_s >= 0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        frac = np.where(cost_s > 0, remaining_s / cost_s, 1.0)
-    frac = np.clip(np.nan_to_num(frac, nan=0.0, posinf=1.0), 0.0, 1.0)
-    return np.where(reached, frac, -1.0)
-
-
-def _pieces(
-    network: WalkNetwork, secs: np.ndarray, cost: np.ndarray, limit: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Reached pieces of edges as start/end coordinates.
-
-    Returns
-    -------
-    start_xy, end_xy : numpy.ndarray
-        ``(k, 2)`` metres of each piece's ends, oriented from ``u`` to ``v``.
-    cut_xy : numpy.ndarray
-        ``(m, 2)`` metres of the cut points inside partly reached edges.
-    touched : numpy.ndarray
-        Boolean per node: the node is an end of a piece.
-    """
-    x, y = np.asarray(network.x, float), np.asarray(network.y, float)
-    t_u, t_v = secs[network.u], secs[network.v]
-    near = np.flatnonzero((t_u <= limit) | (t_v <= limit))  # edges with a reached end
-    u, v = network.u[near], network.v[near]
-    f_u = _reach_fraction(limit - t_u[near], cost[near, 0])
-    f_v = _reach_fraction(limit - t_v[near], cost[near, 1])
-    whole = (f_u >= 1) | (f_v >= 1) | ((f_u >= 0) & (f_v >= 0) & (f_u + f_v >= 1))
-    part_u = ~whole & (f_u > 0)
-    part_v = ~whole & (f_v > 0)
-
-    xu, yu, xv, yv = x[u], y[u], x[v], y[v]
-    iu, iv = np.flatnonzero(part_u), np.flatnonzero(part_v)
-    fu, fv = f_u[iu], f_v[iv]
-    # cut points measured from the end they are reached from (exact fraction of the edge)
-    cut_u = np.column_stack([xu[iu] + fu * (xv[iu] - xu[iu]), yu[iu] + fu * (yv[iu] - yu[iu])])
-    cut_v = np.column_stack([xv[iv] + fv * (xu[iv] - xv[iv]), yv[iv] + fv * (yu[iv] - yv[iv])])
-    iw = np.flatnonzero(whole)
-    start = np.concatenate(
-        [np.column_stack([xu[iw], yu[iw]]), np.column_stack([xu[iu], yu[iu]]), cut_v]
-    )
-    end = np.concatenate(
-        [np.column_stack([xv[iw], yv[iw]]), cut_u, np.column_stack([xv[iv], yv[iv]])]
-    )
-    touched = np.zeros(x.shape[0], bool)
-    touched[u[iw]] = True
-    touched[v[iw]] = True
-    touched[u[iu]] = True
-    touched[v[iv]] = True
-    return start, end, np.concatenate([cut_u, cut_v]), touched
-
-
-def reached_segments(
-    network: WalkNetwork, node_seconds: Any, edge_cost: Any, limit_s: float
-) -> np.ndarray:
-    """Street segments reached within ``limit_s`` seconds.
-
-    Parameters
-    ----------
-    network : WalkNetwork
-        The walking network; geometries use its metric coordinates ``x``/``y``.
-    node_seconds : array_like
-        Walking time in seconds of each node (length ``n_nodes``), ``np.inf`` where not
-        reached.
-    edge_cost : array_like
-        ``(n_edges, 2)`` seconds to walk each edge ``u -> v`` (column A) and ``v -> u``
-        (column B) for the travel direction of ``node_seconds`` (module docstring);
-        ``np.inf`` where a direction may not be walked.
-    limit_s : float
-        Time limit in seconds.
-
-    Returns
-    -------
-    numpy.ndarray
-        shapely LineStrings (two points each, oriented ``u -> v``, in ``network.crs``):
-        every fully reached edge whole; a partly reached edge cut where the time runs
-        out, measured from each reached end, so an edge reached from both ends but not
-        in the middle gives two pieces. Zero-length pieces (time running out exactly at a
-        node) are left out. Order: whole edges, then pieces from ``u``, then from ``v``.
-
-    Raises
-    ------
-    InputDataError
-        Arrays of the wrong shape, NaN or negative times, or a bad ``limit_s``.
-    """
-    secs, cost = _check_inputs(network, node_seconds, edge_cost)
-    limit = _check_limit(limit_s)
-    start, end, _, _ = _pieces(network, secs, cost, limit)
-    return shapely.linestrings(np.stack([start, end], axis=1))
-
-
-def directed_edge_cost(
-    network: WalkNetwork, edge_seconds: Any, *, to_origin: bool = False
-) -> np.ndarray:
-    """The ``(n_edges, 2)`` cost array for a one-cost-per-edge network.
-
-    Parameters
-    ----------
-    network : WalkNetwork
-        Its ``direction`` (1 = walkable only ``u -> v``) sets the ``inf`` entries.
-    edge_seconds : array_like
-        Seconds to walk each edge (length ``n_edges``), e.g.
-        ``network.edge_seconds(speed_m_s)``.
-    to_origin : bool, default False
-        False: columns for an isochrone *from* the origin (A = ``u -> v``,
-        B = ``v -> u``). True: swapped, for a service area *to* a facility, whose
-        ``node_seconds`` come from the reversed graph.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(n_edges, 2)`` float seconds, ``np.inf`` for the forbidden direction of a
-        one-way edge.
-    """
-    sec = np.asarray(edge_seconds, dtype=float)
-    if sec.shape != (network.n_edges,):
-        raise InputDataError(
-            f"edge_seconds has shape {sec.shape}; it needs one time per edge ({network.n_edges},)"
-        )
-    fwd = np.where(network.direction >= 0, sec, np.inf)
-    bwd = np.where(network.direction <= 0, sec, np.inf)
-    return np.column_stack([bwd, fwd] if to_origin else [fwd, bwd])
-
-
-_LEVEL_THREADS: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "circles_level_threads", default=True
-)
-
-
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    """Draw geometry in the calling thread only, inside this block.
-
-    Isochrone levels are then drawn one after another, and a run draws its service areas
-    in its own thread (:func:`circles.pipeline.run`). :func:`circles.batch.run_area`
-    uses it: there the dask worker processes already share out the cores.
-    """
-    token = _LEVEL_THREADS.set(False)
-    try:
-        yield
-    finally:
-        _LEVEL_THREADS.reset(token)
-
-
-def threads_allowed() -> bool:
-    """False inside :func:`one_thread`."""
-    return _LEVEL_THREADS.get()
-
-
-def _polygonal(geom: BaseGeometry) -> BaseGeometry:
-    """``geom`` made valid, keeping only its polygonal parts."""
-    if shapely.is_valid(geom):
-        return geom
-    fixed = shapely.make_valid(geom)
-    parts = shapely.get_parts(fixed)
-    polys = parts[np.isin(shapely.get_type_id(parts), (3, 6))]  # Polygon, MultiPolygon
-    return shapely.union_all(polys) if polys.size else _empty_polygon()
-
-
-def _network_polygon(
-    start: np.ndarray, end: np.ndarray, lone_xy: np.ndarray, buffer_m: float
-) -> BaseGeometry:
-    """Union of the buffered reached pieces (and of lone reached nodes).
-
-    Chains of pieces are first merged into longer lines (``line_merge``), then each line
-    is buffered and the buffers are unioned in one cascaded union. Measured on the
-    Liechtenstein network (15-min isochrones, benchmarks/bench_isochrones.py): 2-3x
-    faster than buffering every segment, >10x faster than one buffer of the whole
-    multi-line or than buffering the union of the lines. The union is GEOS's disjoint
-    subset union where available (shapely >= 2.1 with GEOS >= 3.12), which unions the
-    groups of overlapping buffers separately: 1.6x faster for a category of a few
-    facilities in separate towns (Liechtenstein's elderly canteens), as fast for a
-    dense one.
-    """
-    parts = []
-    if start.shape[0]:
-        lines = shapely.multilinestrings(shapely.linestrings(np.stack([start, end], axis=1)))
-        merged = shapely.get_parts(shapely.line_merge(lines))
-        parts.append(shapely.buffer(merged, buffer_m, quad_segs=QUAD_SEGS))
-    if lone_xy.shape[0]:
-        parts.append(shapely.buffer(shapely.points(lone_xy), buffer_m, quad_segs=QUAD_SEGS))
-    if not parts:
-        return _empty_polygon()
-    return _UNION(np.concatenate(parts))
-
-
-#: The union of the buffered pieces (:func:`_network_polygon`).
-_UNION: Callable[[np.ndarray], BaseGeometry] = getattr(
-    shapely, "disjoint_subset_union_all", shapely.union_all
-)
-
-#: Which GEOS draws the polygons: part of the cache keys of drawn geometry (another GEOS
-#: or union algorithm may round the last bits differently).
-GEOMETRY_ENGINE = f"GEOS {shapely.geos_version_string}; {getattr(_UNION, '__name__', '')}"
-
-
-def _concave_polygon(points_xy: np.ndarray, ratio: float) -> BaseGeometry:
-    """Buffered concave hull of the reached points."""
-    if not points_xy.shape[0]:
-        return _empty_polygon()
-    hull = shapely.concave_hull(shapely.multipoints(points_xy), ratio=ratio)
-    return shapely.buffer(hull, CONCAVE_BUFFER_M, quad_segs=QUAD_SEGS)
-
-
-def isochrone_polygons(
-    network: WalkNetwork,
-    node_seconds: Any,
-    edge_cost: Any,
-    levels_s: Sequence[float] | np.ndarray | float,
-    *,
-    method: Literal["network", "concave"] = "network",
-    buffer_m: float = NETWORK_BUFFER_M,
-    concave_ratio: float = CONCAVE_RATIO,
-    extra_pieces: Callable[[float], tuple[np.ndarray, np.ndarray]] | None = None,
-    threads: bool | None = None,
-) -> list[BaseGeometry]:
-    """Isochrone polygons, one per walk-time level.
-
-    Parameters
-    ----------
-    network : WalkNetwork
-        The walking network (geometries in its metric CRS ``network.crs``).
-    node_seconds : array_like
-        Walking time in seconds of each node, ``np.inf`` where not reached.
-    edge_cost : array_like
-        ``(n_edges, 2)`` seconds per edge, columns A (``u -> v``) and B (``v -> u``) as
-        in :func:`reached_segments`.
-    levels_s : sequence of float
-        Time limits in seconds, in any order (e.g. ``[300, 600, 900]``).
-    method : {"network", "concave"}, default "network"
-        ``"network"``: union of the reached street segments buffered by ``buffer_m``;
-        faithful, keeps real holes (module docstring). ``"concave"``: concave hull of the
-        reached nodes and cut points, buffered by :data:`CONCAVE_BUFFER_M`; fast,
-        over-covers.
-    buffer_m : float, default 25.0
-        ``"network"`` only: metres from a reached street into the block interior that
-        count as within reach. Must be > 0.
-    concave_ratio : float, default 0.3
-        ``"concave"`` only: ``ratio`` of ``shapely.concave_hull`` in [0, 1] (0 = most
-        concave, 1 = convex hull).
-    extra_pieces : callable, optional
-        ``level_s -> (start_xy, end_xy)``: further reached pieces (metric CRS) added at
-        each level, such as the stretch of a facility's own edge around its snap point
-        (:func:`facility_edge_pieces`), which no node time describes.
-    threads : bool, optional
-        Draw the levels in parallel threads (the result is the same either way). Default:
-        yes, except inside :func:`one_thread` (e.g. on a dask worker, whose process
-        already has its share of the cores).
-
-    Returns
-    -------
-    list of shapely geometry
-        One valid Polygon or MultiPolygon per level, in the order of ``levels_s``, in
-        ``network.crs``; an empty Polygon where nothing is reached. The polygon of a
-        level covers the polygons of all smaller levels (to within 1 mm) and
-        every node with ``node_seconds <= level``.
-
-    Raises
-    ------
-    InputDataError
-        Bad shapes or values of the inputs, unknown ``method``, ``buffer_m <= 0``,
-        ``concave_ratio`` outside [0, 1], or an empty / negative / non-finite level.
-    """
-    secs, cost = _check_inputs(network, node_seconds, edge_cost)
-    if method not in METHODS:
-        raise InputDataError(f"method must be one of {METHODS}, got {method!r}")
-    try:
-        levels = np.atleast_1d(np.asarray(levels_s, dtype=float))
-    except (TypeError, ValueError):
-        raise InputDataError(f"levels_s must be a list of seconds, got {levels_s!r}") from None
-    if levels.ndim != 1 or levels.size == 0:
-        raise InputDataError(f"levels_s must be a non-empty list of seconds, got {levels_s!r}")
-    for lev in levels:
-        _check_limit(lev, "every level in levels_s")
-    buffer_m = float(buffer_m)
-    if not (np.isfinite(buffer_m) and buffer_m > 0):
-        raise InputDataError(f"buffer_m must be a positive number of metres, got {buffer_m!r}")
-    concave_ratio = float(concave_ratio)
-    if not 0.0 <= concave_ratio <= 1.0:
-        raise InputDataError(f"concave_ratio must be in [0, 1], got {concave_ratio!r}")
-
-    uniq = np.unique(levels)
-    draw = _level_polygon_fn(
-        network,
-        secs,
-        cost,
-        method=method,
-        buffer_m=buffer_m,
-        concave_ratio=concave_ratio,
-        extra_pieces=extra_pieces,
-    )
-    raw = _map_tasks(draw, uniq.tolist(), threads=threads)
-    by_level = dict(zip(uniq.tolist(), _nested(raw), strict=True))
-    logger.debug("isochrones (%s): %d levels", method, uniq.size)
-    return [by_level[lev] for lev in levels.tolist()]
-
-
-def _map_tasks(
-    fn: Callable[[Any], BaseGeometry], items: list[Any], *, threads: bool | None
-) -> list[BaseGeometry]:
-    """``[fn(x) for x in items]``, in threads unless :func:`one_thread` says otherwise
-    (GEOS releases the GIL; drawing the largest level alone is about half of the work)."""
-    if threads is None:
-        threads = threads_allowed()
-    if len(items) > 1 and threads:
-        with ThreadPoolExecutor(max_workers=min(len(items), 4)) as pool:
-            return list(pool.map(fn, items))
-    return [fn(x) for x in items]
-
-
-def _level_polygon_fn(
-    network: WalkNetwork,
-    secs: np.ndarray,
-    cost: np.ndarray,
-    *,
-    method: str,
-    buffer_m: float,
-    concave_ratio: float = CONCAVE_RATIO,
-    extra_pieces: Callable[[float], tuple[np.ndarray, np.ndarray]] | None = None,
-) -> Callable[[float], BaseGeometry]:
-    """``level_s -> polygon`` of the nodes within ``level_s`` (not nested; 1 mm grid)."""
-    x, y = np.asarray(network.x, float), np.asarray(network.y, float)
-
-    def level_polygon(level: float) -> BaseGeometry:
-        start, end, cut_xy, touched = _pieces(network, secs, cost, level)
-        if extra_pieces is not None:
-            es, ee = extra_pieces(level)
-            start = np.concatenate([start, np.asarray(es, float).reshape(-1, 2)])
-            end = np.concatenate([end, np.asarray(ee, float).reshape(-1, 2)])
-            cut_xy = np.concatenate(
-                [cut_xy, np.asarray(es, float).reshape(-1, 2), np.asarray(ee, float).reshape(-1, 2)]
-            )
-        reached = secs <= level
-        if method == "network":
-            # nodes reached but on no piece of positive length (time running out exactly
-            # at the node) still get their buffer
-            lone = reached & ~touched
-            lone_xy = np.column_stack([x[lone], y[lone]])
-            poly = _network_polygon(start, end, lone_xy, buffer_m)
-        else:
-            pts = np.concatenate([np.column_stack([x[reached], y[reached]]), cut_xy])
-            poly = _concave_polygon(pts, concave_ratio)
-        # a fixed 1 mm precision grid keeps the overlay of consecutive levels robust
-        return _polygonal(shapely.set_precision(_polygonal(poly), PRECISION_M))
-
-    return level_polygon
-
-
-def _nested(raw: list[BaseGeometry], *, on_grid: bool = True) -> list[BaseGeometry]:
-    """Polygons of ascending levels made nested: each level unioned with the one below.
-
-    The union on the 1 mm grid covers the smaller level to within that grid. With
-    ``on_grid=False`` (parts joined off the grid), a level without a smaller non-empty
-    one below is put on the grid too.
-    """
-    out: list[BaseGeometry] = []
-    previous: BaseGeometry | None = None
-    for poly in raw:
-        if previous is not None and not previous.is_empty:
-            poly = _polygonal(shapely.union(poly, previous, grid_size=PRECISION_M))
-        elif not on_grid:
-            poly = _polygonal(shapely.set_precision(poly, PRECISION_M))
-        out.append(poly)
-        previous = poly
-    return out
-
-
-def to_wgs84(geoms: Any, crs: Any) -> np.ndarray:
-    """Geometries reprojected from ``crs`` to WGS84 longitude/latitude (EPSG:4326).
-
-    Parameters
-    ----------
-    geoms : shapely geometry or array_like of them
-        E.g. the output of :func:`isochrone_polygons`.
-    crs : str or pyproj.CRS
-        Their CRS, e.g. ``network.crs``.
-
-    Returns
-    -------
-    numpy.ndarray
-        Object array of shapely geometries (x = longitude, y = latitude in degrees).
-    """
-    try:
-        src = CRS.from_user_input(crs)
-    except CRSError as exc:
-        raise InputDataError(f"crs {crs!r} is not a valid CRS (e.g. network.crs): {exc}") from exc
-    arr = np.asarray(geoms, dtype=object)
-    if arr.ndim == 0:
-        arr = arr.reshape(1)
-    transformer = Transformer.from_crs(src, "EPSG:4326", always_xy=True)
-
-    def _tr(xy: np.ndarray) -> np.ndarray:
-        lon, lat = transformer.transform(xy[:, 0], xy[:, 1])
-        return np.column_stack([lon, lat])
-
-    return np.asarray(shapely.transform(arr, _tr), dtype=object)
-
-
-def area_km2(geoms: Any, *, crs: Any = None) -> np.ndarray:
-    """Area of each geometry in square kilometres.
-
-    Parameters
-    ----------
-    geoms : shapely geometry or array_like of them
-        Geometries in a metric CRS (metres), e.g. the output of
-        :func:`isochrone_polygons`; empty geometries give 0.
-    crs : str or pyproj.CRS, optional
-        Their CRS; when given it is checked to be projected in metres.
-
-    Returns
-    -------
-    numpy.ndarray
-        float km² per geometry.
-    """
-    if crs is not None:
-        try:
-            c = CRS.from_user_input(crs)
-        except CRSError as exc:
-            raise InputDataError(f"crs {crs!r} is not a valid CRS: {exc}") from exc
-        unit = c.axis_info[0].unit_name if c.axis_info else ""
-        if not c.is_projected or unit not in {"metre", "meter"}:
-            raise InputDataError(
-                f"area_km2 needs geometries in a projected CRS in metres, got {c.name!r}; "
-                "compute areas before to_wgs84 (e.g. in network.crs)"
-            )
-    arr = np.asarray(geoms, dtype=object)
-    if arr.ndim == 0:
-        arr = arr.reshape(1)
-    return np.asarray(shapely.area(arr), dtype=float) / 1e6
-
-
-# --------------------------------------------------------------------------- study layers
-
-
-def facility_edge_pieces(
-    network: WalkNetwork,
-    edge_cost: np.ndarray,
-    edge: np.ndarray,
-    frac: np.ndarray,
-    access_s: np.ndarray,
-    level_s: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The stretch of each facility's own edge from which it is reached within ``level_s``.
-
-    A resident at fraction ``g < frac`` of the edge walks towards ``v`` (cost ``A``) to the
-    snap point, one at ``g > frac`` towards ``u`` (cost ``B``); both then walk the access
-    distance. ``edge_cost`` holds ``(A, B)`` = (u->v, v->u) seconds per edge.
-
-    Returns
-    -------
-    tuple of numpy.ndarray
-        ``(start_xy, end_xy)`` of one piece per facility that reaches anything.
-    """
-    edge = np.asarray(edge, np.int64)
-    frac = np.asarray(frac, float)
-    rem = float(level_s) - np.asarray(access_s, float)
-    ok = rem >= 0
-    edge, frac, rem = edge[ok], frac[ok], rem[ok]
-    a = edge_cost[edge, 0]
-    b = edge_cost[edge, 1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        g0 = np.where(np.isfinite(a) & (a > 0), np.maximum(0.0, frac - rem / a), frac)
-        g1 = np.where(np.isfinite(b) & (b > 0), np.minimum(1.0, frac + rem / b), frac)
-    g0 = np.where(a == 0, 0.0, g0)
-    g1 = np.where(b == 0, 1.0, g1)
-    u, v = network.u[edge], network.v[edge]
-    ux, uy, vx, vy = network.x[u], network.y[u], network.x[v], network.y[v]
-    start = np.column_stack([ux + g0 * (vx - ux), uy + g0 * (vy - uy)])
-    end = np.column_stack([ux + g1 * (vx - ux), uy + g1 * (vy - uy)])
-    keep = g1 > g0
-    return start[keep], end[keep]
 
 
 def community_centres(network: WalkNetwork, communities: Any, centres: Any = None) -> np.ndarray:
@@ -631,7 +97,6 @@ def community_centres(network: WalkNetwork, communities: Any, centres: Any = Non
     community's centroid; it is then moved to the nearest network node, preferring nodes
     inside the community.
     """
-    import geopandas as gpd
     from scipy.spatial import cKDTree
 
     comm = communities.to_crs(network.crs)
@@ -689,9 +154,6 @@ def community_isochrones(
         EPSG:4326: ``community_id``, ``minutes``, ``area_km2``, ``residents``,
         ``centre_node_id``, ``method``; MultiPolygon geometry.
     """
-
-    from circles.access import seconds_from_nodes
-
     net = graph.network
     levels = [float(m) for m in levels_minutes]
     origins = community_centres(net, communities, centres)
@@ -718,7 +180,7 @@ def community_isochrones(
                 }
             )
             geoms.append(poly)
-    return _layer(rows, geoms, net.crs)
+    return layer_frame(rows, geoms, net.crs)
 
 
 def service_areas(
@@ -771,7 +233,7 @@ def service_areas(
     cats = fac["category"].to_numpy(object)
     ids = fac["facility_id"].astype(str).to_numpy()
     if len(fac) == 0:
-        return _layer(rows, geoms, net.crs)
+        return layer_frame(rows, geoms, net.crs)
     mat = graph.with_facilities(edge, frac, acc)
 
     def add_rows(
@@ -832,7 +294,7 @@ def service_areas(
         for k in idx.tolist():
             dk = dijkstra(mat, directed=True, indices=n + k, limit=max(lev_s))[:n]
             draw(np.array([k]), dk, "facility", cat, str(ids[k]))
-    return _layer(rows, geoms, net.crs)
+    return layer_frame(rows, geoms, net.crs)
 
 
 def reach_groups(
@@ -899,8 +361,6 @@ def _group_key(
     buffer_m: float,
 ) -> str:
     """Content key of a reach group: its facilities in a canonical order, the levels."""
-    from circles.cache import array_digest, digest
-
     order = np.lexsort((access_s, frac, edge))
     facilities = array_digest(
         edge[order].astype(np.int64), frac[order].astype(float), access_s[order].astype(float)
@@ -944,12 +404,12 @@ def _grouped_polygons(
         def extra(level: float, m: np.ndarray = members) -> tuple[np.ndarray, np.ndarray]:
             return facility_edge_pieces(network, edge_cost, edge[m], frac[m], access_s[m], level)
 
-        fn = _level_polygon_fn(
+        fn = level_polygon_fn(
             network, group_secs, to_fac, method="network", buffer_m=buffer_m, extra_pieces=extra
         )
         tasks.extend((key, fn, level) for level in levels)
     # every level of every group to draw, in one pool of threads
-    polys = _map_tasks(lambda t: t[1](t[2]), tasks, threads=None)
+    polys = map_tasks(lambda t: t[1](t[2]), tasks, threads=None)
     for j in range(0, len(tasks), len(levels)):
         key = tasks[j][0]
         drawn[key] = polys[j : j + len(levels)]
@@ -962,33 +422,286 @@ def _grouped_polygons(
         if len(parts) == 1:
             joined.append(parts[0])
         else:
-            joined.append(_polygonal(_UNION(np.asarray(parts))) if parts else _empty_polygon())
+            joined.append(polygonal(UNION(np.asarray(parts))) if parts else empty_polygon())
     # one group: exactly what isochrone_polygons draws; several: joined, then nested
-    nested = _nested(joined, on_grid=len(ordered) == 1)
-    out: list[BaseGeometry] = [_empty_polygon()] * len(lev_s)
+    nested = nested_levels(joined, on_grid=len(ordered) == 1)
+    out: list[BaseGeometry] = [empty_polygon()] * len(lev_s)
     for i, poly in zip(order, nested, strict=True):
         out[i] = poly
     return out
 
 
-def _layer(rows: list[dict[str, Any]], geoms: list[BaseGeometry], crs: Any) -> Any:
-    import geopandas as gpd
+# --------------------------------------------------------------------------- the stage
 
-    g = np.asarray(geoms, dtype=object) if geoms else np.asarray([], dtype=object)
-    area = area_km2(g, crs=crs) if len(g) else np.zeros(0)
-    multi = np.asarray(
+
+class GroupMemo:
+    """Polygons of service-area reach groups (:func:`circles.isochrones.reach_groups`) in
+    the cache: one GeoParquet entry per group, keyed by the network and walking costs
+    (``prefix``) and the group's content key."""
+
+    def __init__(self, store: Any, prefix: str, crs: str) -> None:
+        self._store = store
+        self._prefix = prefix
+        self._crs = crs
+
+    def _key(self, key: str) -> str:
+        return digest("service_area_group", self._prefix, key)
+
+    def get(self, key: str) -> list[Any] | None:
+        """The group's polygons per level (None: not cached)."""
+        if not self._store.enabled:
+            return None
+        got = FRAME.load(self._store, "service_area_group", self._key(key))
+        if got is None:
+            return None
+        frame = got.sort_values("level")
+        return list(np.asarray(frame.geometry.array, dtype=object))
+
+    def put(self, key: str, polygons: list[Any]) -> None:
+        """Keep the group's polygons per level."""
+        if not self._store.enabled:
+            return
+        frame = gpd.GeoDataFrame(
+            {"level": np.arange(len(polygons), dtype=np.int64)},
+            geometry=np.asarray(polygons, dtype=object),
+            crs=self._crs,
+        )
+        FRAME.save(self._store, "service_area_group", self._key(key), frame)
+
+
+class ServiceAreas:
+    """A run's service areas, per category: read from the cache or drawn when asked for.
+
+    :meth:`start` draws the categories missing from the cache in a background thread
+    (GEOS work, mostly without the GIL) while the run goes on. :mod:`circles.outputs`
+    then takes the whole layer, or, updating a GeoPackage in place, only the rows of the
+    categories whose facilities changed; the other categories are read from the cache
+    only if ``result.service_areas`` is used.
+
+    Parameters
+    ----------
+    keys : dict
+        Category -> cache key of its areas, in layer order.
+    snapped : geopandas.GeoDataFrame
+        The snapped facilities.
+    draw : callable
+        Facilities -> their service-area rows (:func:`circles.isochrones.service_areas`).
+    store : circles.cache.Cache
+    say : callable
+        Progress messages.
+    """
+
+    def __init__(
+        self,
+        keys: dict[str, str],
+        snapped: gpd.GeoDataFrame | None,
+        draw: Callable[[gpd.GeoDataFrame], gpd.GeoDataFrame] | None,
+        store: Any,
+        say: Progress,
+    ) -> None:
+        self.keys = keys
+        self.key: str | None = digest("service_areas_all", list(keys.values())) if keys else None
+        self._snapped = snapped
+        self._draw = draw
+        self._store = store
+        self._say = say
+        self._parts: dict[str, gpd.GeoDataFrame] = {}
+        self._value: gpd.GeoDataFrame | None = None
+        self._done = snapped is None
+        self._future: Future[dict[str, gpd.GeoDataFrame]] | None = None
+
+    @classmethod
+    def none(cls) -> ServiceAreas:
+        """No service areas (``[isochrones] service_areas = false``)."""
+        return cls({}, None, None, None, noop)
+
+    def start(self) -> None:
+        """Start drawing the categories missing from the cache in a background thread."""
+        if self._done or self._future is not None or not self.keys or not threads_allowed():
+            return
+        todo = [
+            c
+            for c in self.keys
+            if c not in self._parts
+            and not self._store.exists("service_areas", self.keys[c], ".parquet")
+        ]
+        if not todo:
+            return
+        self._say(f"drawing service areas of {len(todo)} categories: {', '.join(todo)}")
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="circles-areas")
+        self._future = pool.submit(self._draw_parts, todo)
+        pool.shutdown(wait=False)
+
+    def _draw_parts(self, cats: list[str]) -> dict[str, gpd.GeoDataFrame]:
+        assert self._snapped is not None
+        assert self._draw is not None
+        out = {}
+        for cat in cats:
+            part = self._draw(self._snapped[self._snapped["category"] == cat])
+            out[cat] = FRAME.save(self._store, "service_areas", self.keys[cat], part)
+        return out
+
+    def _collect(self) -> None:
+        """Wait for the background drawing (re-raising its error)."""
+        if self._future is not None:
+            future, self._future = self._future, None
+            self._parts.update(future.result())
+
+    def parts(self, cats: list[str]) -> dict[str, gpd.GeoDataFrame]:
+        """The rows of the categories ``cats``, drawing (and caching) those not cached."""
+        self._collect()
+        for cat in cats:
+            if cat not in self._parts:
+                got = FRAME.load(self._store, "service_areas", self.keys[cat])
+                if got is not None:
+                    self._parts[cat] = got
+        todo = [c for c in cats if c not in self._parts]
+        if todo:
+            self._say(f"drawing service areas of {len(todo)} categories: {', '.join(todo)}")
+            self._parts.update(self._draw_parts(todo))
+        return {c: self._parts[c] for c in cats}
+
+    def rows(self, cats: list[str]) -> gpd.GeoDataFrame:
+        """The rows of the categories ``cats`` as one frame, in that order."""
+        parts = self.parts(cats)
+        return gpd.GeoDataFrame(
+            pd.concat(list(parts.values()), ignore_index=True), geometry="geometry"
+        )
+
+    def get(self) -> gpd.GeoDataFrame | None:
+        """The whole layer (None without service areas)."""
+        if self._done:
+            return self._value
+        assert self._snapped is not None
+        assert self._draw is not None
+        if self.keys:
+            self._value = self.rows(list(self.keys))
+        else:
+            self._value = self._draw(self._snapped)
+        self._done = True
+        return self._value
+
+
+def study_isochrones(
+    network: Keyed[WalkNetwork],
+    communities: Keyed[gpd.GeoDataFrame],
+    facilities: gpd.GeoDataFrame,
+    weight: np.ndarray,
+    cost: np.ndarray,
+    section: IsochronesSection,
+    walk: WalkSection,
+    ctx: RunContext,
+) -> tuple[Keyed[gpd.GeoDataFrame] | None, ServiceAreas]:
+    """The isochrones stage: community isochrones (cached) and the service areas.
+
+    Community isochrones do not depend on facilities, so they are drawn once per
+    network, communities, walking costs and residents. Service areas are keyed per
+    category (by the category's snapped facilities), so a facility update redraws only
+    the categories it touched; they are returned undrawn (:class:`ServiceAreas`).
+
+    Parameters
+    ----------
+    network, communities : Keyed
+        The walking network and the communities, with their keys.
+    facilities : geopandas.GeoDataFrame
+        All facilities (the snapped ones get service areas).
+    weight : numpy.ndarray
+        Residents per node.
+    cost : numpy.ndarray
+        Seconds per edge of the main walking profile, ``(n_edges, 2)``.
+    section : IsochronesSection
+        ``[isochrones]``: method, buffer, service areas, per facility, centres file.
+    walk : WalkSection
+        ``[walk]``: levels and the main walking speed (the access walk to a facility).
+    ctx : RunContext
+
+    Returns
+    -------
+    tuple
+        The community isochrones with their key (None without ``[isochrones] enabled``)
+        and the service areas.
+    """
+    if not section.enabled:
+        return None, ServiceAreas.none()
+    ctx.stage("isochrones")
+    levels_minutes = walk.levels_minutes
+    speed_m_s = walk.resolved_speed_m_s
+    method, buffer_m, per_facility = section.method, section.buffer_m, section.per_facility
+    with_service_areas = section.service_areas
+    centres = ctx.resolve(section.centres)
+    levels = list(levels_minutes)
+    cost_sha = array_digest(cost)
+    weight_sha = array_digest(weight)
+    centres_sha = ctx.inputs.sha("centres", centres) if centres else None
+    graph: AccessGraph | None = None
+
+    def get_graph() -> AccessGraph:
+        nonlocal graph
+        if graph is None:
+            graph = cached_graph(network, cost, ctx.store)
+        return graph
+
+    def draw_isochrones() -> gpd.GeoDataFrame:
+        ctx.say("drawing community isochrones")
+        return community_isochrones(
+            get_graph(),
+            communities.value,
+            weight,
+            levels_minutes=levels,
+            method=method,  # type: ignore[arg-type]
+            centres=read_centres(centres, communities.value),
+            buffer_m=buffer_m,
+        )
+
+    iso = ctx.store.memo(
+        "isochrones",
         [
-            shapely.multipolygons(shapely.get_parts(x))
-            if not x.is_empty
-            else shapely.MultiPolygon()
-            for x in g
+            network.key,
+            communities.key,
+            cost_sha,
+            weight_sha,
+            levels,
+            method,
+            buffer_m,
+            centres_sha,
+            GEOMETRY_ENGINE,
         ],
-        dtype=object,
+        draw_isochrones,
+        codec=FRAME,
     )
-    df = (
-        gpd.GeoDataFrame(rows, geometry=gpd.GeoSeries(multi, crs=crs), crs=crs)
-        if rows
-        else gpd.GeoDataFrame({"minutes": []}, geometry=gpd.GeoSeries([], crs=crs))
-    )
-    df["area_km2"] = area
-    return df.to_crs("EPSG:4326")
+    if not with_service_areas:
+        return iso, ServiceAreas.none()
+    snapped = facilities[facilities["status"] == STATUS_SNAPPED]
+    prefix = digest("service_area_groups", network.key, cost_sha)
+    memo = GroupMemo(ctx.store, prefix, network.value.crs)
+
+    def draw_areas(fac: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+        return service_areas(
+            get_graph(),
+            fac,
+            weight,
+            levels_minutes=levels,
+            method=method,  # type: ignore[arg-type]
+            speed_m_s=speed_m_s,
+            per_facility=per_facility,
+            buffer_m=buffer_m,
+            memo=memo,
+        )
+
+    keys: dict[str, str] = {}
+    cols = ["facility_id", "category", "status", "edge", "frac", "snap_m"]
+    for cat in dict.fromkeys(snapped["category"].tolist()):
+        keys[cat] = digest(
+            "service_areas",
+            network.key,
+            cost_sha,
+            weight_sha,
+            frame_digest(snapped[snapped["category"] == cat], cols),
+            levels,
+            method,
+            speed_m_s,
+            per_facility,
+            buffer_m,
+            GEOMETRY_ENGINE,
+        )
+    return iso, ServiceAreas(keys, snapped, draw_areas, ctx.store, ctx.say)

@@ -31,7 +31,6 @@ import logging
 import math
 import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from importlib import import_module
 from pathlib import Path
@@ -46,6 +45,7 @@ import pandas as pd
 import shapely
 
 from circles._errors import DataFileError, InputDataError
+from circles.io import atomic_path
 from circles.network import utm_crs
 
 logger = logging.getLogger(__name__)
@@ -841,16 +841,14 @@ def save_map(m: folium.Map, path: str | os.PathLike[str], *, self_contained: boo
                 f"{remote[0]!r}); remove the element or save with self_contained=False"
             )
         page = _TAG.sub(functools.partial(_inline_asset, warned=set()), page)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    tmp, out = atomic_path(out)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(page)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a report page is meant to be shared
+        os.chmod(tmp, 0o644)  # a report page is meant to be shared
         os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    finally:
+        tmp.unlink(missing_ok=True)
     logger.info("wrote %s (%.1f MB)", out, out.stat().st_size / 1e6)
     return out
 

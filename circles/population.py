@@ -34,10 +34,11 @@ import logging
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import geopandas as gpd
 import numpy as np
 import pandas as pd
 import rasterio
@@ -49,8 +50,14 @@ from rasterio.errors import RasterioIOError, WindowError
 from rasterio.transform import Affine
 from scipy.spatial import cKDTree
 
+from circles import io
 from circles._errors import DataFileError, InputDataError
+from circles.cache import ARRAYS, Keyed
+from circles.config import CommunitiesSection, PopulationSection, resolve_path
+from circles.coverage import BASIS_STREET_LENGTH, assign_nodes
 from circles.network import WalkNetwork
+from circles.result import Residents, RunContext
+from circles.settings import WGS84
 
 logger = logging.getLogger(__name__)
 
@@ -524,8 +531,6 @@ def building_population(
     -------
     BuildingPopulation
     """
-    import geopandas as gpd
-
     net = _check_network(network)
     if not isinstance(buildings_gdf, gpd.GeoDataFrame):
         raise InputDataError(
@@ -644,3 +649,192 @@ __all__ = [
     "community_node_population",
     "raster_node_population",
 ]
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def node_weights(
+    pop: PopulationSection,
+    network: WalkNetwork,
+    communities: Any,
+    node_comm: np.ndarray,
+    *,
+    source: str,
+    base_dir: str = ".",
+    population_column: str | None = None,
+    elderly_share_column: str | None = None,
+) -> tuple[np.ndarray, np.ndarray | None, str, dict[str, Any]]:
+    """Residents per node (and elderly residents per node, if known) and what they rest on.
+
+    Parameters
+    ----------
+    pop : PopulationSection
+        ``[population]``: rasters or OSM buildings.
+    network : WalkNetwork
+    communities : geopandas.GeoDataFrame
+        The communities (their population and elderly-share columns, if any).
+    node_comm : numpy.ndarray
+        Community position of each node (-1: none).
+    source : str
+        The OSM file (buildings are read from it).
+    base_dir : str
+        Folder that relative raster paths are resolved against.
+    population_column, elderly_share_column : str, optional
+        Community columns of people and of the share aged 60+ (0-1).
+
+    Returns
+    -------
+    tuple
+        People per node, elderly people per node (None: not known), what the people
+        rest on (``residents_basis``), and placement counts for the summary.
+    """
+    info: dict[str, Any] = {}
+    area = shapely.union_all(communities.geometry.to_numpy()) if len(communities) else None
+    elderly = None
+    if pop.raster is not None:
+        placed = raster_node_population(
+            network, resolve_path(pop.raster, base_dir) or "", max_snap_m=pop.max_snap_m, area=area
+        )
+        weight = placed.node_population
+        basis = f"population raster {Path(pop.raster).name}"
+        info["population_raster"] = {
+            "placed": placed.placed,
+            "unplaced": placed.unplaced,
+            "raster_total": placed.raster_total,
+            "unplaced_cells": placed.unplaced_cells,
+        }
+    elif pop.buildings:
+        feats = read_buildings(source)
+        b = building_population(feats, network, max_snap_m=pop.max_snap_m)
+        weight = b.node_population
+        basis = "OSM residential buildings (floor area x levels)"
+        info["buildings"] = {
+            "placed": b.placed,
+            "unplaced": b.unplaced,
+            "residential_buildings": b.buildings_residential,
+            "levels_defaulted": b.levels_defaulted,
+        }
+    elif population_column and population_column in communities:
+        col = population_column
+        weight = community_node_population(network, node_comm, communities[col].to_numpy(float))
+        weight = np.nan_to_num(weight, nan=0.0)
+        basis = f"community population ({col}) spread over street length"
+    else:
+        weight = network.node_weight_m()
+        basis = BASIS_STREET_LENGTH
+    if pop.elderly_raster is not None:
+        placed = raster_node_population(
+            network,
+            resolve_path(pop.elderly_raster, base_dir) or "",
+            max_snap_m=pop.max_snap_m,
+            area=area,
+        )
+        elderly = placed.node_population
+        info["elderly_raster"] = {
+            "placed": placed.placed,
+            "unplaced": placed.unplaced,
+            "raster_total": placed.raster_total,
+        }
+    elif (share_col := elderly_share_column) is not None and (share_col in communities):
+        col = share_col
+        share = communities[col].to_numpy(float)
+        bad = ~np.isfinite(share) | (share < 0) | (share > 1)
+        if bad.any():
+            raise InputDataError(
+                f"communities.{col}: elderly shares must be numbers between 0 and 1; "
+                f"{int(bad.sum())} communities have other values"
+            )
+        elderly = apply_share(weight, np.where(node_comm >= 0, share[node_comm], 0.0))
+        info["elderly_share_column"] = col
+    return weight, elderly, basis, info
+
+
+def read_buildings(source: str) -> gpd.GeoDataFrame:
+    """The buildings of an OSM file (with ``building`` and ``building:levels``)."""
+    if io.osm_format(source) == "pbf":
+        import warnings
+
+        import pyrosm
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            b = pyrosm.OSM(source).get_buildings()
+        if b is None:
+            raise InputDataError(f"{source}: no buildings in this extract")
+        return gpd.GeoDataFrame(b, geometry="geometry", crs=WGS84)
+    feats = io.read_osm_features(source, keys=("building",))
+    for k in ("building", "building:levels"):
+        feats[k] = [t.get(k) for t in feats["tags"]]
+    return feats
+
+
+def study_residents(
+    network: Keyed[WalkNetwork],
+    communities: Keyed[Any],
+    pop: PopulationSection,
+    columns: CommunitiesSection,
+    source: str,
+    ctx: RunContext,
+) -> Residents:
+    """The residents stage: nodes assigned to communities and weighted (cached).
+
+    Parameters
+    ----------
+    network, communities : Keyed
+        The walking network and the communities, with their cache keys.
+    pop : PopulationSection
+        ``[population]``.
+    columns : CommunitiesSection
+        ``[communities]`` (its population and elderly-share columns).
+    source : str
+        The OSM file (buildings are read from it).
+    ctx : RunContext
+    """
+    ctx.stage("residents")
+    base_dir = ctx.base_dir
+    population_column = columns.population_column
+    elderly_share_column = columns.elderly_share_column
+    files = {
+        k: ctx.inputs.sha(k, resolve_path(v, base_dir) or v)
+        for k, v in (("population_raster", pop.raster), ("elderly_raster", pop.elderly_raster))
+        if v is not None
+    }
+    src_sha = ctx.inputs.sha("network_source", source) if pop.buildings else None
+
+    def compute() -> dict[str, Any]:
+        node_comm = assign_nodes(network.value, communities.value)
+        weight, elderly, basis, info = node_weights(
+            pop,
+            network.value,
+            communities.value,
+            node_comm,
+            source=source,
+            base_dir=base_dir,
+            population_column=population_column,
+            elderly_share_column=elderly_share_column,
+        )
+        return {
+            "node_comm": node_comm,
+            "weight": weight,
+            "elderly": elderly if elderly is not None else np.zeros(0),
+            "basis": basis,
+            "pop_info": info,
+            "has_elderly": elderly is not None,
+        }
+
+    got = ctx.store.memo(
+        "residents",
+        [network.key, communities.key, asdict(pop), files, src_sha],
+        compute,
+        codec=ARRAYS,
+    )
+    v = got.value
+    return Residents(
+        node_community=v["node_comm"],
+        weight=v["weight"],
+        elderly=v["elderly"] if v["has_elderly"] else None,
+        basis=str(v["basis"]),
+        info=dict(v["pop_info"]),
+        key=got.key,
+    )

@@ -97,6 +97,27 @@ _MET_WORDS: Final = {
     "zh": {"yes": "达标", "no": "未达标", "reported": "仅报告", NO_DATA: "无数据"},
     "en": {"yes": "met", "no": "not met", "reported": "reported", NO_DATA: "no data"},
 }
+
+
+@dataclass(frozen=True)
+class ReportRequest:
+    """A report to write with a run (``circles report``; see :func:`write_report`).
+
+    Attributes
+    ----------
+    lang : {"zh", "en"}
+        Report language.
+    attributes : str, optional
+        CSV of community attributes joined on ``community_id``.
+    inherited : bool
+        Taken over from the previous run's manifest (not asked for by this run).
+    """
+
+    lang: str = "zh"
+    attributes: str | None = None
+    inherited: bool = False
+
+
 _ALL_SCOPE: Final = {"zh": "全市（全部研究范围）", "en": "whole study area"}
 
 
@@ -742,7 +763,7 @@ def write_report(
     """
     from circles.categories import Profile, load_profile
     from circles.checklist import checklist_from_result, evaluate_checklist
-    from circles.pipeline import StudyResult
+    from circles.result import StudyResult
 
     if lang not in _MET_WORDS:
         raise ConfigError(f"lang must be 'zh' or 'en'; got {lang!r}")

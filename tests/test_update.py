@@ -210,7 +210,7 @@ def test_later_updates_start_from_the_cached_state(
 ) -> None:
     """A second update applies only itself (the state after the first is cached), and a
     corrupted state entry is rebuilt by re-applying the ledger; both equal a full run."""
-    import circles.update as upd_mod
+    import circles.ledger as upd_mod  # where updates are applied (circles.update records them)
 
     pts = _points(tmp_path)
     first = tmp_path / "first.csv"

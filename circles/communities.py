@@ -1,0 +1,336 @@
+"""The communities stage: OSM boundaries, boundary files, hexagons and service zones.
+
+Every community table has ``community_id``, ``name`` and ``derived`` (what the polygons
+are: an OSM boundary, a boundary file, hexagons, or service zones derived from centre
+points) and valid polygon geometry in EPSG:4326. :func:`study_communities` reads them
+once per input and keeps them in the study's cache.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+
+from circles import coords, io, zones
+from circles._errors import DataFileError, InputDataError
+from circles.areas import Area, communities_in_area
+from circles.cache import FRAME, Keyed
+from circles.config import CommunitiesSection, WalkSection, resolve_path
+from circles.coverage import hexagon_communities
+from circles.facilities import LAT_NAMES, LON_NAMES
+from circles.network import WalkNetwork
+from circles.result import RunContext
+from circles.settings import MAX_SNAP_M, WALK_SPEEDS_M_S, WGS84
+
+logger = logging.getLogger(__name__)
+
+#: Sources of communities that are not files.
+BUILT_IN_SOURCES = ("osm", "hexagons", "zones")
+
+
+def load_communities(
+    section: CommunitiesSection,
+    network: WalkNetwork,
+    source: str,
+    *,
+    base_dir: str = ".",
+    speed_m_s: float = WALK_SPEEDS_M_S["adult"],
+    max_snap_m: float = MAX_SNAP_M,
+) -> gpd.GeoDataFrame:
+    """Community polygons with ``community_id``, ``name``, ``derived`` (EPSG:4326).
+
+    Parameters
+    ----------
+    section : CommunitiesSection
+        ``[communities]``: OSM boundaries, hexagons, a boundary file or service zones.
+    network : WalkNetwork
+        The walking network (hexagons cover it; zones are drawn on it).
+    source : str
+        The OSM file (for OSM boundaries).
+    base_dir : str
+        Folder that relative paths of ``section`` are resolved against.
+    speed_m_s, max_snap_m : float
+        Walking speed (m/s) and snapping distance (m) of service zones.
+    """
+    c = section
+    if c.source == "hexagons":
+        return hexagon_communities(network, width_m=c.hex_width_m)
+    if c.source == "zones":
+        return zone_communities(
+            c, network, base_dir=base_dir, speed_m_s=speed_m_s, max_snap_m=max_snap_m
+        )
+    if c.source == "osm":
+        b = io.read_osm_boundaries(source, admin_level=c.admin_level)
+        if b.empty:
+            raise InputDataError(
+                f"{source}: no administrative boundaries at admin_level={c.admin_level}; set "
+                '[communities] source to a boundary file or to "hexagons"'
+            )
+        if c.parent is not None:
+            allb = io.read_osm_boundaries(source, admin_level=None)
+            par = allb[allb["name"] == c.parent]
+            if par.empty:
+                raise InputDataError(
+                    f"{source}: no administrative boundary named {c.parent!r} "
+                    "(communities.parent); names found: "
+                    f"{sorted(set(allb['name'].dropna().astype(str)))[:30]}"
+                )
+            inside = shapely.within(
+                b.geometry.representative_point().to_numpy(),
+                shapely.union_all(par.geometry.to_numpy()),
+            )
+            dropped = b.loc[~inside, "name"].tolist()
+            if dropped:
+                logger.warning("communities outside %r left out: %s", c.parent, dropped)
+            b = b[inside]
+        out = gpd.GeoDataFrame(
+            {
+                "community_id": "r" + b["osm_id"].astype(str),
+                "name": b["name"].astype(str),
+                "derived": f"OSM boundary admin_level={c.admin_level}",
+            },
+            geometry=b.geometry.to_numpy(),
+            crs=WGS84,
+        )
+    else:
+        path = resolve_path(c.source, base_dir)
+        assert path is not None
+        try:
+            raw = gpd.read_file(path)
+        except Exception as exc:
+            raise DataFileError(f"{path}: cannot read communities ({exc})") from exc
+        if raw.crs is None:
+            raise InputDataError(f"{path}: communities file has no CRS")
+        for col in (c.id_column, c.name_column):
+            if col not in raw:
+                raise InputDataError(
+                    f"{path}: no column {col!r}; columns are {list(raw.columns)} (set "
+                    "communities.id_column / name_column)"
+                )
+        ids = raw[c.id_column].astype(str)
+        if ids.duplicated().any():
+            raise InputDataError(
+                f"{path}: duplicate community ids {sorted(set(ids[ids.duplicated()]))[:5]}"
+            )
+        out = gpd.GeoDataFrame(
+            {
+                "community_id": ids.to_numpy(),
+                "name": raw[c.name_column].astype(str).to_numpy(),
+                "derived": "boundary file",
+            },
+            geometry=raw.geometry.to_numpy(),
+            crs=raw.crs,
+        ).to_crs(WGS84)
+        if c.coord_system != "wgs84":
+            out = coords.geometry_to_wgs84(out, c.coord_system)
+        for extra in (c.population_column, c.households_column, c.elderly_share_column):
+            if extra is not None:
+                if extra not in raw:
+                    raise InputDataError(f"{path}: no column {extra!r}")
+                out[extra] = pd.to_numeric(raw[extra], errors="coerce").to_numpy()
+        for extra in c.attribute_columns:
+            if extra not in raw:
+                raise InputDataError(
+                    f"{path}: no column {extra!r} (communities.attribute_columns); columns "
+                    f"are {list(raw.columns)}"
+                )
+            out[extra] = raw[extra].to_numpy()
+    if c.exclude:
+        out = out[~out["name"].isin(c.exclude) & ~out["community_id"].isin(c.exclude)]
+    bad = ~out.geometry.is_valid
+    if bad.any():
+        out.loc[bad, "geometry"] = shapely.make_valid(out.geometry[bad].to_numpy())
+    return out.reset_index(drop=True)
+
+
+def read_points(
+    path: str, *, id_column: str, name_column: str | None, coord_system: str
+) -> gpd.GeoDataFrame:
+    """Points with ids and names from a CSV/XLSX (lon/lat columns) or a point file.
+
+    Parameters
+    ----------
+    path : str
+        CSV/XLSX with lon/lat (or 经度/纬度) columns, or a point file with a CRS.
+    id_column, name_column : str
+        Columns of the ids (unique) and names.
+    coord_system : {"wgs84", "gcj02", "bd09"}
+        Datum of the coordinates (converted to WGS84).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DataFileError(f"{p}: file not found")
+    if p.suffix.lower() in {".csv", ".txt", ".xlsx", ".xls"}:
+        df = (
+            pd.read_excel(p, dtype=str)
+            if p.suffix.lower().startswith(".xls")
+            else pd.read_csv(p, dtype=str, encoding="utf-8-sig")
+        )
+        lon = next((col for col in df.columns if str(col).strip().lower() in LON_NAMES), None)
+        lat = next((col for col in df.columns if str(col).strip().lower() in LAT_NAMES), None)
+        if lon is None or lat is None:
+            raise InputDataError(f"{p}: needs lon/lat (or 经度/纬度) columns")
+        x = pd.to_numeric(df[lon], errors="coerce")
+        y = pd.to_numeric(df[lat], errors="coerce")
+        bad = x.isna() | y.isna()
+        if bad.any():
+            raise InputDataError(
+                f"{p}: rows {list(np.flatnonzero(bad.to_numpy()) + 1)[:10]} have missing or "
+                "non-numeric coordinates"
+            )
+        pts = gpd.GeoDataFrame(df, geometry=gpd.points_from_xy(x, y), crs=WGS84)
+    else:
+        pts = gpd.read_file(p)
+        if pts.crs is None:
+            raise InputDataError(f"{p}: point file has no CRS")
+        pts = pts.to_crs(WGS84)
+    for col in (id_column, name_column):
+        if col is not None and col not in pts:
+            raise InputDataError(f"{p}: no column {col!r}; columns are {list(pts.columns)}")
+    if pts[id_column].astype(str).duplicated().any():
+        raise InputDataError(f"{p}: duplicate ids in column {id_column!r}")
+    if coord_system != "wgs84":
+        pts = coords.geometry_to_wgs84(pts, coord_system)
+    return pts
+
+
+def zone_communities(
+    section: CommunitiesSection,
+    network: WalkNetwork,
+    *,
+    base_dir: str,
+    speed_m_s: float,
+    max_snap_m: float,
+) -> gpd.GeoDataFrame:
+    """Communities derived as network service zones of centre points.
+
+    Parameters
+    ----------
+    section : CommunitiesSection
+        ``centres`` (and optionally ``boundary``) with their columns and datums.
+    network : WalkNetwork
+    base_dir : str
+        Folder that relative paths are resolved against.
+    speed_m_s, max_snap_m : float
+        Walking speed in m/s; metres within which a centre joins the network.
+    """
+    c = section
+    centres = read_points(
+        resolve_path(c.centres, base_dir) or "",
+        id_column=c.id_column,
+        name_column=c.name_column,
+        coord_system=c.coord_system,
+    )
+    boundary = None
+    if c.boundary is not None:
+        b = gpd.read_file(resolve_path(c.boundary, base_dir) or "")
+        if b.crs is None:
+            raise InputDataError(f"{c.boundary}: boundary file has no CRS")
+        b = b.to_crs(WGS84)
+        if c.boundary_coord_system != "wgs84":
+            b = coords.geometry_to_wgs84(b, c.boundary_coord_system)
+        boundary = shapely.union_all(b.geometry.to_numpy())
+    got = zones.service_zones(
+        network,
+        centres,
+        id_column=c.id_column,
+        name_column=c.name_column,
+        boundary=boundary,
+        speed_m_s=speed_m_s,
+        max_snap_m=max_snap_m,
+    )
+    out = got.zones
+    out = out[~out.geometry.is_empty].reset_index(drop=True)
+    for extra in c.attribute_columns:
+        if extra not in centres:
+            raise InputDataError(f"{c.centres}: no column {extra!r}")
+        by_id = dict(zip(centres[c.id_column].astype(str), centres[extra], strict=True))
+        out[extra] = out["community_id"].astype(str).map(by_id).to_numpy()
+    return out
+
+
+def read_centres(path: str | None, communities: gpd.GeoDataFrame) -> gpd.GeoSeries | None:
+    """Community centre points (a file with ``community_id`` and lon/lat) aligned with
+    ``communities`` (None if ``path`` is None)."""
+    if path is None:
+        return None
+    pts = read_points(path, id_column="community_id", name_column=None, coord_system="wgs84")
+    by_id = dict(zip(pts["community_id"].astype(str), pts.geometry, strict=True))
+    return gpd.GeoSeries([by_id.get(c) for c in communities["community_id"]], crs=WGS84)
+
+
+def study_communities(
+    section: CommunitiesSection,
+    network: Keyed[WalkNetwork],
+    source: str,
+    walk: WalkSection,
+    area: Area | None,
+    ctx: RunContext,
+) -> Keyed[gpd.GeoDataFrame]:
+    """The communities stage: :func:`load_communities`, inside the area, cached.
+
+    Parameters
+    ----------
+    section : CommunitiesSection
+        ``[communities]``.
+    network : Keyed
+        The (area's) walking network and its key.
+    source : str
+        The network's OSM file (OSM boundaries are read from it).
+    walk : WalkSection
+        ``[walk]`` (service zones are drawn at its speed and snapping distance).
+    area : Area, optional
+        The selected area: communities outside its boundary are left out.
+    ctx : RunContext
+    """
+    ctx.stage("communities")
+    base_dir = ctx.base_dir
+    boundary = area.boundary if area is not None else None
+    area_doc = area.doc if area is not None else None
+    c = section
+    src_sha = ctx.inputs.sha("network_source", source)
+    files: str | list[str] | None = None
+    if c.source not in BUILT_IN_SOURCES:
+        files = ctx.inputs.sha("communities", resolve_path(c.source, base_dir) or c.source)
+    elif c.source == "zones":
+        files = [
+            ctx.inputs.sha(f"communities_{k}", resolve_path(v, base_dir) or v)
+            for k, v in (("centres", c.centres), ("boundary", c.boundary))
+            if v is not None
+        ]
+    ctx.say("reading communities")
+
+    def compute() -> gpd.GeoDataFrame:
+        out = load_communities(
+            c,
+            network.value,
+            source,
+            base_dir=base_dir,
+            speed_m_s=walk.resolved_speed_m_s,
+            max_snap_m=walk.max_snap_m,
+        )
+        return communities_in_area(out, boundary)
+
+    got = ctx.store.memo(
+        "communities",
+        [
+            network.key,
+            src_sha,
+            asdict(c),
+            files,
+            area_doc,
+            asdict(walk) if c.source == "zones" else None,  # zones depend on walking
+        ],
+        compute,
+        codec=FRAME,
+    )
+    comm = got.value
+    derived = comm["derived"].iloc[0] if len(comm) else "-"
+    ctx.say(f"communities: {len(comm)} ({derived})")
+    return got
