@@ -564,8 +564,8 @@ def _stage_changed(
     old_layers = gpkg_rec.get("layers", {}) if isinstance(gpkg_rec, dict) else {}
     current = tx.final("data", "circles.gpkg")
     in_place = "gpkg" in todo and bool(old_layers) and _intact(gpkg_rec, current, "circles.gpkg")
-    if not in_place:
-        areas_now()
+    if not in_place and ({"gpkg", "gpkg_export"} & set(todo)):
+        areas_now()  # every service area is written: draw (or read) them all now
     for key in todo:
         name = names[key]
         path = _staged(tx, "data", name)
