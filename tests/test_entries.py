@@ -353,12 +353,16 @@ def test_output_layers_of_the_entries() -> None:
 # --------------------------------------------------------------------------- networkx
 
 
-def networkx_seconds(net: WalkNetwork, ent: Entries) -> np.ndarray:
-    """Seconds (metres at 1 m/s) from every node to the nearest facility, by networkx on
-    the network's own export with every entry split into its edge."""
+def networkx_seconds(
+    net: WalkNetwork, ent: Entries, *, speed_m_s: float, steps_factor: float
+) -> np.ndarray:
+    """Seconds from every node to the nearest facility, by networkx on the network's own
+    export (lengths and highway tags; steps ``steps_factor`` times slower), every edge
+    entry split into its edge."""
+    factor = {True: steps_factor, False: 1.0}
     g = nx.DiGraph()
     for t, h, d in net.to_networkx().edges(data=True):
-        w = d["length"]
+        w = d["length"] / speed_m_s * factor[d["highway"] == "steps"]
         if not g.has_edge(t, h) or g[t][h]["weight"] > w:
             g.add_edge(t, h, weight=w)
     ids = net.node_id
@@ -366,16 +370,17 @@ def networkx_seconds(net: WalkNetwork, ent: Entries) -> np.ndarray:
         fnode = ("facility", int(ent.facility[i]))
         if ent.node[i] >= 0:
             a = ids[ent.node[i]]
-            w = float(ent.access_s[i])
         else:
             e = int(ent.edge[i])
             a = ("entry", i)
             u, v = ids[net.u[e]], ids[net.v[e]]
             f = float(ent.frac[i])
-            length = float(net.length_m[e])
-            g.add_edge(u, a, weight=f * length)
-            g.add_edge(v, a, weight=(1.0 - f) * length)
-            w = float(ent.access_s[i])
+            s_e = float(net.length_m[e]) / speed_m_s * factor[net.highway[e] == "steps"]
+            if net.direction[e] >= 0:
+                g.add_edge(u, a, weight=f * s_e)
+            if net.direction[e] <= 0:
+                g.add_edge(v, a, weight=(1.0 - f) * s_e)
+        w = float(ent.access_s[i])
         if not g.has_edge(a, fnode) or g[a][fnode]["weight"] > w:
             g.add_edge(a, fnode, weight=w)
     sources = [n for n in g.nodes if isinstance(n, tuple) and n[0] == "facility"]
@@ -417,16 +422,21 @@ def _real(
 @pytest.mark.parametrize("extract", ["porto_parks", "liechtenstein_parks"])
 def test_engine_equals_networkx_with_entries(extract: str, request: pytest.FixtureRequest) -> None:
     from circles.access import SnappedArrays
+    from circles.terrain import edge_seconds
+    from circles.walking import WALK_PROFILES
 
     net, fac, ent = request.getfixturevalue(extract)
+    adult = WALK_PROFILES["adult"]
     arrays = SnappedArrays(fac, ent)
-    graph = AccessGraph.from_network(net, net.edge_seconds(1.0))
+    graph = AccessGraph.from_network(net, edge_seconds(net, adult))
     for cat in ("park", "fitness"):
-        e = arrays.entries(cat, 1.0)
+        e = arrays.entries(cat, adult.speed_m_s)
         assert (e.node >= 0).any()  # the test covers node entries and edge entries
         assert (e.edge >= 0).any()
         sec, _ = nearest_seconds(graph, e)
-        np.testing.assert_allclose(sec, networkx_seconds(net, e), rtol=1e-12, atol=1e-6)
+        want = networkx_seconds(net, e, speed_m_s=adult.speed_m_s, steps_factor=adult.steps_factor)
+        np.testing.assert_allclose(sec, want, rtol=1e-12, atol=1e-6)
+    assert (net.highway == "steps").sum() > 0  # steps are part of the cost compared
 
 
 def _inside_nodes(net: WalkNetwork, fac: gpd.GeoDataFrame, cat: str) -> np.ndarray:
@@ -598,3 +608,64 @@ def test_area_cut_by_the_extract_edge_is_the_same_in_both_readers(tmp_path: Path
     assert per.loc["w21", "inside_nodes"] == 0  # a cut outline has no known inside
     assert per.loc["w21", "entries"] >= 1
     assert per.loc["w20", "entries"] >= 1
+
+
+# --------------------------------------------------------------------------- updates
+
+
+def test_an_area_facility_from_an_update_file_is_entered_like_in_a_full_run(
+    tmp_path: Path,
+) -> None:
+    """A planner's park polygon added by `circles update` gets the same entries, minutes
+    and layers as the same file in a full run."""
+    from circles.config import config_from_dict
+    from circles.pipeline import run
+    from circles.update import update
+
+    src = shared_data("osm/aguascalientes.osm.pbf")
+    net = io.load_network(src)
+    i = int(np.argmin((net.x - np.median(net.x)) ** 2 + (net.y - np.median(net.y)) ** 2))
+    lon, lat = float(net.lon[i]), float(net.lat[i])
+    d = 0.0006  # about 60 m
+    park = tmp_path / "new_park.geojson"
+    gpd.GeoDataFrame(
+        {"id": ["p1"], "name": ["Parque nuevo"], "category": ["park"]},
+        geometry=[shapely.box(lon - d, lat - d, lon + d, lat + d)],
+        crs=WGS84,
+    ).to_file(park, driver="GeoJSON")
+
+    def cfg(name: str, files: list[dict[str, str]]) -> object:
+        return config_from_dict(
+            {
+                "study": {
+                    "name": "s",
+                    "output_dir": str(tmp_path / name / "out"),
+                    "maps_dir": str(tmp_path / name / "maps"),
+                },
+                "network": {"source": str(src)},
+                "communities": {"source": "hexagons"},
+                "facilities": {"categories": ["park", "fitness"], "files": files},
+                "isochrones": {"enabled": False},
+                "map": {"enabled": False},
+            },
+            base_dir=tmp_path,
+        )
+
+    full = run(cfg("full", [{"path": str(park)}]))
+    run(cfg("upd", []))
+    got = update(cfg("upd", []), str(park))
+    for res in (full, got):
+        areas = res.summary["facilities"]["areas"]
+        p1 = res.facilities[res.facilities["facility_id"] == "p1"].iloc[0]
+        assert p1["entry_rule"] == "entries"  # a planner polygon: tags unknown, closed
+        assert p1["inside_nodes"] >= 1
+        assert p1["entries"] >= 1
+        assert "p1" in set(res.entries["facility_id"])
+        assert areas["facilities"] >= 2
+    pd.testing.assert_frame_equal(full.node_minutes, got.node_minutes, check_exact=True)
+    for layer in ("facility_footprints", "facility_entries", "nodes"):
+        a = gpd.read_file(full.outputs["gpkg"], layer=layer)
+        b = gpd.read_file(got.outputs["gpkg"], layer=layer)
+        if layer == "facility_footprints":  # the source column names the file or update
+            a, b = a.drop(columns="source"), b.drop(columns="source")
+        pd.testing.assert_frame_equal(a, b, check_exact=True, obj=layer)
