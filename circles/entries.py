@@ -272,6 +272,7 @@ def area_entries(
         node = pd.Index(network.node_id).get_indexer(gate_osm[gi])
         on_net = node >= 0
         add(gate_kind[gi[on_net]], ga[on_net], -1, np.nan, node[on_net], access[on_net])
+        gate_area = ga[on_net]
         off = np.flatnonzero(~on_net)
         if off.size:
             s = snap(
@@ -291,8 +292,8 @@ def area_entries(
                 -1,
                 s["snap_m"].to_numpy()[ok] + access[o],
             )
-        gate_area = ga
-    gated = np.zeros(k, bool)
+            gate_area = np.concatenate([gate_area, ga[o]])
+    gated = np.zeros(k, bool)  # has a gate that is a way in
     gated[gate_area] = True
     gates_only = (enclosure == ENCLOSURE_FENCED) & gated
 
