@@ -12,6 +12,14 @@ ends of its edge, costing the walk along the edge to the snap point plus the str
 access walk from the edge to the facility, at the same speed. Virtual nodes only add rows
 at the end of the CSR arrays, so the base matrix is built once per network and cost.
 
+An area facility (a park, a school ground) is entered at many places
+(:mod:`circles.entries`): :class:`Entries` gives each facility any number of entries,
+points on edges (arcs to both ends, as above) or network nodes (one arc; a node inside
+the footprint is at the facility, 0 s). It is still one virtual node, so the nearest
+minutes, the nearest facility, the counts within levels (each facility once) and the
+per-facility service areas treat it as one facility. Point facilities are
+:meth:`Entries.at_points`: one entry each, exactly the arcs above.
+
 Pitfall avoided (../shared/DESIGN.md): ``csr_matrix((w, (i, j)))`` sums duplicate
 entries; arcs are reduced to the minimum cost per ``(i, j)`` before the matrix is built.
 """
@@ -49,6 +57,94 @@ def _reduce_min(
     first = np.ones(rows.size, bool)
     first[1:] = (rows[1:] != rows[:-1]) | (cols[1:] != cols[:-1])
     return rows[first], cols[first], cost[first]
+
+
+@dataclass(frozen=True)
+class Entries:
+    """Where each of ``n_facilities`` facilities is entered from the network.
+
+    An entry is a point on an edge (``edge`` >= 0, ``frac`` along it from ``u``) or a
+    network node (``node`` >= 0), plus the straight access walk from there to the
+    facility (``access_s``). Build point facilities with :meth:`at_points`.
+
+    Attributes
+    ----------
+    n_facilities : int
+        Number of facilities (each becomes one virtual node).
+    facility : numpy.ndarray
+        int64 position (0 .. n_facilities - 1) of the facility of each entry.
+    edge : numpy.ndarray
+        int64 edge of each entry, -1 for an entry at a node.
+    frac : numpy.ndarray
+        Position along the edge from ``u`` (0) to ``v`` (1); ignored at a node.
+    node : numpy.ndarray
+        int64 node of each entry, -1 for an entry on an edge.
+    access_s : numpy.ndarray
+        Seconds of the straight walk from the entry to the facility (0 inside it).
+    """
+
+    n_facilities: int
+    facility: np.ndarray
+    edge: np.ndarray
+    frac: np.ndarray
+    node: np.ndarray
+    access_s: np.ndarray
+
+    @classmethod
+    def at_points(cls, edge: np.ndarray, frac: np.ndarray, access_s: np.ndarray) -> Entries:
+        """One entry per facility, on its edge (point facilities)."""
+        edge = np.asarray(edge, dtype=np.int64).reshape(-1)
+        k = edge.size
+        return cls(
+            k,
+            np.arange(k, dtype=np.int64),
+            edge,
+            np.asarray(frac, dtype=float).reshape(-1),
+            np.full(k, -1, dtype=np.int64),
+            np.asarray(access_s, dtype=float).reshape(-1),
+        )
+
+    @classmethod
+    def of(
+        cls,
+        edge: np.ndarray | Entries,
+        frac: np.ndarray | None = None,
+        access_s: np.ndarray | None = None,
+    ) -> Entries:
+        """``edge`` itself when it is :class:`Entries`, else :meth:`at_points`."""
+        if isinstance(edge, Entries):
+            return edge
+        if frac is None or access_s is None:
+            raise InputDataError(
+                "point facilities need edge, frac and access_s; or pass circles.access.Entries"
+            )
+        return cls.at_points(edge, frac, access_s)
+
+    def select(self, facilities: np.ndarray) -> Entries:
+        """The entries of some facilities (positions), renumbered in that order."""
+        facilities = np.asarray(facilities, dtype=np.int64).reshape(-1)
+        new = np.full(self.n_facilities, -1, dtype=np.int64)
+        new[facilities] = np.arange(facilities.size)
+        keep = new[self.facility] >= 0
+        return Entries(
+            int(facilities.size),
+            new[self.facility[keep]],
+            self.edge[keep],
+            self.frac[keep],
+            self.node[keep],
+            self.access_s[keep],
+        )
+
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        """The entry arrays, for content keys (``circles.cache.array_digest``)."""
+        return (
+            np.asarray([self.n_facilities], dtype=np.int64),
+            self.facility,
+            self.edge,
+            self.frac,
+            self.node,
+            self.access_s,
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -173,12 +269,39 @@ class AccessGraph:
         ok = np.isfinite(sec)
         return fac[ok], node[ok], sec[ok]
 
-    def with_facilities(
-        self, edge: np.ndarray, frac: np.ndarray, access_s: np.ndarray
-    ) -> sp.csr_matrix:
-        """Reversed matrix with one virtual node per facility appended (rows n..n+k)."""
-        fac, node, sec = self.facility_arcs(edge, frac, access_s)
-        k = int(np.asarray(edge).size)
+    def entry_arcs(self, entries: Entries) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Arcs from the virtual facility nodes into the network, for every entry.
+
+        An entry on an edge gives arcs to both ends of the edge
+        (:meth:`facility_arcs`), an entry at a node one arc to that node costing its
+        access walk.
+
+        Returns
+        -------
+        tuple of numpy.ndarray
+            ``(facility, node, seconds)``: a resident at ``node`` reaches ``facility`` in
+            ``seconds``.
+        """
+        at_node = entries.node >= 0
+        if at_node.any() and (entries.node[at_node].max() >= self.n_nodes):
+            raise InputDataError("facility entry node out of range for this network")
+        if (entries.edge[~at_node] < 0).any():
+            raise InputDataError("a facility entry needs an edge (>= 0) or a node (>= 0)")
+        on_edge = np.flatnonzero(~at_node)
+        k, node, sec = self.facility_arcs(
+            entries.edge[on_edge], entries.frac[on_edge], entries.access_s[on_edge]
+        )
+        fac = np.concatenate([entries.facility[on_edge][k], entries.facility[at_node]])
+        node = np.concatenate([node, entries.node[at_node]])
+        sec = np.concatenate([sec, entries.access_s[at_node]])
+        ok = np.isfinite(sec)
+        return fac[ok], node[ok], sec[ok]
+
+    def with_entries(self, entries: Entries) -> sp.csr_matrix:
+        """Reversed matrix with one virtual node per facility appended (rows n..n+k),
+        with arcs to all of its entries (the cheapest per node)."""
+        fac, node, sec = self.entry_arcs(entries)
+        k = int(entries.n_facilities)
         n = self.n_nodes
         order = np.lexsort((sec, node, fac))
         fac, node, sec = fac[order], node[order], sec[order]
@@ -192,12 +315,18 @@ class AccessGraph:
         data = np.concatenate([self.data, sec])
         return sp.csr_matrix((data, indices, indptr), shape=(n + k, n + k))
 
+    def with_facilities(
+        self, edge: np.ndarray, frac: np.ndarray, access_s: np.ndarray
+    ) -> sp.csr_matrix:
+        """Reversed matrix with one virtual node per facility appended (rows n..n+k)."""
+        return self.with_entries(Entries.at_points(edge, frac, access_s))
+
 
 def nearest_seconds(
     graph: AccessGraph,
-    edge: np.ndarray,
-    frac: np.ndarray,
-    access_s: np.ndarray,
+    edge: np.ndarray | Entries,
+    frac: np.ndarray | None = None,
+    access_s: np.ndarray | None = None,
     *,
     limit_s: float = np.inf,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -207,7 +336,8 @@ def nearest_seconds(
     ----------
     graph : AccessGraph
     edge, frac, access_s : numpy.ndarray
-        Facility snap positions (see :meth:`AccessGraph.facility_arcs`).
+        Point facilities' snap positions (see :meth:`AccessGraph.facility_arcs`); or
+        ``edge`` is the :class:`Entries` of facilities entered at many places.
     limit_s : float, optional
         Search cut-off in seconds; nodes farther than this get ``inf``.
 
@@ -218,11 +348,12 @@ def nearest_seconds(
     nearest : numpy.ndarray
         int64 position (in ``edge``) of the nearest facility per node, -1 where none.
     """
+    entries = Entries.of(edge, frac, access_s)
     n = graph.n_nodes
-    k = int(np.asarray(edge).size)
+    k = entries.n_facilities
     if k == 0:
         return np.full(n, np.inf), np.full(n, -1, dtype=np.int64)
-    mat = graph.with_facilities(edge, frac, access_s)
+    mat = graph.with_entries(entries)
     dist, _, sources = dijkstra(
         mat,
         directed=True,
@@ -237,9 +368,9 @@ def nearest_seconds(
 
 def nearest_by_group(
     graph: AccessGraph,
-    edge: np.ndarray,
-    frac: np.ndarray,
-    access_s: np.ndarray,
+    edge: np.ndarray | Entries,
+    frac: np.ndarray | None,
+    access_s: np.ndarray | None,
     group: np.ndarray,
     *,
     limit_s: float = np.inf,
@@ -254,6 +385,9 @@ def nearest_by_group(
 
     Parameters
     ----------
+    edge, frac, access_s : numpy.ndarray
+        As for :func:`nearest_seconds` (``edge`` may be :class:`Entries`, with ``frac``
+        and ``access_s`` None).
     group : numpy.ndarray
         Category label of each facility.
     groups : list, optional
@@ -269,11 +403,12 @@ def nearest_by_group(
         label -> ``(seconds, nearest)`` as in :func:`nearest_seconds` (``nearest`` indexes
         the full facility arrays).
     """
+    entries = Entries.of(edge, frac, access_s)
     group = np.asarray(group)
     labels = list(dict.fromkeys(group.tolist())) if groups is None else list(groups)
     n = graph.n_nodes
     out: dict[Any, tuple[np.ndarray, np.ndarray]] = {}
-    mat = graph.with_facilities(edge, frac, access_s) if np.asarray(edge).size else None
+    mat = graph.with_entries(entries) if entries.n_facilities else None
     # one shared read-only "no nearest facility" array (allocating one per category costs
     # as much as a small Dijkstra)
     none = np.full(n, -1, dtype=np.int64)
@@ -301,29 +436,33 @@ def nearest_by_group(
 
 def counts_within(
     graph: AccessGraph,
-    edge: np.ndarray,
-    frac: np.ndarray,
-    access_s: np.ndarray,
+    edge: np.ndarray | Entries,
+    frac: np.ndarray | None = None,
+    access_s: np.ndarray | None = None,
     *,
     levels_s: tuple[float, ...] | np.ndarray,
 ) -> np.ndarray:
     """Number of facilities within each level of every node.
 
-    Runs one bounded Dijkstra per facility (``limit`` = the largest level), in chunks
-    that hold at most :data:`COUNT_CHUNK_BYTES` of distances at once.
+    Takes per-facility arcs: the facilities' :class:`Entries` (or point facilities'
+    ``edge``, ``frac``, ``access_s``), one virtual node per facility, so a facility with
+    many entries is counted once. Runs one bounded Dijkstra per facility (``limit`` =
+    the largest level), in chunks that hold at most :data:`COUNT_CHUNK_BYTES` of
+    distances at once.
 
     Returns
     -------
     numpy.ndarray
         int32 array ``(n_nodes, len(levels_s))``.
     """
+    entries = Entries.of(edge, frac, access_s)
     levels = np.sort(np.asarray(levels_s, dtype=float))
     n = graph.n_nodes
-    k = int(np.asarray(edge).size)
+    k = entries.n_facilities
     out = np.zeros((n, levels.size), dtype=np.int32)
     if k == 0:
         return out
-    mat = graph.with_facilities(edge, frac, access_s)
+    mat = graph.with_entries(entries)
     chunk = max(1, COUNT_CHUNK_BYTES // (8 * (n + k)))
     for start in range(0, k, chunk):
         idx = np.arange(n + start, n + min(k, start + chunk))
@@ -353,25 +492,43 @@ def seconds_from_nodes(
 
 
 class SnappedArrays:
-    """Edge, fraction and access walk of the snapped facilities, by category.
+    """Where the snapped facilities are entered, by category.
 
     Parameters
     ----------
     facilities : geopandas.GeoDataFrame
-        With ``status``, ``category``, ``edge``, ``frac`` and ``snap_m`` columns.
+        With ``status``, ``category``, ``facility_id``, ``edge``, ``frac`` and
+        ``snap_m`` columns.
+    entries : pandas.DataFrame, optional
+        The entries of area facilities (:func:`circles.entries.area_entries`:
+        ``facility_id``, ``edge``, ``frac``, ``node``, ``access_m``); a facility without
+        entries there is entered at its snap point.
     """
 
-    def __init__(self, facilities: Any) -> None:
+    def __init__(self, facilities: Any, entries: pd.DataFrame | None = None) -> None:
         snapped = (facilities["status"] == STATUS_SNAPPED).to_numpy()
         self._cat = facilities["category"].to_numpy(dtype=object)[snapped]
         self._edge = facilities["edge"].to_numpy()[snapped]
         self._frac = facilities["frac"].to_numpy()[snapped]
         self._snap_m = facilities["snap_m"].to_numpy()[snapped]
+        self._ids = facilities["facility_id"].astype(str).to_numpy(dtype=object)[snapped]
+        self._places: pd.Index | None = None
+        if entries is not None and len(entries):
+            e = entries.sort_values("facility_id", kind="stable")
+            ids = e["facility_id"].astype(str).to_numpy(dtype=object)
+            self._places = pd.Index(pd.unique(ids))
+            self._start = np.searchsorted(ids, self._places.to_numpy(), side="left")
+            self._count = np.searchsorted(ids, self._places.to_numpy(), side="right") - self._start
+            self._e_edge = e["edge"].to_numpy(np.int64)
+            self._e_frac = e["frac"].to_numpy(float)
+            self._e_node = e["node"].to_numpy(np.int64)
+            self._e_access_m = e["access_m"].to_numpy(float)
 
     def __call__(
         self, category: str, speed_m_s: float
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``edge`` (int), ``frac`` (0-1) and access walk in seconds at ``speed_m_s``."""
+        """``edge`` (int), ``frac`` (0-1) and access walk in seconds at ``speed_m_s`` of
+        each facility's snap point (its nearest point on the network)."""
         sel = self._cat == category
         return (
             self._edge[sel].astype(np.int64),
@@ -379,12 +536,47 @@ class SnappedArrays:
             self._snap_m[sel].astype(float) / speed_m_s,
         )
 
+    def entries(self, category: str, speed_m_s: float) -> Entries:
+        """The :class:`Entries` of a category's facilities (access walks at ``speed_m_s``):
+        an area facility's entries, a point facility's snap point."""
+        return self._entries(self._cat == category, speed_m_s)
+
+    def all_entries(self, speed_m_s: float) -> Entries:
+        """The :class:`Entries` of every snapped facility, in the table's order."""
+        return self._entries(np.ones(self._cat.size, bool), speed_m_s)
+
+    def _entries(self, sel: np.ndarray, speed_m_s: float) -> Entries:
+        edge = self._edge[sel].astype(np.int64)
+        frac = self._frac[sel].astype(float)
+        acc = self._snap_m[sel].astype(float) / speed_m_s
+        if self._places is None:
+            return Entries.at_points(edge, frac, acc)
+        place = self._places.get_indexer(self._ids[sel])
+        area = place >= 0
+        k = edge.size
+        count = np.where(area, self._count[np.maximum(place, 0)], 1)
+        facility = np.repeat(np.arange(k, dtype=np.int64), count)
+        # row of each entry in the entries table (-1: the facility's own snap point)
+        first = np.where(area, self._start[np.maximum(place, 0)], -1)
+        offset = np.arange(facility.size) - np.repeat(np.cumsum(count) - count, count)
+        row = np.where(np.repeat(area, count), np.repeat(first, count) + offset, -1)
+        own = row < 0
+        r = np.maximum(row, 0)
+        return Entries(
+            k,
+            facility,
+            np.where(own, edge[facility], self._e_edge[r]),
+            np.where(own, frac[facility], self._e_frac[r]),
+            np.where(own, -1, self._e_node[r]),
+            np.where(own, acc[facility], self._e_access_m[r] / speed_m_s),
+        )
+
 
 def category_access(
     graph: AccessGraph,
-    edge: np.ndarray,
-    frac: np.ndarray,
-    acc: np.ndarray,
+    edge: np.ndarray | Entries,
+    frac: np.ndarray | None,
+    acc: np.ndarray | None,
     category: str,
     *,
     max_minutes: float,
@@ -393,14 +585,16 @@ def category_access(
     """Minutes per node to a category's nearest facility, and counts within the levels.
 
     Each category is searched on a matrix holding only its own facilities, so the result
-    does not depend on which other categories are computed in the same run.
+    does not depend on which other categories are computed in the same run. ``edge`` may
+    be the category's :class:`Entries` (``frac`` and ``acc`` None).
     """
-    group = np.full(edge.size, category, dtype=object)
+    entries = Entries.of(edge, frac, acc)
+    group = np.full(entries.n_facilities, category, dtype=object)
     near = nearest_by_group(
-        graph, edge, frac, acc, group, limit_s=60.0 * max_minutes, groups=[category]
+        graph, entries, None, None, group, limit_s=60.0 * max_minutes, groups=[category]
     )
     levels_s = tuple(60.0 * float(x) for x in levels_minutes)
-    return near[category][0] / 60.0, counts_within(graph, edge, frac, acc, levels_s=levels_s)
+    return near[category][0] / 60.0, counts_within(graph, entries, levels_s=levels_s)
 
 
 def compute_access(
@@ -412,6 +606,7 @@ def compute_access(
     max_minutes: float,
     levels_minutes: tuple[float, ...],
     edge_seconds: np.ndarray | None = None,
+    entries: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Minutes from every node to each category's nearest facility, and counts within levels.
 
@@ -429,23 +624,24 @@ def compute_access(
         Levels the counts are taken at.
     edge_seconds : numpy.ndarray, optional
         Seconds per edge (default: the flat walk at ``speed_m_s``).
+    entries : pandas.DataFrame, optional
+        Entries of area facilities (:func:`circles.entries.area_entries`); without
+        them every facility is entered at its snap point.
     """
     cost = network.edge_seconds(speed_m_s) if edge_seconds is None else edge_seconds
     graph = AccessGraph.from_network(network, cost)
     levels_s = tuple(60.0 * float(x) for x in levels_minutes)
-    sel = facilities[facilities["status"] == STATUS_SNAPPED]
-    edge = sel["edge"].to_numpy(np.int64)
-    frac = sel["frac"].to_numpy(float)
-    acc = sel["snap_m"].to_numpy(float) / speed_m_s
-    group = sel["category"].to_numpy(object)
-    near = nearest_by_group(
-        graph, edge, frac, acc, group, limit_s=60.0 * max_minutes, groups=list(categories)
-    )
-    minutes = {cat: near[cat][0] / 60.0 for cat in categories}
+    snapped = SnappedArrays(facilities, entries)
+    minutes: dict[str, np.ndarray] = {}
     counts: dict[str, np.ndarray] = {}
     for cat in categories:
-        m = group == cat
-        counts[cat] = counts_within(graph, edge[m], frac[m], acc[m], levels_s=levels_s)
+        ent = snapped.entries(cat, speed_m_s)
+        group = np.full(ent.n_facilities, cat, dtype=object)
+        near = nearest_by_group(
+            graph, ent, None, None, group, limit_s=60.0 * max_minutes, groups=[cat]
+        )
+        minutes[cat] = near[cat][0] / 60.0
+        counts[cat] = counts_within(graph, ent, levels_s=levels_s)
     return pd.DataFrame(minutes), counts
 
 
@@ -472,11 +668,13 @@ def access_by_profile(
     facilities: Any,
     cat_profile: dict[str, str],
     elevation_m: np.ndarray | None,
+    *,
+    entries: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Minutes and counts per category, each category walked with its own profile.
 
     Returns the minutes table, the counts, and the edge costs (seconds, ``(n_edges, 2)``)
-    per profile name.
+    per profile name. ``entries``: as for :func:`compute_access`.
     """
     from circles import terrain
 
@@ -496,6 +694,7 @@ def access_by_profile(
             max_minutes=walk.max_minutes,
             levels_minutes=walk.levels_minutes,
             edge_seconds=cost,
+            entries=entries,
         )
         minutes.update({c: m[c].to_numpy() for c in cats})
         counts.update(cnt)
@@ -523,6 +722,7 @@ def study_access(
     walk: WalkSection,
     elevation_m: np.ndarray | None,
     ctx: RunContext,
+    entries: pd.DataFrame | None = None,
 ) -> StudyAccess:
     """The access stage: minutes and counts per category, each cached on its own.
 
@@ -539,6 +739,8 @@ def study_access(
     elevation_m : numpy.ndarray, optional
         Node elevations (slope-aware walking).
     ctx : RunContext
+    entries : pandas.DataFrame, optional
+        Entries of the area facilities (:func:`circles.entries.study_entries`).
 
     Returns
     -------
@@ -565,21 +767,19 @@ def study_access(
     counts: dict[str, np.ndarray] = {}
     keys: dict[str, str] = {}
     recomputed: list[str] = []
-    snapped = SnappedArrays(facilities)
+    snapped = SnappedArrays(facilities, entries)
     for cat in progress_iter(categories, "categories", "category"):
         pname = profiles[cat]
-        edge, frac, acc = snapped(cat, float(walk.walk_profile(pname).speed_m_s))
+        ent = snapped.entries(cat, float(walk.walk_profile(pname).speed_m_s))
 
-        def compute(
-            pname: str = pname, edge: Any = edge, frac: Any = frac, acc: Any = acc, cat: str = cat
-        ) -> Any:
+        def compute(pname: str = pname, ent: Entries = ent, cat: str = cat) -> Any:
             if pname not in graphs:
                 graphs[pname] = cached_graph(network, costs[pname], ctx.store)
             m, c = category_access(
                 graphs[pname],
-                edge,
-                frac,
-                acc,
+                ent,
+                None,
+                None,
                 cat,
                 max_minutes=walk.max_minutes,
                 levels_minutes=walk.levels_minutes,
@@ -591,7 +791,7 @@ def study_access(
             [
                 network.key,
                 cost_sha[pname],
-                array_digest(edge, frac, acc),
+                array_digest(*ent.arrays()),
                 walk.max_minutes,
                 list(walk.levels_minutes),
             ],

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -65,8 +66,10 @@ def load_communities(
         return zone_communities(
             c, network, base_dir=base_dir, speed_m_s=speed_m_s, max_snap_m=max_snap_m
         )
+    left_out: list[dict[str, Any]] = []
     if c.source == "osm":
         b = io.read_osm_boundaries(source, admin_level=c.admin_level)
+        left_out += list(b.attrs.get(io.BOUNDARIES_SKIPPED, []))
         if b.empty:
             raise InputDataError(
                 f"{source}: no administrative boundaries at admin_level={c.admin_level}; set "
@@ -88,6 +91,10 @@ def load_communities(
             dropped = b.loc[~inside, "name"].tolist()
             if dropped:
                 logger.warning("communities outside %r left out: %s", c.parent, dropped)
+            left_out += [
+                {"osm_id": int(i), "name": str(n), "reason": f"outside {c.parent}"}
+                for i, n in zip(b.loc[~inside, "osm_id"], b.loc[~inside, "name"], strict=True)
+            ]
             b = b[inside]
         out = gpd.GeoDataFrame(
             {
@@ -142,11 +149,83 @@ def load_communities(
                 )
             out[extra] = raw[extra].to_numpy()
     if c.exclude:
-        out = out[~out["name"].isin(c.exclude) & ~out["community_id"].isin(c.exclude)]
+        gone = out["name"].isin(c.exclude) | out["community_id"].isin(c.exclude)
+        left_out += [
+            {"community_id": str(i), "name": str(n), "reason": "communities.exclude"}
+            for i, n in zip(out.loc[gone, "community_id"], out.loc[gone, "name"], strict=True)
+        ]
+        out = out[~gone]
     bad = ~out.geometry.is_valid
     if bad.any():
         out.loc[bad, "geometry"] = shapely.make_valid(out.geometry[bad].to_numpy())
-    return out.reset_index(drop=True)
+    out = out.reset_index(drop=True)
+    out.attrs[LEFT_OUT] = left_out
+    return out
+
+
+#: ``attrs`` key of a communities table: boundaries of the source that are not
+#: communities (incomplete in the extract, outside ``parent``, excluded), with a reason.
+LEFT_OUT = "communities_left_out"
+
+
+def network_report(
+    network: WalkNetwork, communities: gpd.GeoDataFrame, node_community: np.ndarray
+) -> list[dict[str, Any]]:
+    """Per community: its nodes and street length, and the street length dropped as
+    small disconnected pieces of the network inside it (what no resident there reaches).
+
+    Parameters
+    ----------
+    network : WalkNetwork
+        With ``dropped_segments`` (lon/lat of the ends of the segments left out).
+    communities : geopandas.GeoDataFrame
+        With ``community_id`` and ``name``.
+    node_community : numpy.ndarray
+        Community position of each node (-1: outside every community).
+
+    Returns
+    -------
+    list of dict
+        One per community, then one for ``community_id`` None (outside every
+        community): ``community_id``, ``name``, ``nodes``, ``street_km`` (kept),
+        ``dropped_street_km`` (in small pieces) and ``dropped_share`` (of the two).
+    """
+    from circles.network import GEOD
+
+    k = len(communities)
+    pos = np.where(node_community >= 0, node_community, k)
+    nodes = np.bincount(pos, minlength=k + 1)
+    kept = np.bincount(pos, weights=network.node_weight_m(), minlength=k + 1) / 1000.0
+    dropped = np.zeros(k + 1)
+    d = network.dropped_segments
+    if len(d) and k:
+        _, _, length = GEOD.inv(d[:, 0], d[:, 1], d[:, 2], d[:, 3])
+        mid = shapely.points((d[:, 0] + d[:, 2]) / 2.0, (d[:, 1] + d[:, 3]) / 2.0)
+        polys = np.asarray(communities.to_crs(WGS84).geometry.to_numpy())
+        si, ci = shapely.STRtree(polys).query(mid, predicate="intersects")
+        where = np.full(len(d), k)
+        first = np.unique(si, return_index=True)[1]
+        where[si[first]] = ci[first]
+        dropped = np.bincount(where, weights=np.abs(length), minlength=k + 1) / 1000.0
+    elif len(d):
+        _, _, length = GEOD.inv(d[:, 0], d[:, 1], d[:, 2], d[:, 3])
+        dropped[k] = float(np.abs(length).sum()) / 1000.0
+    ids = [*communities["community_id"].astype(str).tolist(), None]
+    names = [*communities["name"].astype(str).tolist(), None]
+    out = []
+    for i in range(k + 1):
+        total = kept[i] + dropped[i]
+        out.append(
+            {
+                "community_id": ids[i],
+                "name": names[i],
+                "nodes": int(nodes[i]),
+                "street_km": round(float(kept[i]), 3),
+                "dropped_street_km": round(float(dropped[i]), 3),
+                "dropped_share": round(float(dropped[i] / total), 4) if total > 0 else 0.0,
+            }
+        )
+    return out
 
 
 def read_points(
@@ -326,6 +405,7 @@ def study_communities(
             files,
             area_doc,
             asdict(walk) if c.source == "zones" else None,  # zones depend on walking
+            LEFT_OUT,  # entries cached before attrs[LEFT_OUT] existed lack it
         ],
         compute,
         codec=FRAME,

@@ -31,7 +31,7 @@ from circles import io
 from circles._errors import ConfigError, DataFileError, InputDataError
 from circles.cache import ARRAYS, FRAMES, Cache, Keyed, digest
 from circles.config import FacilitiesSection, FacilityFile, WalkSection
-from circles.network import WalkNetwork
+from circles.network import AREA_TAG_KEYS, WalkNetwork, area_enclosure
 from circles.result import RunContext, normalise_rejects
 from circles.settings import MAX_SNAP_M, WGS84
 
@@ -53,6 +53,11 @@ FACILITY_COLUMNS = (
     "frac",
     "near_island",
 )
+
+#: Columns an area facility adds: its footprint (WKB, EPSG:4326; None for a point), how
+#: it is entered (:func:`circles.network.area_enclosure`; None for planner-file rows,
+#: whose tags are unknown) and whether its outline was cut by the extract's edge.
+AREA_COLUMNS = ("footprint_wkb", "enclosure", "outline")
 
 
 #: Status of a facility after snapping.
@@ -295,6 +300,14 @@ def osm_facilities(
         From :func:`circles.categories.classify` (``feature_index``, ``category``).
     source : str
         Recorded in the ``source`` column.
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        ``facility_id``, ``category``, ``name``, ``source``, ``enclosure`` (how an area
+        is entered: :func:`circles.network.area_enclosure`) and ``outline``
+        (``"cut"`` when the extract's edge cut the feature's way), with the features'
+        geometry.
     """
     if matches.empty:
         return empty_facilities()
@@ -302,16 +315,35 @@ def osm_facilities(
     osm_type = f["osm_type"].astype(str) if "osm_type" in f else pd.Series("n", index=f.index)
     ids = osm_type.str[0].to_numpy().astype(object) + f["osm_id"].astype(str).to_numpy()
     names = f["name"].to_numpy() if "name" in f else None
+    outline = f["outline"].astype(object).to_numpy() if "outline" in f else None
     return gpd.GeoDataFrame(
         {
             "facility_id": ids.astype(str),
             "category": matches["category"].to_numpy(),
             "name": names,
             "source": source,
+            "enclosure": area_enclosure(_area_tags(f)),
+            "outline": outline,
         },
         geometry=f.geometry.to_numpy(),
         crs=WGS84,
     ).reset_index(drop=True)
+
+
+def _area_tags(features: pd.DataFrame) -> pd.DataFrame:
+    """The tags the enclosure rules read, from the features' columns or ``tags`` dicts."""
+    tags = features["tags"] if "tags" in features else pd.Series([{}] * len(features))
+    cols = {}
+    for key in AREA_TAG_KEYS:
+        from_dict = [t.get(key) if isinstance(t, dict) else None for t in tags]
+        if key in features:
+            own = features[key].astype(object).to_numpy()
+            cols[key] = [
+                o if isinstance(o, str) else d for o, d in zip(own, from_dict, strict=True)
+            ]
+        else:
+            cols[key] = from_dict
+    return pd.DataFrame(cols, index=features.index)
 
 
 def empty_facilities() -> gpd.GeoDataFrame:
@@ -361,6 +393,13 @@ def _trees(network: WalkNetwork) -> tuple[np.ndarray, shapely.STRtree, shapely.S
         got = (lines, shapely.STRtree(lines), dropped)
         _TREES[network] = got
     return got
+
+
+def edge_index(network: WalkNetwork) -> tuple[np.ndarray, shapely.STRtree]:
+    """The network's straight edges (metric CRS) and a spatial index of them (built once
+    per network and kept while the network lives)."""
+    lines, tree, _ = _trees(network)
+    return lines, tree
 
 
 #: Up to this many facilities, snapping indexes only the edges near them instead of
@@ -553,10 +592,19 @@ def snap_at_points(
 
     Outputs and maps hold one point per facility: areas (a park, a school ground) are
     kept at a point on their surface (``footprint`` says which geometry type the facility
-    had); snapping used the whole area.
+    had, ``footprint_wkb`` keeps the area itself, as WKB in EPSG:4326); snapping used the
+    whole area, and :mod:`circles.entries` finds where the area is entered.
     """
     fac = snap_facilities(network, facilities, max_snap_m=max_snap_m)
     fac["footprint"] = fac.geometry.geom_type.to_numpy()
+    area = (fac["footprint"] != "Point").to_numpy()
+    wkb = np.full(len(fac), None, dtype=object)
+    if area.any():
+        wkb[area] = shapely.to_wkb(np.asarray(fac.geometry.to_numpy())[area])
+    fac["footprint_wkb"] = wkb
+    for col in ("enclosure", "outline"):
+        if col not in fac:
+            fac[col] = None
     fac["geometry"] = fac.geometry.representative_point()
     return fac
 

@@ -17,7 +17,10 @@ file                   loader
 =====================  ==============================================================
 
 Extracts are clipped: ways that reference nodes outside the file are trimmed to the
-part inside (segments with a missing end are dropped), never a crash.
+part inside (segments with a missing end are dropped), never a crash. Both feature
+readers treat an area way cut by the extract's edge alike (:func:`read_osm_features`):
+its interior is unknown, so it is kept as the line of its nodes inside the file
+(``outline = "cut"``), never closed into a polygon.
 """
 
 from __future__ import annotations
@@ -41,6 +44,9 @@ import shapely
 
 from circles._errors import DataFileError, InputDataError, NetworkError
 from circles.network import (
+    ENTRANCE_BARRIERS,
+    ENTRANCE_TAG_KEYS,
+    FENCE_BARRIERS,
     MODE_TAG_KEYS,
     WALK_TAG_KEYS,
     WalkNetwork,
@@ -337,7 +343,11 @@ def read_osm_features(
     -------
     geopandas.GeoDataFrame
         EPSG:4326, one row per feature, with ``osm_type``, ``osm_id``, ``name``, one
-        column per tag key found, and ``tags`` (dict of every tag).
+        column per tag key found, ``tags`` (dict of every tag) and, for OSM files,
+        ``outline``: ``"complete"`` for a way whose nodes are all in the file, ``"cut"``
+        for one cut by the extract's edge (an area way cut so is the line of its nodes in
+        the file, not a polygon), empty for nodes and relations. Geometries are
+        normalised (``shapely.normalize``), so both readers give the same coordinates.
     """
     path = _check_file(source)
     keys = tuple(dict.fromkeys(keys))
@@ -372,7 +382,7 @@ def _pbf_features(path: Path, keys: tuple[str, ...]) -> gpd.GeoDataFrame:
     import pyrosm
 
     try:
-        osm = pyrosm.OSM(str(path))
+        osm = pyrosm.OSM(str(path), keep_node_info=True)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             pois = osm.get_pois(custom_filter={k: True for k in keys})
@@ -382,7 +392,8 @@ def _pbf_features(path: Path, keys: tuple[str, ...]) -> gpd.GeoDataFrame:
         return _empty_features()
     pois = pois.rename(columns={"id": "osm_id"})
     tags = []
-    for raw, row in zip(pois["tags"].to_numpy(), pois.itertuples(index=False), strict=True):
+    raws = pois["tags"].to_numpy() if "tags" in pois else np.full(len(pois), None)
+    for raw, row in zip(raws, pois.itertuples(index=False), strict=True):
         d = json.loads(raw) if isinstance(raw, str) else (raw if isinstance(raw, dict) else {})
         d = {k: v for k, v in d.items() if v is not None}
         for col in keys:
@@ -391,9 +402,45 @@ def _pbf_features(path: Path, keys: tuple[str, ...]) -> gpd.GeoDataFrame:
                 d.setdefault(col, val)
         tags.append(d)
     pois["tags"] = tags
-    gdf = gpd.GeoDataFrame(pois, geometry="geometry", crs=WGS84)
+    # pyrosm closes an area way cut by the extract's edge into a polygon of the nodes it
+    # has (sometimes of zero area): keep it as that outline, a line, as the XML reader does
+    refs = pois["nodes"].to_numpy() if "nodes" in pois else np.full(len(pois), None)
+    is_way = (pois["osm_type"].astype(str) == "way").to_numpy()
+    geoms = np.asarray(pois.geometry.to_numpy(), dtype=object)
+    outline = np.where(is_way, OUTLINE_COMPLETE, "").astype(object)
+    for i in np.flatnonzero(is_way):
+        g, r = geoms[i], refs[i]
+        if g is None or r is None or len(r) < 2:
+            continue
+        if int(shapely.get_num_coordinates(g)) < len(r):
+            outline[i] = OUTLINE_CUT
+            if g.geom_type == "Polygon":
+                geoms[i] = _present_outline(list(g.exterior.coords))
+            elif g.geom_type == "MultiPolygon":
+                geoms[i] = g.boundary
+    pois = pois.drop(columns=["nodes"], errors="ignore")
+    gdf = gpd.GeoDataFrame(pois, geometry=list(geoms), crs=WGS84)
+    gdf["outline"] = outline
     gdf = gdf[~gdf.geometry.is_empty & gdf.geometry.notna()]
+    gdf["geometry"] = shapely.normalize(gdf.geometry.to_numpy())
     return gdf.reset_index(drop=True)
+
+
+#: ``outline`` of a way feature whose nodes are all in the file, and of one cut by the
+#: extract's edge (kept as the line of its nodes in the file).
+OUTLINE_COMPLETE = "complete"
+OUTLINE_CUT = "cut"
+
+
+def _present_outline(coords: list[tuple[float, float]]) -> Any:
+    """The outline of a cut area way: a closed line through its nodes in the file (the
+    ring the PBF reader builds), a point when only one place is left."""
+    distinct = list(dict.fromkeys(coords))
+    if len(distinct) == 1:
+        return shapely.Point(distinct[0])
+    if coords[0] != coords[-1]:
+        coords = [*coords, coords[0]]
+    return shapely.LineString(coords)
 
 
 def _empty_features() -> gpd.GeoDataFrame:
@@ -405,6 +452,10 @@ def _empty_features() -> gpd.GeoDataFrame:
 
 
 def _xml_features(path: Path, keys: tuple[str, ...]) -> gpd.GeoDataFrame:
+    # which closed ways are areas: the Overpass turbo polygon features, as the PBF reader
+    # (pyrosm) and osmnx decide it
+    from pyrosm.config.polygon_features import is_area
+
     coords: dict[int, tuple[float, float]] = {}
     rows: list[dict[str, Any]] = []
     geoms: list[Any] = []
@@ -416,30 +467,150 @@ def _xml_features(path: Path, keys: tuple[str, ...]) -> gpd.GeoDataFrame:
                 rows.append({"osm_type": "node", "osm_id": el["id"], "tags": el["tags"]})
                 geoms.append(shapely.Point(el["lon"], el["lat"]))
         elif kind == "way" and keyset & el["tags"].keys():
-            pts = [coords[r] for r in el["nodes"] if r in coords]
+            refs = el["nodes"]
+            pts = [coords[r] for r in refs if r in coords]
             if not pts:
                 continue
-            closed = len(el["nodes"]) > 3 and el["nodes"][0] == el["nodes"][-1]
-            if closed and len(pts) == len(el["nodes"]):
+            closed = len(refs) > 3 and refs[0] == refs[-1]
+            cut = len(pts) < len(refs)
+            if closed and cut:
+                geom = _present_outline(pts)
+            elif closed and is_area(el["tags"]):
                 geom = shapely.make_valid(shapely.Polygon(pts))
             elif len(pts) >= 2:
                 geom = shapely.LineString(pts)
             else:
                 geom = shapely.Point(pts[0])
-            rows.append({"osm_type": "way", "osm_id": el["id"], "tags": el["tags"]})
+            rows.append(
+                {
+                    "osm_type": "way",
+                    "osm_id": el["id"],
+                    "tags": el["tags"],
+                    "outline": OUTLINE_CUT if cut else OUTLINE_COMPLETE,
+                }
+            )
             geoms.append(geom)
     if not rows:
         return _empty_features()
     df = pd.DataFrame(rows)
+    if "outline" not in df:
+        df["outline"] = None
     tagdf = pd.DataFrame(list(df["tags"]))
     cols = [c for c in tagdf.columns if c in keyset or c == "name" or c.startswith("name:")]
-    extra = [c for c in tagdf.columns if c not in cols]
-    del extra
     out = pd.concat([df[["osm_type", "osm_id"]], tagdf[cols]], axis=1)
     out["tags"] = df["tags"]
+    out["outline"] = df["outline"].where(df["outline"].notna(), "").to_numpy()
     if "name" not in out:
         out["name"] = None
-    return gpd.GeoDataFrame(out, geometry=geoms, crs=WGS84)
+    return gpd.GeoDataFrame(out, geometry=shapely.normalize(np.asarray(geoms)), crs=WGS84)
+
+
+# --------------------------------------------------------------------------- entrances
+
+
+def read_osm_entrances(source: str | os.PathLike[str]) -> gpd.GeoDataFrame:
+    """Entrances, gates and fences of an OSM extract: how area facilities are entered.
+
+    Parameters
+    ----------
+    source : str or path
+        ``.osm.pbf``, ``.osm`` or ``.osm.bz2`` file (a GraphML network or a saved
+        feature table holds none: an empty table).
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        EPSG:4326: nodes with ``entrance=*`` or a passable ``barrier=*``
+        (:data:`circles.network.ENTRANCE_BARRIERS`) as points and fence, wall and hedge
+        ways (:data:`circles.network.FENCE_BARRIERS`) as lines, with ``osm_type``,
+        ``osm_id`` and the tags of :data:`circles.network.ENTRANCE_TAG_KEYS` (the rules
+        that decide which are ways in: :func:`circles.network.entrance_mask`).
+    """
+    path = _check_file(source)
+    name = path.name.lower()
+    if name.endswith((".gpkg", ".geojson", ".json", ".shp", ".graphml")):
+        return _empty_entrances()
+    if osm_format(path) == "pbf":
+        return _pbf_entrances(path)
+    return _xml_entrances(path)
+
+
+def _empty_entrances() -> gpd.GeoDataFrame:
+    cols: dict[str, list[Any]] = {"osm_type": [], "osm_id": []}
+    cols.update({k: [] for k in ENTRANCE_TAG_KEYS})
+    return gpd.GeoDataFrame(cols, geometry=gpd.GeoSeries([], crs=WGS84), crs=WGS84)
+
+
+def _entrance_frame(rows: list[dict[str, Any]], geoms: list[Any]) -> gpd.GeoDataFrame:
+    if not rows:
+        return _empty_entrances()
+    df = pd.DataFrame(rows).reindex(columns=["osm_type", "osm_id", *ENTRANCE_TAG_KEYS])
+    return gpd.GeoDataFrame(df, geometry=geoms, crs=WGS84)
+
+
+def _is_entrance_or_fence(tags: dict[str, Any], *, way: bool) -> bool:
+    barrier = str(tags.get("barrier") or "").split(";")[0].strip().lower()
+    if way:
+        return barrier in FENCE_BARRIERS
+    return "entrance" in tags or barrier in ENTRANCE_BARRIERS
+
+
+def _pbf_entrances(path: Path) -> gpd.GeoDataFrame:
+    import pyrosm
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            got = pyrosm.OSM(str(path)).get_data_by_custom_criteria(
+                custom_filter={
+                    "entrance": True,
+                    "barrier": sorted(ENTRANCE_BARRIERS | FENCE_BARRIERS),
+                },
+                filter_type="keep",
+                keep_nodes=True,
+                keep_ways=True,
+                keep_relations=False,
+            )
+    except Exception as exc:
+        raise DataFileError(f"{path}: cannot read entrances from OSM PBF ({exc})") from exc
+    if got is None or len(got) == 0:
+        return _empty_entrances()
+    rows: list[dict[str, Any]] = []
+    geoms: list[Any] = []
+    for rec, geom in zip(
+        got.drop(columns="geometry").to_dict("records"), got.geometry, strict=True
+    ):
+        raw = rec.get("tags")
+        tags = json.loads(raw) if isinstance(raw, str) else (raw if isinstance(raw, dict) else {})
+        for k in ENTRANCE_TAG_KEYS:
+            if isinstance(rec.get(k), str):
+                tags[k] = rec[k]
+        way = str(rec.get("osm_type")) == "way"
+        if geom is None or geom.is_empty or not _is_entrance_or_fence(tags, way=way):
+            continue
+        if way and geom.geom_type == "Polygon":
+            geom = geom.exterior
+        rows.append({"osm_type": "way" if way else "node", "osm_id": int(rec["id"]), **tags})
+        geoms.append(geom)
+    return _entrance_frame(rows, geoms)
+
+
+def _xml_entrances(path: Path) -> gpd.GeoDataFrame:
+    coords: dict[int, tuple[float, float]] = {}
+    rows: list[dict[str, Any]] = []
+    geoms: list[Any] = []
+    for kind, el in _iter_osm_xml(path):
+        if kind == "node":
+            coords[el["id"]] = (el["lon"], el["lat"])
+            if _is_entrance_or_fence(el["tags"], way=False):
+                rows.append({"osm_type": "node", "osm_id": el["id"], **el["tags"]})
+                geoms.append(shapely.Point(el["lon"], el["lat"]))
+        elif kind == "way" and _is_entrance_or_fence(el["tags"], way=True):
+            pts = [coords[r] for r in el["nodes"] if r in coords]
+            if len(pts) >= 2:
+                rows.append({"osm_type": "way", "osm_id": el["id"], **el["tags"]})
+                geoms.append(shapely.LineString(pts))
+    return _entrance_frame(rows, geoms)
 
 
 # --------------------------------------------------------------------------- boundaries
@@ -452,7 +623,8 @@ def read_osm_boundaries(
 
     Boundaries that the extract cuts (relations with members outside the file, such
     as a neighbouring country's municipality at the edge) come out incomplete; those
-    whose rings cannot be closed are skipped with a log message.
+    whose rings cannot be closed are skipped with a warning naming them, and listed in
+    the table's ``attrs["boundaries_skipped"]``.
 
     Returns
     -------
@@ -514,11 +686,28 @@ def read_osm_boundaries(
             crs=WGS84,
         )
     poly = out.geometry.geom_type.isin(["Polygon", "MultiPolygon"]) & ~out.geometry.is_empty
-    if (~poly).any():
-        logger.warning("%s: %d boundaries skipped (not closed polygons)", path, int((~poly).sum()))
+    skipped = [
+        {"osm_id": int(i), "name": None if pd.isna(n) else str(n), "reason": "incomplete"}
+        for i, n in zip(out.loc[~poly, "osm_id"], out.loc[~poly, "name"], strict=True)
+    ]
+    if skipped:
+        logger.warning(
+            "%s: %d boundaries skipped (their relations are incomplete in the extract, "
+            "so their rings do not close): %s",
+            path,
+            len(skipped),
+            ", ".join(str(b["name"] or b["osm_id"]) for b in skipped),
+        )
     out = out[poly].copy()
     out["geometry"] = shapely.make_valid(out.geometry.to_numpy())
-    return out.reset_index(drop=True)
+    out = out.reset_index(drop=True)
+    out.attrs[BOUNDARIES_SKIPPED] = skipped
+    return out
+
+
+#: ``attrs`` key of a boundary table: the boundaries that could not be built
+#: (``osm_id``, ``name``, ``reason``).
+BOUNDARIES_SKIPPED = "boundaries_skipped"
 
 
 def _empty_boundaries() -> gpd.GeoDataFrame:

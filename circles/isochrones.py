@@ -29,7 +29,8 @@ import pandas as pd
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-from circles.access import AccessGraph, cached_graph, seconds_from_nodes
+from circles._errors import InputDataError
+from circles.access import AccessGraph, Entries, SnappedArrays, cached_graph, seconds_from_nodes
 from circles.cache import FRAME, Keyed, array_digest, digest, frame_digest
 from circles.communities import read_centres
 from circles.config import IsochronesSection, WalkSection
@@ -194,6 +195,7 @@ def service_areas(
     per_facility: bool = True,
     buffer_m: float = NETWORK_BUFFER_M,
     memo: Any = None,
+    entries: pd.DataFrame | None = None,
 ) -> Any:
     """Service areas: where each facility is reached from within N minutes.
 
@@ -211,6 +213,9 @@ def service_areas(
     key unique to the network and walking costs by its own prefix. The result does not
     depend on what ``memo`` holds.
 
+    ``entries`` (:func:`circles.entries.area_entries`) gives area facilities all their
+    entries; a facility's area is still one row per level, drawn from all of them.
+
     Returns
     -------
     geopandas.GeoDataFrame
@@ -227,14 +232,12 @@ def service_areas(
     rows: list[dict[str, Any]] = []
     geoms: list[BaseGeometry] = []
     n = net.n_nodes
-    edge = fac["edge"].to_numpy(np.int64)
-    frac = fac["frac"].to_numpy(float)
-    acc = fac["snap_m"].to_numpy(float) / speed_m_s
     cats = fac["category"].to_numpy(object)
     ids = fac["facility_id"].astype(str).to_numpy()
     if len(fac) == 0:
         return layer_frame(rows, geoms, net.crs)
-    mat = graph.with_facilities(edge, frac, acc)
+    ent = SnappedArrays(fac, entries).all_entries(speed_m_s)
+    mat = graph.with_entries(ent)
 
     def add_rows(
         polys: list[BaseGeometry], secs: np.ndarray, kind: str, cat: str, fid: str | None
@@ -255,9 +258,10 @@ def service_areas(
 
     def draw(sel: np.ndarray, secs: np.ndarray, kind: str, cat: str, fid: str | None) -> None:
         """Polygons of the facilities ``sel`` (times ``secs``), one row per level."""
+        e = _edge_entries(ent.select(sel))
 
         def extra(level: float) -> tuple[np.ndarray, np.ndarray]:
-            return facility_edge_pieces(net, graph.edge_cost, edge[sel], frac[sel], acc[sel], level)
+            return facility_edge_pieces(net, graph.edge_cost, e.edge, e.frac, e.access_s, level)
 
         polys = isochrone_polygons(
             net, secs, to_fac, lev_s, method=method, buffer_m=buffer_m, extra_pieces=extra
@@ -282,7 +286,7 @@ def service_areas(
             src = np.asarray(src[:n], dtype=np.int64)
             source = np.where(src >= 0, pos[np.maximum(src, 0)], -1)
             polys = _grouped_polygons(
-                net, graph.edge_cost, d[:n], source, edge[idx], frac[idx], acc[idx], lev_s,
+                net, graph.edge_cost, d[:n], source, ent.select(idx), lev_s,
                 buffer_m=buffer_m, memo=memo,
             )  # fmt: skip
             add_rows(polys, d[:n], "category", cat, None)
@@ -303,13 +307,15 @@ def reach_groups(
     node_source: np.ndarray,
     limit_s: float,
     *,
-    facility_edge: np.ndarray,
+    facility_edge: np.ndarray | None = None,
+    entries: Entries | None = None,
 ) -> np.ndarray:
     """Group facilities whose walking areas meet on the network.
 
     Two facilities are in one group when an edge has both ends reached within
-    ``limit_s`` from different facilities, or when an end of a facility's own edge is
-    reached from another facility (chains of such links join groups). Then every node a
+    ``limit_s`` from different facilities, or when a node where a facility's walk
+    starts (an end of an entry's edge, an entry node) is reached from another facility
+    (chains of such links join groups). Then every node a
     facility reaches within ``limit_s`` is nearest to a facility of its own group (along
     the walk, the nearest facility changes only across such links), so a group's area
     drawn from its own facilities depends on those facilities only, and the union of the
@@ -324,8 +330,10 @@ def reach_groups(
         The nearest facility of each node (0..k-1), -1 if not reached.
     limit_s : float
         The largest level in seconds.
-    facility_edge : numpy.ndarray
-        The edge each facility is snapped to (its walk starts at the edge's ends).
+    facility_edge : numpy.ndarray, optional
+        The edge each point facility is snapped to (its walk starts at the edge's ends).
+    entries : Entries, optional
+        Instead of ``facility_edge``: where each facility is entered.
 
     Returns
     -------
@@ -335,15 +343,25 @@ def reach_groups(
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
+    if entries is None:
+        if facility_edge is None:
+            raise InputDataError("reach_groups needs facility_edge or entries")
+        fe = np.asarray(facility_edge, np.int64)
+        entries = Entries.at_points(fe, np.zeros(fe.size), np.zeros(fe.size))
     src = np.asarray(node_source, np.int64)
-    fe = np.asarray(facility_edge, np.int64)
-    k = fe.size
+    k = entries.n_facilities
     reached = (np.asarray(node_seconds) <= limit_s) & (src >= 0)
     su, sv = src[network.u], src[network.v]
     meet = reached[network.u] & reached[network.v] & (su != sv)
     a, b = [su[meet]], [sv[meet]]
-    fac = np.arange(k)
-    for end in (network.u[fe], network.v[fe]):  # a facility's first steps
+    on_edge = entries.edge >= 0
+    e = np.maximum(entries.edge, 0)
+    starts = (  # a facility's first steps: (facility, node)
+        (entries.facility[on_edge], network.u[e[on_edge]]),
+        (entries.facility[on_edge], network.v[e[on_edge]]),
+        (entries.facility[~on_edge], entries.node[~on_edge]),
+    )
+    for fac, end in starts:
         hit = reached[end] & (src[end] != fac)
         a.append(fac[hit])
         b.append(src[end][hit])
@@ -353,18 +371,33 @@ def reach_groups(
     return np.asarray(labels, dtype=np.int64)
 
 
-def _group_key(
-    edge: np.ndarray,
-    frac: np.ndarray,
-    access_s: np.ndarray,
-    lev_s: Sequence[float],
-    buffer_m: float,
-) -> str:
-    """Content key of a reach group: its facilities in a canonical order, the levels."""
-    order = np.lexsort((access_s, frac, edge))
-    facilities = array_digest(
-        edge[order].astype(np.int64), frac[order].astype(float), access_s[order].astype(float)
+def _edge_entries(entries: Entries) -> Entries:
+    """The entries on edges (those that need a stretch of their own edge drawn)."""
+    on_edge = np.flatnonzero(entries.edge >= 0)
+    return Entries(
+        entries.n_facilities,
+        entries.facility[on_edge],
+        entries.edge[on_edge],
+        entries.frac[on_edge],
+        entries.node[on_edge],
+        entries.access_s[on_edge],
     )
+
+
+def _group_key(entries: Entries, lev_s: Sequence[float], buffer_m: float) -> str:
+    """Content key of a reach group: its facilities' entries in a canonical order (the
+    group's area depends on where its facilities are entered, not on which facility an
+    entry belongs to), the levels."""
+    order = np.lexsort((entries.access_s, entries.node, entries.frac, entries.edge))
+    point = bool((entries.node < 0).all())
+    arrays: tuple[np.ndarray, ...] = (
+        entries.edge[order].astype(np.int64),
+        entries.frac[order].astype(float),
+        entries.access_s[order].astype(float),
+    )
+    if not point:  # point facilities keep the key they always had
+        arrays = (*arrays, entries.node[order].astype(np.int64))
+    facilities = array_digest(*arrays)
     levels = [float(x) for x in lev_s]
     return digest("reach_group", facilities, levels, float(buffer_m), QUAD_SEGS, GEOMETRY_ENGINE)
 
@@ -374,9 +407,7 @@ def _grouped_polygons(
     edge_cost: np.ndarray,
     secs: np.ndarray,
     source: np.ndarray,
-    edge: np.ndarray,
-    frac: np.ndarray,
-    access_s: np.ndarray,
+    entries: Entries,
     lev_s: Sequence[float],
     *,
     buffer_m: float,
@@ -384,15 +415,16 @@ def _grouped_polygons(
 ) -> list[BaseGeometry]:
     """A category's ``"network"`` polygons per level, drawn per reach group and joined."""
     to_fac = edge_cost[:, ::-1]
-    groups = reach_groups(network, secs, source, max(lev_s), facility_edge=edge)
-    k = edge.size
+    groups = reach_groups(network, secs, source, max(lev_s), entries=entries)
+    k = entries.n_facilities
     order = sorted(range(len(lev_s)), key=lambda i: float(lev_s[i]))
     levels = [float(lev_s[i]) for i in order]
     drawn: dict[str, list[BaseGeometry]] = {}
     tasks: list[tuple[str, Callable[[float], BaseGeometry], float]] = []
     for g in np.unique(groups).tolist():
         members = np.flatnonzero(groups == g)
-        key = _group_key(edge[members], frac[members], access_s[members], levels, buffer_m)
+        own = entries.select(members)
+        key = _group_key(own, levels, buffer_m)
         raw = memo.get(key) if memo is not None else None
         if raw is not None:
             drawn[key] = raw
@@ -400,9 +432,10 @@ def _grouped_polygons(
         in_group = np.zeros(k + 1, bool)
         in_group[members] = True  # index k (= -1) stays False: not reached
         group_secs = np.where(in_group[source], secs, np.inf)
+        e = _edge_entries(own)
 
-        def extra(level: float, m: np.ndarray = members) -> tuple[np.ndarray, np.ndarray]:
-            return facility_edge_pieces(network, edge_cost, edge[m], frac[m], access_s[m], level)
+        def extra(level: float, e: Entries = e) -> tuple[np.ndarray, np.ndarray]:
+            return facility_edge_pieces(network, edge_cost, e.edge, e.frac, e.access_s, level)
 
         fn = level_polygon_fn(
             network, group_secs, to_fac, method="network", buffer_m=buffer_m, extra_pieces=extra
@@ -591,6 +624,7 @@ def study_isochrones(
     section: IsochronesSection,
     walk: WalkSection,
     ctx: RunContext,
+    entries: pd.DataFrame | None = None,
 ) -> tuple[Keyed[gpd.GeoDataFrame] | None, ServiceAreas]:
     """The isochrones stage: community isochrones (cached) and the service areas.
 
@@ -614,6 +648,8 @@ def study_isochrones(
     walk : WalkSection
         ``[walk]``: levels and the main walking speed (the access walk to a facility).
     ctx : RunContext
+    entries : pandas.DataFrame, optional
+        Where area facilities are entered (:func:`circles.entries.study_entries`).
 
     Returns
     -------
@@ -686,10 +722,12 @@ def study_isochrones(
             per_facility=per_facility,
             buffer_m=buffer_m,
             memo=memo,
+            entries=entries,
         )
 
     keys: dict[str, str] = {}
     cols = ["facility_id", "category", "status", "edge", "frac", "snap_m"]
+    arrays = SnappedArrays(snapped, entries)
     for cat in dict.fromkeys(snapped["category"].tolist()):
         keys[cat] = digest(
             "service_areas",
@@ -697,6 +735,7 @@ def study_isochrones(
             cost_sha,
             weight_sha,
             frame_digest(snapped[snapped["category"] == cat], cols),
+            array_digest(*arrays.entries(cat, speed_m_s).arrays()),
             levels,
             method,
             speed_m_s,

@@ -116,6 +116,7 @@ _TEXT: Mapping[str, Mapping[str, str]] = {
         "source": "source",
         "status": "status",
         "snap": "snap distance",
+        "entries": "entries (inside nodes)",
         "community": "community",
     },
     "zh": {
@@ -142,6 +143,7 @@ _TEXT: Mapping[str, Mapping[str, str]] = {
         "source": "来源",
         "status": "状态",
         "snap": "吸附距离",
+        "entries": "入口（内部节点）",
         "community": "社区",
     },
 }
@@ -640,10 +642,12 @@ def _add_facilities(
     label: Any,
     cluster_threshold: int,
 ) -> None:
-    """Add one category's facilities to its layer (clustered above the threshold)."""
+    """Add one category's facilities to its layer (clustered above the threshold); area
+    facilities (parks, school grounds) also as their footprints."""
     if len(fac) == 0:
         return
     colour = CATEGORY_COLOURS[index % len(CATEGORY_COLOURS)]
+    _add_footprints(group, fac, cat, colour, text, label)
     props = []
     for fid, name, source, status, snap in zip(
         fac["facility_id"], fac["name"], fac["source"], fac["status"], fac["snap_m"], strict=True
@@ -684,6 +688,55 @@ def _add_facilities(
         cluster.add_to(group)
     else:
         layer.add_to(group)
+
+
+def _add_footprints(
+    group: folium.FeatureGroup,
+    fac: gpd.GeoDataFrame,
+    cat: str,
+    colour: str,
+    text: Mapping[str, str],
+    label: Any,
+) -> None:
+    """The polygons of a category's area facilities (``footprint_wkb``), under its dots."""
+    if "footprint_wkb" not in fac:
+        return
+    rows = fac[fac["footprint_wkb"].notna()]
+    if len(rows) == 0:
+        return
+    geom = gpd.GeoSeries(shapely.from_wkb(rows["footprint_wkb"].to_numpy()), crs=4326)
+    poly = geom.geom_type.isin(["Polygon", "MultiPolygon"]).to_numpy()
+    rows, geom = rows.loc[poly], geom[poly]
+    if len(rows) == 0:
+        return
+    shapes = _simplify(
+        gpd.GeoDataFrame({"i": np.arange(len(rows))}, geometry=geom.to_numpy(), crs=4326), 0.0
+    )
+    props = []
+    for j in shapes["i"].tolist():
+        r = rows.iloc[j]
+        title = _esc(r["name"]) or _esc(r["facility_id"])
+        n_in = r.get("inside_nodes", 0)
+        n_in = int(n_in) if pd.notna(n_in) else 0
+        n_e = r.get("entries", math.nan)
+        cells = [
+            (_esc(text["category"]), label(cat)),
+            (_esc(text["id"]), _esc(r["facility_id"])),
+            (_esc(text["entries"]), "–" if pd.isna(n_e) else f"{int(n_e)} ({n_in})"),
+        ]
+        props.append(
+            {
+                "popup": f"<b>{title}</b>" + _table(cells),
+                "tooltip": title,
+                "style": {"color": colour, "weight": 1.5, "fillColor": colour, "fillOpacity": 0.3},
+            }
+        )
+    _GeoJson(
+        _feature_collection(shapes.geometry, props),
+        name=f"{cat}_footprints",
+        control=False,
+        on_each_feature=_BIND_POPUP,
+    ).add_to(group)
 
 
 # --------------------------------------------------------------------------- saving

@@ -27,6 +27,26 @@ one-way                     ``oneway`` is ignored on foot; ``oneway:foot=yes|-1`
                             honoured
 ==========================  ==============================================================
 
+Entering areas (:func:`entrance_mask`, :func:`area_enclosure`; applied by
+:mod:`circles.entries` to area facilities such as parks and school grounds):
+
+==========================  ==============================================================
+rule                        OSM tags
+==========================  ==============================================================
+way in (node)               ``entrance=*`` except ``exit|emergency|no``; ``barrier=gate|
+                            entrance|kissing_gate|turnstile|swing_gate|lift_gate|stile|...``
+                            ; not with ``access=private|no`` (unless ``foot=yes|
+                            designated``), ``foot=no|private`` or ``locked=yes``
+fenced area                 ``barrier=fence|wall|hedge|city_wall`` on the area (or such
+                            ways along most of its outline: :mod:`circles.entries`)
+open area                   ``leisure=park|garden|pitch|playground|fitness_station|track|
+                            common|recreation_ground|dog_park|nature_reserve``,
+                            ``place=square``, ``landuse=recreation_ground|village_green|
+                            grass``, ``highway=pedestrian``, ``amenity=marketplace``; not
+                            ``building=*``, not fenced, not private
+closed area                 anything else (buildings, school and hospital grounds)
+==========================  ==============================================================
+
 Cycling rules (:func:`cycle_mask`, :func:`oneway_bicycle_direction`), used by
 ``circles.io.load_network(..., mode="bike")``:
 
@@ -160,6 +180,130 @@ def oneway_foot_direction(ways: pd.DataFrame) -> np.ndarray:
     out = np.zeros(len(ways), dtype=np.int8)
     out[s.isin({"yes", "true", "1"}).to_numpy()] = 1
     out[(s == "-1").to_numpy()] = -1
+    return out
+
+
+# --------------------------------------------------------------------------- entering areas
+
+#: ``barrier=*`` values of a node a walker passes through (a gate in a fence or wall;
+#: OSM wiki Tag:barrier=gate, Tag:barrier=entrance, Key:barrier).
+ENTRANCE_BARRIERS = frozenset(
+    {
+        "gate",
+        "entrance",
+        "kissing_gate",
+        "turnstile",
+        "full-height_turnstile",
+        "swing_gate",
+        "lift_gate",
+        "stile",
+        "wicket_gate",
+        "hampshire_gate",
+        "bump_gate",
+    }
+)
+#: ``entrance=*`` values that are no way in: an exit-only door, an emergency exit (OSM
+#: wiki Key:entrance).
+NOT_ENTRANCES = frozenset({"exit", "emergency", "no"})
+#: ``barrier=*`` values that close an area to walkers except at its gates, tagged on the
+#: area itself or mapped as ways along its outline (OSM wiki Tag:barrier=fence,
+#: Tag:barrier=wall, Tag:barrier=hedge, Tag:barrier=city_wall).
+FENCE_BARRIERS = frozenset({"fence", "wall", "hedge", "city_wall"})
+#: Areas a walker may enter from every side unless fenced or private: ``key -> values``
+#: (OSM wiki Tag:leisure=park, Tag:leisure=pitch, Tag:place=square, ...).
+OPEN_AREAS: Mapping[str, frozenset[str]] = {
+    "leisure": frozenset(
+        {
+            "park",
+            "garden",
+            "pitch",
+            "playground",
+            "fitness_station",
+            "track",
+            "common",
+            "recreation_ground",
+            "dog_park",
+            "nature_reserve",
+        }
+    ),
+    "place": frozenset({"square"}),
+    "landuse": frozenset({"recreation_ground", "village_green", "grass"}),
+    "highway": frozenset({"pedestrian"}),
+    "amenity": frozenset({"marketplace"}),
+}
+#: OSM tag keys of nodes that the entrance rules read.
+ENTRANCE_TAG_KEYS = ("entrance", "barrier", "access", "foot", "locked")
+#: OSM tag keys of areas that the enclosure rules read.
+AREA_TAG_KEYS = ("barrier", "access", "foot", "building", *OPEN_AREAS)
+
+#: How an area facility is entered (:func:`area_enclosure`).
+ENCLOSURE_OPEN = "open"
+ENCLOSURE_FENCED = "fenced"
+ENCLOSURE_CLOSED = "closed"
+
+
+def _closed_to_walkers(col: Mapping[str, pd.Series]) -> pd.Series:
+    foot, access = col["foot"], col["access"]
+    private = access.isin(CLOSED_ACCESS) & ~foot.isin(FOOT_OVERRIDES_ACCESS)
+    return private | foot.isin(CLOSED_ACCESS)
+
+
+def entrance_mask(nodes: pd.DataFrame) -> np.ndarray:
+    """Which OSM nodes are ways into an area for a walker.
+
+    An ``entrance=*`` node (except ``exit``, ``emergency``, ``no``) or a passable barrier
+    (:data:`ENTRANCE_BARRIERS`: ``barrier=gate``, ``entrance``, ``kissing_gate``...),
+    unless ``access=private|no`` (without ``foot=yes|designated``), ``foot=no|private``
+    or ``locked=yes``.
+
+    Parameters
+    ----------
+    nodes : pandas.DataFrame
+        One row per node with tag columns (:data:`ENTRANCE_TAG_KEYS`; missing columns
+        count as absent tags).
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean mask, True where the node is a way in.
+    """
+    col = _tag_columns(nodes, ENTRANCE_TAG_KEYS)
+    door = (col["entrance"] != "") & ~col["entrance"].isin(NOT_ENTRANCES)
+    ok = door | col["barrier"].isin(ENTRANCE_BARRIERS)
+    ok &= ~_closed_to_walkers(col) & (col["locked"] != "yes")
+    return ok.to_numpy(dtype=bool)
+
+
+def area_enclosure(areas: pd.DataFrame) -> np.ndarray:
+    """How a walker enters each area: ``"open"``, ``"fenced"`` or ``"closed"``.
+
+    ``fenced``: tagged ``barrier=fence|wall|hedge|city_wall`` (entered only through its
+    gates, when it has any). ``open``: a park, garden, pitch, playground, square,
+    pedestrian area... (:data:`OPEN_AREAS`) that is not a building (``building=*``) and
+    not private (``access=private|no`` without ``foot=yes|designated``, or
+    ``foot=no|private``): entered wherever the walking network meets its outline.
+    ``closed``: anything else (buildings, school and hospital grounds, private areas):
+    entered at its mapped entrances and where walkable ways cross into it.
+
+    Parameters
+    ----------
+    areas : pandas.DataFrame
+        One row per area with tag columns (:data:`AREA_TAG_KEYS`; missing columns count
+        as absent tags).
+
+    Returns
+    -------
+    numpy.ndarray
+        Object array of ``"open"``, ``"fenced"`` or ``"closed"``.
+    """
+    col = _tag_columns(areas, AREA_TAG_KEYS)
+    kind = pd.Series(False, index=areas.index)
+    for key, values in OPEN_AREAS.items():
+        kind |= col[key].isin(values)
+    building = (col["building"] != "") & (col["building"] != "no")
+    out = np.full(len(areas), ENCLOSURE_CLOSED, dtype=object)
+    out[(kind & ~building & ~_closed_to_walkers(col)).to_numpy()] = ENCLOSURE_OPEN
+    out[col["barrier"].isin(FENCE_BARRIERS).to_numpy()] = ENCLOSURE_FENCED
     return out
 
 

@@ -3,8 +3,9 @@
 Under ``<output_dir>/<study>/`` (``/<area>/`` for an area):
 
 - ``circles.gpkg`` with layers ``communities`` (coverage and flags), ``facilities``
-  (with snap distance and status), ``nodes`` (minutes per category), ``isochrones`` and
-  ``service_areas``;
+  (with snap distance, status and entries), ``facility_footprints`` (the polygons of
+  area facilities) and ``facility_entries`` (where they are entered), ``nodes`` (minutes
+  per category), ``isochrones`` and ``service_areas``;
 - ``coverage.csv`` (one row per community and category), ``facility_rejects.csv``,
   ``summary.json``; ``circles_<datum>.gpkg`` with ``[study] export_coord_system``;
 - ``report/`` (indicators and checklist) when a report was asked for (``circles
@@ -43,7 +44,7 @@ import pandas as pd
 import pyogrio.errors
 import shapely
 
-from circles import gpkg_inplace
+from circles import entries, gpkg_inplace
 from circles._errors import CirclesError, OutputError
 from circles._hooks import checkpoint, fail_write
 from circles.cache import Cache, array_digest, digest, frame_digest, sha256_file
@@ -188,9 +189,12 @@ def output_layers(result: StudyResult, names: Any = None) -> dict[str, gpd.GeoDa
     if want is None or "communities" in want:
         layers["communities"] = finite_or_nan(result.communities.copy())
     if want is None or "facilities" in want:
-        fac = result.facilities.copy()
+        fac = result.facilities.drop(columns=["footprint_wkb"], errors="ignore")
         fac["name"] = fac["name"].astype(object).where(fac["name"].notna(), None)
         layers["facilities"] = fac
+        # area facilities: their footprints and where they are entered (circles.entries)
+        layers["facility_footprints"] = entries.footprint_layer(result.facilities)
+        layers["facility_entries"] = entries.entry_layer(result.entries)
     if want is None or "nodes" in want:
         layers["nodes"] = nodes_frame(result)
     if result.isochrones is not None and (want is None or "isochrones" in want):
@@ -731,7 +735,9 @@ def study_digests(
         "communities": frame_digest(finite_or_nan(result.communities)),
         "residents": keys["residents"],
         "access": keys["access"],
-        "facilities": frame_digest(result.facilities),
+        "facilities": digest(
+            "facilities", frame_digest(result.facilities), entries.digest_entries(result.entries)
+        ),
         "rejects": frame_digest(result.rejects),
         "isochrones": keys.get("isochrones"),
         "service_areas": service_areas.key if service_areas is not None else None,

@@ -8,6 +8,7 @@ stages in order, each in the module of its subject, each cached by content
     communities   circles.communities
     terrain       circles.terrain      (with [walk] dem)
     facilities    circles.facilities   (+ updates: circles.ledger)
+    entries       circles.entries      (where area facilities are entered)
     access        circles.access
     residents     circles.population
     isochrones    circles.isochrones   (community isochrones and service areas)
@@ -33,6 +34,7 @@ from circles import (
     communities,
     coverage,
     cycling,
+    entries,
     facilities,
     isochrones,
     ledger,
@@ -45,7 +47,7 @@ from circles import (
 from circles._errors import ConfigError
 from circles.access import access_by_profile, category_profiles, compute_access
 from circles.cache import Cache
-from circles.communities import load_communities, read_centres
+from circles.communities import LEFT_OUT, load_communities, read_centres
 from circles.config import StudyConfig, check_study, select_area
 from circles.cycling import cycling_access, link_to_network
 from circles.facilities import load_facilities, profile_keys
@@ -148,11 +150,13 @@ def run(
             cfg.facilities, net, source, features, profile, cats, w, ctx
         )
         fac = ledger.study_updates(fac0, ledger.update_entries(cfg), net, cats, w, ctx)
+        fac = entries.study_entries(fac, net, source, features, w.max_snap_m, ctx)
         profiles = access.category_profiles(w, profile, cats)
-        acc = access.study_access(net, fac.table, profiles, w, elevation, ctx)
+        acc = access.study_access(net, fac.table, profiles, w, elevation, ctx, fac.entries)
         res = population.study_residents(net, comm, cfg.population, cfg.communities, source, ctx)
+        cost = acc.costs[w.profile]
         iso, sa = isochrones.study_isochrones(
-            net, comm, fac.table, res.weight, acc.costs[w.profile], cfg.isochrones, w, ctx
+            net, comm, fac.table, res.weight, cost, cfg.isochrones, w, ctx, fac.entries
         )
         sa.start()  # service areas missing from the cache are drawn in a thread from here on
         table = coverage.study_coverage(
@@ -162,7 +166,10 @@ def run(
             cfg.cycling, cfg.network, w, net.value, fac.table, comm.value, table, res, elderly, ctx
         )
         result = StudyResult.from_stages(cfg, net.value, labels, fac, acc, res, table, iso, sa)
-        result.summary = summary.study_summary(result, fac, res, acc, bike, area_, elevation, ctx)
+        left_out = comm.value.attrs.get(LEFT_OUT)
+        result.summary = summary.study_summary(
+            result, fac, res, acc, bike, area_, elevation, ctx, left_out=left_out
+        )
         outputs.write_study(
             result, net.key, res, acc, iso, sa, fac, ctx, report=report, write=write
         )

@@ -107,12 +107,16 @@ class Facilities:
         What each update file did (added, replaced, removed, rejected).
     counts : dict
         Facilities read, classified and rejected (for the summary).
+    entries : geopandas.GeoDataFrame, optional
+        Where area facilities are entered (:func:`circles.entries.area_entries`); None
+        before the entries stage.
     """
 
     table: gpd.GeoDataFrame
     rejects: pd.DataFrame
     updates: list[dict[str, Any]]
     counts: dict[str, int]
+    entries: gpd.GeoDataFrame | None = None
 
 
 @dataclass(frozen=True)
@@ -209,6 +213,8 @@ class StudyResult:
     manifest : dict
         What ``manifest.json`` records: inputs with SHA-256, parameters, package
         versions, timestamps, facility counts, categories recomputed and reused.
+    entries : geopandas.GeoDataFrame, optional
+        Where area facilities are entered (:func:`circles.entries.area_entries`).
     """
 
     config: StudyConfig
@@ -227,6 +233,7 @@ class StudyResult:
     outputs: dict[str, str] = field(default_factory=dict)
     node_community: np.ndarray | None = None
     manifest: dict[str, Any] = field(default_factory=dict)
+    entries: gpd.GeoDataFrame | None = None
 
     @classmethod
     def from_stages(
@@ -260,6 +267,7 @@ class StudyResult:
             service_areas,
             node_weight=residents.weight,
             node_community=residents.node_community,
+            entries=facilities.entries,
         )
 
     @property

@@ -1,12 +1,22 @@
-"""The run summary: what ``summary.json`` holds and what ``circles run`` prints."""
+"""The run summary: what ``summary.json`` holds and what ``circles run`` prints.
+
+What drops out is said loudly: a run warns (and ``summary.json`` lists under
+``warnings``) when small disconnected pieces of the network hold much of the street
+length, overall or in a community, and when many nodes lie outside every community
+(naming the boundaries that are not communities: incomplete in the extract, outside
+``parent``, excluded). ``communities_detail`` gives, per community, its nodes, street
+length and the street length dropped as small pieces.
+"""
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 import numpy as np
 
+from circles.communities import LEFT_OUT, network_report
 from circles.facilities import STATUS_SNAPPED
 from circles.result import (
     Facilities,
@@ -16,6 +26,16 @@ from circles.result import (
     StudyResult,
     level_key,
 )
+
+logger = logging.getLogger(__name__)
+
+#: Warn when small disconnected pieces hold at least this share (0-1) of the whole
+#: network's street length ...
+DROPPED_WARN_SHARE = 0.05
+#: ... or of one community's.
+COMMUNITY_DROPPED_WARN_SHARE = 0.10
+#: Warn when at least this share (0-1) of the network's nodes is outside every community.
+OUTSIDE_WARN_SHARE = 0.05
 
 
 def study_summary(
@@ -27,6 +47,8 @@ def study_summary(
     area: Any,
     elevation_m: Any,
     ctx: RunContext,
+    *,
+    left_out: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """What ``summary.json`` holds: counts, what was dropped, what residents rest on.
 
@@ -48,6 +70,9 @@ def study_summary(
         Node elevations (None: walking times are flat).
     ctx : RunContext
         The run (its time so far).
+    left_out : list of dict, optional
+        Boundaries of the communities' source that are not communities (the
+        communities stage's ``attrs["communities_left_out"]``).
     """
     profiles = access.profiles
     slope_aware = elevation_m is not None
@@ -107,11 +132,25 @@ def study_summary(
         "categories": rows,
         "population": residents.info,
         "walking_profiles": {
-            c: {"profile": p, "speed_m_s": cfg.walk.walk_profile(p).speed_m_s}
-            for c, p in profiles.items()
+            c: _profile_doc(cfg.walk.walk_profile(p)) for c, p in profiles.items()
         },
         "slope_aware": slope_aware,
     }
+    doc["facilities"]["areas"] = area_facilities(fac, result.entries)
+    detail = network_report(network, table, node_comm)
+    outside = detail.pop()
+    doc["communities_detail"] = detail
+    left_out = list(left_out if left_out is not None else table.attrs.get(LEFT_OUT, []))
+    doc["outside_communities"] = {
+        "nodes": outside["nodes"],
+        "share_of_nodes": round(outside["nodes"] / max(network.n_nodes, 1), 4),
+        "street_km": outside["street_km"],
+        "dropped_street_km": outside["dropped_street_km"],
+        "communities_left_out": left_out,
+    }
+    doc["warnings"] = drop_warnings(network, detail, doc["outside_communities"])
+    for text in doc["warnings"]:
+        logger.warning("%s", text)
     if cycling is not None:
         doc["cycling"] = cycling
     if area_doc is not None:
@@ -120,6 +159,84 @@ def study_summary(
         doc["facility_updates"] = updates
     doc["seconds"] = round(seconds, 2)
     return doc
+
+
+def _profile_doc(prof: Any) -> dict[str, Any]:
+    """A walking profile as the summary states it: speed and the cost of steps."""
+    return {
+        "profile": prof.name,
+        "speed_m_s": prof.speed_m_s,
+        "steps_factor": prof.steps_factor,
+        "exclude_steps": prof.exclude_steps,
+    }
+
+
+def area_facilities(facilities: Any, entries: Any) -> dict[str, Any]:
+    """Area facilities of the run: how many, where they are entered, nodes inside.
+
+    Returns
+    -------
+    dict
+        ``facilities`` (area facilities, each id once), ``entries`` (their entries,
+        inside nodes not counted), ``entries_by_kind``, ``inside_nodes``, ``by_rule``
+        (how each was joined: ``gates``, ``entries``, ``open``, ``nearest``) and
+        ``cut_by_extract_edge`` (ids and names of those whose outline the extract cut).
+    """
+    if "footprint_wkb" not in facilities or len(facilities) == 0:
+        return {"facilities": 0, "entries": 0, "inside_nodes": 0}
+    rows = facilities[
+        facilities["footprint_wkb"].notna().to_numpy()
+        & (facilities["status"] == STATUS_SNAPPED).to_numpy()
+    ]
+    rows = rows[~rows["facility_id"].astype(str).duplicated()]
+    kinds = {} if entries is None else entries["kind"].value_counts().to_dict()
+    cut = rows[rows["outline"].astype(object) == "cut"] if "outline" in rows else rows.iloc[0:0]
+    doc: dict[str, Any] = {
+        "facilities": len(rows),
+        "entries": int(sum(v for k, v in kinds.items() if k != "inside")),
+        "entries_by_kind": {str(k): int(v) for k, v in kinds.items() if k != "inside"},
+        "inside_nodes": int(kinds.get("inside", 0)),
+    }
+    if "entry_rule" in rows:
+        doc["by_rule"] = {str(k): int(v) for k, v in rows["entry_rule"].value_counts().items()}
+    doc["cut_by_extract_edge"] = [
+        {"facility_id": str(i), "name": None if n is None or n != n else str(n)}
+        for i, n in zip(cut["facility_id"], cut["name"], strict=True)
+    ]
+    return doc
+
+
+def drop_warnings(network: Any, detail: list[dict[str, Any]], outside: dict[str, Any]) -> list[str]:
+    """What dropped out, in words: small pieces of the network and nodes outside every
+    community, with the communities and shares concerned (see the module docstring)."""
+    out = []
+    rep = network.report
+    dropped_m = float(rep.get("street_length_in_small_components_m", 0.0))
+    total_m = float(network.length_m.sum()) + dropped_m
+    share = dropped_m / total_m if total_m > 0 else 0.0
+    hit = [d for d in detail if d["dropped_share"] >= COMMUNITY_DROPPED_WARN_SHARE]
+    if share >= DROPPED_WARN_SHARE or hit:
+        where = ", ".join(
+            f"{d['name']} {100 * d['dropped_share']:.0f}% ({d['dropped_street_km']:.1f} km)"
+            for d in sorted(hit, key=lambda d: -d["dropped_share"])
+        )
+        out.append(
+            f"{100 * share:.1f}% of the walking network ({dropped_m / 1000:.1f} km, "
+            f"{rep.get('edges_in_small_components', 0)} segments, "
+            f"{rep.get('nodes_in_small_components', 0)} nodes) is in small pieces not "
+            "connected to the rest (e.g. cut off by roads tagged foot=no) and reaches no "
+            "facility" + (f"; most in: {where}" if where else "")
+        )
+    n = int(outside["nodes"])
+    if n and outside["share_of_nodes"] >= OUTSIDE_WARN_SHARE:
+        gone = outside["communities_left_out"]
+        names = "; ".join(f"{b.get('name') or b.get('osm_id')} ({b['reason']})" for b in gone)
+        out.append(
+            f"{n} network nodes ({100 * outside['share_of_nodes']:.1f}%) are outside every "
+            "community and count for none"
+            + (f"; boundaries that are not communities: {names}" if names else "")
+        )
+    return out
 
 
 def summary_table(result: StudyResult) -> str:

@@ -20,6 +20,7 @@ LAYERS = {
         "sources",
         "areas",
         "facilities",
+        "entries",
         "ledger",
         "zones",
         "communities",

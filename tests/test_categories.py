@@ -186,6 +186,11 @@ POSITIVE = [
     ({"amenity": "gym"}, "fitness"),
     ({"name": "聂耳广场全民健身路径"}, "fitness"),
     ({"name": "玉溪市体育馆"}, "fitness"),
+    ({"leisure": "track", "sport": "running"}, "fitness"),
+    ({"leisure": "track", "sport": "athletics;soccer"}, "fitness"),
+    ({"leisure": "track", "name": "Finnenbahn"}, "fitness"),
+    ({"leisure": "fitness_centre", "access": "customers"}, "fitness"),
+    ({"name": "红塔区网球场"}, "fitness"),
     # shelter
     ({"emergency": "assembly_point"}, "shelter"),
     (
@@ -280,6 +285,21 @@ NEGATIVE = [
     ({"railway": "station", "name": "体育中心站"}, "fitness"),
     ({"shop": "sports", "name": "健身器材专卖"}, "fitness"),
     ({"leisure": "swimming_pool"}, "fitness"),
+    # fitness: ski pistes, racing tracks, tracks without a sport, golf, club grounds
+    ({"leisure": "track", "sport": "skiing"}, "fitness"),
+    ({"leisure": "track", "piste:type": "nordic", "name": "Loipe"}, "fitness"),
+    ({"leisure": "track", "sport": "horse_racing"}, "fitness"),
+    ({"leisure": "track", "sport": "motor"}, "fitness"),
+    ({"leisure": "track", "sport": "karting"}, "fitness"),
+    ({"leisure": "track", "sport": "dog_racing"}, "fitness"),
+    ({"leisure": "track"}, "fitness"),
+    ({"leisure": "pitch", "sport": "golf"}, "fitness"),
+    ({"leisure": "pitch", "sport": "skiing", "piste:type": "downhill"}, "fitness"),
+    ({"leisure": "pitch", "sport": "equestrian"}, "fitness"),
+    ({"leisure": "golf_course", "name": "玉溪高尔夫球场"}, "fitness"),
+    ({"name": "抚仙湖高尔夫球场"}, "fitness"),
+    ({"leisure": "pitch", "access": "members"}, "fitness"),
+    ({"leisure": "sports_centre", "access": "private", "club": "sport"}, "fitness"),
     # shelter: bus, weather, picnic shelters, untyped shelters, homeless shelters, bus stops
     ({"amenity": "shelter", "shelter_type": "public_transport"}, "shelter"),
     (
@@ -841,6 +861,8 @@ def test_chinese_and_english_labels_of_new_profiles() -> None:
         ({"name": "聂耳文化广场"}, "fitness_circle", "square"),
         ({"place": "square"}, "fitness_circle", "fitness"),
         ({"leisure": "fitness_station"}, "fitness_circle", "fitness_station"),
+        ({"leisure": "track", "sport": "running"}, "fitness_circle", "fitness"),
+        ({"leisure": "track", "sport": "athletics"}, "china_life_circle", "sports_ground"),
     ],
 )
 def test_planning_profiles_positive(tags: dict[str, Any], profile: str, category: str) -> None:
@@ -855,6 +877,11 @@ def test_planning_profiles_positive(tags: dict[str, Any], profile: str, category
         ({"name": "万达广场", "shop": "mall"}, "fitness_circle", "fitness"),
         ({"name": "万达广场"}, "fitness_circle", "square"),
         ({"shop": "convenience"}, "china_life_circle", "fresh_market"),
+        ({"leisure": "track", "sport": "skiing"}, "fitness_circle", "fitness"),
+        ({"leisure": "track", "sport": "skiing"}, "fitness_circle", "sports_ground"),
+        ({"leisure": "track", "sport": "horse_racing"}, "china_life_circle", "fitness"),
+        ({"leisure": "pitch", "sport": "golf"}, "china_life_circle", "sports_ground"),
+        ({"name": "高尔夫球场"}, "china_life_circle", "sports_ground"),
     ],
 )
 def test_planning_profiles_negative(tags: dict[str, Any], profile: str, category: str) -> None:

@@ -124,6 +124,29 @@ category = "elderly_canteen"
     assert summary["network"]["nodes_in_small_components"] > 0
     assert summary["residents_basis"].startswith("street length")
 
+    # area facilities: footprints and entries in the GeoPackage and the summary
+    assert {"facility_footprints", "facility_entries"} <= layers
+    areas = summary["facilities"]["areas"]
+    foot = gpd.read_file(gpkg, layer="facility_footprints")
+    assert len(foot) == areas["facilities"] > 50
+    assert set(foot.geometry.geom_type) == {"MultiPolygon"}
+    entries = gpd.read_file(gpkg, layer="facility_entries")
+    assert (entries["kind"] == "inside").sum() == areas["inside_nodes"] > 0
+    assert (entries["kind"] != "inside").sum() == areas["entries"] == foot["entries"].sum()
+    assert set(entries["facility_id"]) == set(foot["facility_id"])
+    assert fac.loc[fac["footprint"] == "Point", "entries"].eq(1).all()
+    # what drops out, per community and outside them
+    detail = summary["communities_detail"]
+    assert sorted(d["name"] for d in detail) == MUNICIPALITIES
+    nodes_in = sum(d["nodes"] for d in detail)
+    assert nodes_in + summary["outside_communities"]["nodes"] == summary["network"]["nodes"]
+    assert summary["outside_communities"]["nodes"] == summary["nodes_outside_communities"]
+    assert summary["outside_communities"]["communities_left_out"] == [
+        {"osm_id": 1684081, "name": "Fläsch", "reason": "outside Liechtenstein"}
+    ]
+    assert any("outside every community" in w and "Fläsch" in w for w in summary["warnings"])
+    assert summary["walking_profiles"]["fitness"]["steps_factor"] == 2.0
+
 
 @pytest.mark.slow
 def test_helsinki_run_with_planner_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

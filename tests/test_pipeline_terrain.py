@@ -403,8 +403,18 @@ def test_elderly_raster_weights_elderly_categories(
     res, _, _, _, old_path = population_run
     s = summary(res)
     for cat in ("elderly_canteen", "elderly_care"):
-        assert s["walking_profiles"][cat] == {"profile": "elderly", "speed_m_s": 0.9}
-    assert s["walking_profiles"]["fitness"] == {"profile": "adult", "speed_m_s": 1.2}
+        assert s["walking_profiles"][cat] == {
+            "profile": "elderly",
+            "speed_m_s": 0.9,
+            "steps_factor": 2.5,
+            "exclude_steps": False,
+        }
+    assert s["walking_profiles"]["fitness"] == {
+        "profile": "adult",
+        "speed_m_s": 1.2,
+        "steps_factor": 2.0,
+        "exclude_steps": False,
+    }
     er = s["population"]["elderly_raster"]
     assert er["placed"] > 0
     comm = gpd.read_file(res.outputs["gpkg"], layer="communities")
