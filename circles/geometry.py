@@ -780,6 +780,13 @@ def _chain_buffers(chains: StreetChains, which: np.ndarray, buffer_m: float) -> 
     return shapely.buffer(shapely.line_merge(lines), buffer_m, quad_segs=QUAD_SEGS)
 
 
+def _as_polygonal(geom: BaseGeometry) -> BaseGeometry:
+    """``geom`` if it is a (Multi)Polygon, else :func:`polygonal` of it."""
+    if shapely.get_type_id(geom) in (3, 6):
+        return geom
+    return polygonal(geom)
+
+
 def _lookup(keys: np.ndarray, values: np.ndarray, query: np.ndarray) -> np.ndarray:
     """``values`` of ``query`` in the ascending ``keys``; ``inf`` where absent."""
     if keys.size == 0:
@@ -895,7 +902,9 @@ def reach_polygons(
             poly = UNION(new)
             if prev is not None and not prev.is_empty:
                 poly = shapely.union(prev, poly)
-            poly = polygonal(shapely.set_precision(polygonal(poly), PRECISION_M))
+            # GEOS's overlay and set_precision return valid geometry: only their type is
+            # checked (validity checks were 6 % of the drawing)
+            poly = _as_polygonal(shapely.set_precision(_as_polygonal(poly), PRECISION_M))
         by_level[level] = poly
         prev = poly
     return [by_level[float(lev)] for lev in levels_s]
