@@ -55,7 +55,8 @@ def notebook_graph(net: Any) -> Any:
 
     g = nx.MultiDiGraph(crs=net.crs)
     g.add_nodes_from(
-        (i, {"x": float(x), "y": float(y)}) for i, (x, y) in enumerate(zip(net.x, net.y))
+        (i, {"x": float(x), "y": float(y)})
+        for i, (x, y) in enumerate(zip(net.x, net.y, strict=True))
     )
     tail, head, sec = net.directed_arcs(net.edge_seconds(SPEED_M_S))
     g.add_edges_from(
@@ -132,7 +133,9 @@ def main(argv: list[str]) -> int:
         new = geometry.reach_polygons(chains, *reach.reached(0), graph.edge_cost, LEVELS_S)
         times["circles"].append(time.perf_counter() - t)
         hull_over.append(hulls[-1].area / max(new[-1].area, 1e-9))
-        hausdorff = max(hausdorff, *(shapely.hausdorff_distance(a, b) for a, b in zip(old, new)))
+        hausdorff = max(
+            hausdorff, *(shapely.hausdorff_distance(a, b) for a, b in zip(old, new, strict=True))
+        )
 
     n = len(pick)
     per = {k: statistics.mean(v) * 1000 for k, v in times.items()}
