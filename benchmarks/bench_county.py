@@ -58,11 +58,16 @@ CIRCLES = [sys.executable, "-m", "circles.cli"]
 # --------------------------------------------------------------------------- processes
 
 
-def timed_process(cmd: list[str], cwd: Path) -> dict[str, Any]:
+def timed_process(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run ``cmd`` under ``/usr/bin/time -v``: wall seconds, peak memory, CPU use."""
     t = time.perf_counter()
     proc = subprocess.run(
-        ["/usr/bin/time", "-v", *cmd], cwd=cwd, capture_output=True, text=True, check=False
+        ["/usr/bin/time", "-v", *cmd],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+        env=None if env is None else {**os.environ, **env},
     )
     wall = time.perf_counter() - t
     if proc.returncode != 0:
@@ -113,18 +118,25 @@ source = "{extract}"
     return toml
 
 
-def run_study(folder: Path, extract: Path, communities: str, canteen: tuple[float, float]):
+def run_study(
+    folder: Path,
+    extract: Path,
+    communities: str,
+    canteen: tuple[float, float],
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """Cold, warm and update processes of one study; the cold run's manifest."""
     folder.mkdir(parents=True)
     toml = write_study(folder, extract, communities)
-    out: dict[str, Any] = {"cold": timed_process([*CIRCLES, "run", str(toml)], folder)}
+    out: dict[str, Any] = {"cold": timed_process([*CIRCLES, "run", str(toml)], folder, env)}
     manifest = json.loads((folder / "processed" / "county" / "manifest.json").read_text())
-    out["warm"] = timed_process([*CIRCLES, "run", str(toml)], folder)
+    out["warm"] = timed_process([*CIRCLES, "run", str(toml)], folder, env)
     csv = folder / "canteen.csv"
     csv.write_text(f"id,name,lon,lat\nnew1,New canteen,{canteen[0]},{canteen[1]}\n")
     out["update"] = timed_process(
         [*CIRCLES, "update", str(toml), "--facilities", str(csv), "--category", "elderly_canteen"],
         folder,
+        env,
     )
     stages = manifest.get("stage_seconds", {})
     total = sum(stages.values()) or 1.0
@@ -239,6 +251,13 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--tiled-communities", type=int, default=3000)
     ap.add_argument("--areas", type=int, default=0, help="copies run as [[areas]] on dask")
     ap.add_argument("--keep", type=Path, help="folder to keep the runs in (default: temp)")
+    ap.add_argument(
+        "--baseline",
+        type=Path,
+        help="a folder holding another version's circles/ package (e.g. from `git archive "
+        "<commit> circles | tar -x -C DIR`): each study also runs with it, just before",
+    )
+    ap.add_argument("--sizes", help="comma-separated sizes to run (e.g. osm,711)")
     args = ap.parse_args(argv[1:])
     if not LIECHTENSTEIN.exists():
         print(f"skipped: {LIECHTENSTEIN} not found (../shared/data is not on this machine)")
@@ -265,6 +284,8 @@ def main(argv: list[str]) -> int:
                 continue
             net = load_network(extract)
             for size in sizes:
+                if args.sizes and str(size) not in args.sizes.split(","):
+                    continue
                 if size == "osm":
                     comm = 'source = "osm"\nadmin_level = 8\nparent = "Liechtenstein"'
                     label, width, n = f"{name} municipalities", None, 11
@@ -273,7 +294,18 @@ def main(argv: list[str]) -> int:
                     comm = f'source = "hexagons"\nhex_width_m = {width}'
                     label = f"{name} {n} hexagons"
                 print(f"{label} ...", flush=True)
+                before = None
+                if args.baseline:
+                    before = run_study(
+                        base / (label.replace(" ", "_") + "_baseline"),
+                        extract,
+                        comm,
+                        CANTEEN[name],
+                        {"PYTHONPATH": str(args.baseline.resolve())},
+                    )
                 rec = run_study(base / label.replace(" ", "_"), extract, comm, CANTEEN[name])
+                if before is not None:
+                    rec["baseline"] = before
                 rec.update({"communities": n, "hex_width_m": width, "nodes": net.n_nodes})
                 result["studies"][label] = rec
                 print(json.dumps(rec), flush=True)
@@ -356,7 +388,14 @@ def print_tables(result: dict[str, Any]) -> None:
         print("| study | communities | cold s | warm s | update s | update/cold | peak GB | "
               "cores | map MB | isochrones | outputs |")  # fmt: skip
         print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        pairs = []
         for label, r in rows.items():
+            if "baseline" in r:
+                pairs.append(
+                    (f"{label}, before", {**r["baseline"], "communities": r["communities"]})
+                )
+            pairs.append((label, r))
+        for label, r in pairs:
             share = r["stage_share"]
             print(
                 f"| {label} | {r['communities']} | {r['cold']['seconds']} | "

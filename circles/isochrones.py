@@ -5,6 +5,13 @@ community's centre; service areas (:func:`service_areas`) are where each categor
 facilities are reached from within each level. The polygons are drawn by
 :mod:`circles.geometry` (see its docstring for the methods and their guarantees).
 
+Community isochrones with the ``"network"`` method come from one bounded search per
+centre (sparse rows, :func:`circles.access.seconds_from_nodes`) and
+:func:`circles.geometry.reach_polygons`: street chains reached whole are drawn by their
+buffers, drawn once per network, and each level is built on the one below. The
+communities are drawn on one thread per core (:data:`COMMUNITY_THREADS`; one inside
+:func:`one_thread`), while the service areas are drawn in a thread of their own.
+
 Service areas of a category with the ``"network"`` method are drawn per *reach group*
 (:func:`reach_groups`: facilities whose walking areas meet on the network) and joined.
 Each group's area depends on its own facilities only, so a memo (the study's disk
@@ -13,7 +20,7 @@ the result is the same with or without the memo (tested).
 
 :func:`study_isochrones` is the stage of a run: community isochrones (independent of
 facilities: cached once) and service areas per category (:class:`ServiceAreas`, drawn
-in a background thread while the run goes on).
+in a background thread from before the community isochrones, while the run goes on).
 """
 
 from __future__ import annotations
