@@ -306,10 +306,15 @@ def threads_allowed() -> bool:
 
 
 def polygonal(geom: BaseGeometry) -> BaseGeometry:
-    """``geom`` made valid, keeping only its polygonal parts."""
-    if shapely.is_valid(geom):
+    """``geom`` made valid, keeping only its polygonal parts.
+
+    A valid collection keeps its polygons too: snapping to the 1 mm grid can collapse a
+    sliver of a polygon into a line (seen on Porto), which has no area and is dropped.
+    """
+    kind = shapely.get_type_id(geom)
+    if kind in (3, 6) and shapely.is_valid(geom):  # Polygon, MultiPolygon
         return geom
-    fixed = shapely.make_valid(geom)
+    fixed = shapely.make_valid(geom) if not shapely.is_valid(geom) else geom
     parts = shapely.get_parts(fixed)
     polys = parts[np.isin(shapely.get_type_id(parts), (3, 6))]  # Polygon, MultiPolygon
     return shapely.union_all(polys) if polys.size else empty_polygon()

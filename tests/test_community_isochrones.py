@@ -382,3 +382,32 @@ def test_threads_change_only_the_speed(helsinki_net) -> None:
     assert shapely.to_wkb(threaded.geometry.to_numpy()).tolist() == (
         shapely.to_wkb(serial.geometry.to_numpy()).tolist()
     )
+
+
+def test_polygonal_drops_what_the_grid_collapsed_to_lines() -> None:
+    """Snapping to the 1 mm grid can leave a valid collection of a polygon and a line
+    (Porto, below): only the polygon is kept, never the collection."""
+    square = shapely.box(0, 0, 10, 10)
+    mixed = shapely.GeometryCollection([square, shapely.LineString([(20, 0), (30, 0)])])
+    assert shapely.is_valid(mixed)
+    assert shapely.equals(polygonal(mixed), square)
+    assert polygonal(shapely.GeometryCollection()).geom_type == "Polygon"
+    assert polygonal(square) is square
+
+
+@pytest.mark.slow
+def test_porto_centre_whose_level_collapsed_a_sliver(shared_network) -> None:
+    """The 10-minute level of this Porto centre came out of the 1 mm grid as a collection
+    with a line; its polygons are (Multi)Polygons that cover the previous ground."""
+    from circles.coverage import hexagon_communities
+    from circles.isochrones import community_centres
+
+    net = shared_network("osm/porto.osm.pbf")
+    graph = AccessGraph.from_network(net, net.edge_seconds(1.2))
+    comm = hexagon_communities(net, width_m=150.0).iloc[[395]]
+    reach = seconds_from_nodes(graph, community_centres(net, comm), limit_s=900.0)
+    polys = reach_polygons(StreetChains.of(net), *reach.reached(0), graph.edge_cost, LEVELS_S)
+    old = previous_polygons(net, reach[0], graph.edge_cost, LEVELS_S)
+    for new, ref in zip(polys, old, strict=True):
+        assert new.geom_type in ("Polygon", "MultiPolygon")
+        assert_same_ground(new, ref)
