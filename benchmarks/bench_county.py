@@ -264,6 +264,9 @@ def main(argv: list[str]) -> int:
         "<commit> circles | tar -x -C DIR`): each study also runs with it, just before",
     )
     ap.add_argument("--sizes", help="comma-separated sizes to run (e.g. osm,711)")
+    ap.add_argument(
+        "--out", type=Path, default=HERE / "results" / "county.json", help="results file"
+    )
     args = ap.parse_args(argv[1:])
     if not LIECHTENSTEIN.exists():
         print(f"skipped: {LIECHTENSTEIN} not found (../shared/data is not on this machine)")
@@ -315,7 +318,7 @@ def main(argv: list[str]) -> int:
                 rec.update({"communities": n, "hex_width_m": width, "nodes": net.n_nodes})
                 result["studies"][label] = rec
                 print(json.dumps(rec), flush=True)
-                write_atomic_text(HERE / "results" / "county.json", json.dumps(result, indent=2))
+                write_atomic_text(args.out, json.dumps(result, indent=2))
     if args.tiled:
         tiled = base / f"liechtenstein_x{args.tiled}.osm.pbf"
         t = time.perf_counter()
@@ -341,11 +344,11 @@ def main(argv: list[str]) -> int:
         rec["stage_seconds"] = manifest.get("stage_seconds", {})
         result["tiled"] = rec
         print(json.dumps(rec), flush=True)
-        write_atomic_text(HERE / "results" / "county.json", json.dumps(result, indent=2))
+        write_atomic_text(args.out, json.dumps(result, indent=2))
         if args.areas:
             result["tiled_areas"] = run_areas(base, tiled, offsets, bbox, args.areas, width)
             print(json.dumps(result["tiled_areas"]), flush=True)
-    write_atomic_text(HERE / "results" / "county.json", json.dumps(result, indent=2))
+    write_atomic_text(args.out, json.dumps(result, indent=2))
     print_tables(result)
     tmp.cleanup()
     return 0
