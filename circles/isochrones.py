@@ -5,6 +5,13 @@ community's centre; service areas (:func:`service_areas`) are where each categor
 facilities are reached from within each level. The polygons are drawn by
 :mod:`circles.geometry` (see its docstring for the methods and their guarantees).
 
+Community isochrones with the ``"network"`` method come from one bounded search per
+centre (sparse rows, :func:`circles.access.seconds_from_nodes`) and
+:func:`circles.geometry.reach_polygons`: street chains reached whole are drawn by their
+buffers, drawn once per network, and each level is built on the one below. The
+communities are drawn on one thread per core (:data:`COMMUNITY_THREADS`; one inside
+:func:`one_thread`), while the service areas are drawn in a thread of their own.
+
 Service areas of a category with the ``"network"`` method are drawn per *reach group*
 (:func:`reach_groups`: facilities whose walking areas meet on the network) and joined.
 Each group's area depends on its own facilities only, so a memo (the study's disk
@@ -13,12 +20,14 @@ the result is the same with or without the memo (tested).
 
 :func:`study_isochrones` is the stage of a run: community isochrones (independent of
 facilities: cached once) and service areas per category (:class:`ServiceAreas`, drawn
-in a background thread while the run goes on).
+in a background thread from before the community isochrones, while the run goes on).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal
@@ -44,6 +53,7 @@ from circles.geometry import (
     PRECISION_M,
     QUAD_SEGS,
     UNION,
+    StreetChains,
     area_km2,
     directed_edge_cost,
     empty_polygon,
@@ -55,6 +65,7 @@ from circles.geometry import (
     nested_levels,
     one_thread,
     polygonal,
+    reach_polygons,
     reached_segments,
     threads_allowed,
     to_wgs84,
@@ -157,31 +168,55 @@ def community_isochrones(
     """
     net = graph.network
     levels = [float(m) for m in levels_minutes]
+    lev_s = [60.0 * m for m in levels]
     origins = community_centres(net, communities, centres)
-    secs = seconds_from_nodes(graph, origins, limit_s=60.0 * max(levels))
+    reach = seconds_from_nodes(graph, origins, limit_s=max(lev_s))
+    if method == "network":
+        chains = StreetChains.of(net)
+
+        def draw(i: int) -> list[BaseGeometry]:
+            nodes, secs = reach.reached(i)
+            return reach_polygons(chains, nodes, secs, graph.edge_cost, lev_s, buffer_m=buffer_m)
+
+    else:
+
+        def draw(i: int) -> list[BaseGeometry]:
+            return isochrone_polygons(
+                net, reach[i], graph.edge_cost, lev_s, method=method, threads=False
+            )
+
+    drawn = _each_community(draw, len(origins))
     rows: list[dict[str, Any]] = []
     geoms: list[BaseGeometry] = []
     for i, cid in enumerate(communities["community_id"].tolist()):
-        polys = isochrone_polygons(
-            net,
-            secs[i],
-            graph.edge_cost,
-            [60 * m for m in levels],
-            method=method,
-            buffer_m=buffer_m,
-        )
-        for m, poly in zip(levels, polys, strict=True):
+        nodes, secs = reach.reached(i)
+        weight = node_weight[nodes]
+        for m, lev, poly in zip(levels, lev_s, drawn[i], strict=True):
             rows.append(
                 {
                     "community_id": cid,
                     "minutes": m,
-                    "residents": float(node_weight[secs[i] <= 60 * m].sum()),
+                    "residents": float(weight[secs <= lev].sum()),
                     "centre_node_id": int(net.node_id[origins[i]]),
                     "method": method,
                 }
             )
             geoms.append(poly)
     return layer_frame(rows, geoms, net.crs)
+
+
+#: Threads drawing community isochrones at once (GEOS releases the GIL): one per core.
+COMMUNITY_THREADS = max(1, min(4, os.cpu_count() or 1))
+
+
+def _each_community(draw: Callable[[int], list[BaseGeometry]], n: int) -> list[list[BaseGeometry]]:
+    """``[draw(i) for i in range(n)]``, on :data:`COMMUNITY_THREADS` threads unless
+    :func:`one_thread` says otherwise (the result is the same either way)."""
+    workers = min(COMMUNITY_THREADS, n) if threads_allowed() else 1
+    if workers <= 1:
+        return [draw(i) for i in range(n)]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="circles-iso") as pool:
+        return list(pool.map(draw, range(n)))
 
 
 def service_areas(
@@ -669,13 +704,57 @@ def study_isochrones(
     cost_sha = array_digest(cost)
     weight_sha = array_digest(weight)
     centres_sha = ctx.inputs.sha("centres", centres) if centres else None
-    graph: AccessGraph | None = None
+    graph: list[AccessGraph] = []
+    graph_lock = threading.Lock()
 
     def get_graph() -> AccessGraph:
-        nonlocal graph
-        if graph is None:
-            graph = cached_graph(network, cost, ctx.store)
-        return graph
+        with graph_lock:  # the service areas' thread and the isochrones share one
+            if not graph:
+                graph.append(cached_graph(network, cost, ctx.store))
+            return graph[0]
+
+    areas = ServiceAreas.none()
+    if with_service_areas:
+        snapped = facilities[facilities["status"] == STATUS_SNAPPED]
+        prefix = digest("service_area_groups", network.key, cost_sha)
+        memo = GroupMemo(ctx.store, prefix, network.value.crs)
+
+        def draw_areas(fac: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+            return service_areas(
+                get_graph(),
+                fac,
+                weight,
+                levels_minutes=levels,
+                method=method,  # type: ignore[arg-type]
+                speed_m_s=speed_m_s,
+                per_facility=per_facility,
+                buffer_m=buffer_m,
+                memo=memo,
+                entries=entries,
+            )
+
+        keys: dict[str, str] = {}
+        cols = ["facility_id", "category", "status", "edge", "frac", "snap_m"]
+        arrays = SnappedArrays(snapped, entries)
+        for cat in dict.fromkeys(snapped["category"].tolist()):
+            keys[cat] = digest(
+                "service_areas",
+                network.key,
+                cost_sha,
+                weight_sha,
+                frame_digest(snapped[snapped["category"] == cat], cols),
+                array_digest(*arrays.entries(cat, speed_m_s).arrays()),
+                levels,
+                method,
+                speed_m_s,
+                per_facility,
+                buffer_m,
+                GEOMETRY_ENGINE,
+            )
+        areas = ServiceAreas(keys, snapped, draw_areas, ctx.store, ctx.say)
+        # drawn beside the community isochrones and the rest of the run: off the
+        # critical path, on the second core
+        areas.start()
 
     def draw_isochrones() -> gpd.GeoDataFrame:
         ctx.say("drawing community isochrones")
@@ -705,42 +784,4 @@ def study_isochrones(
         draw_isochrones,
         codec=FRAME,
     )
-    if not with_service_areas:
-        return iso, ServiceAreas.none()
-    snapped = facilities[facilities["status"] == STATUS_SNAPPED]
-    prefix = digest("service_area_groups", network.key, cost_sha)
-    memo = GroupMemo(ctx.store, prefix, network.value.crs)
-
-    def draw_areas(fac: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
-        return service_areas(
-            get_graph(),
-            fac,
-            weight,
-            levels_minutes=levels,
-            method=method,  # type: ignore[arg-type]
-            speed_m_s=speed_m_s,
-            per_facility=per_facility,
-            buffer_m=buffer_m,
-            memo=memo,
-            entries=entries,
-        )
-
-    keys: dict[str, str] = {}
-    cols = ["facility_id", "category", "status", "edge", "frac", "snap_m"]
-    arrays = SnappedArrays(snapped, entries)
-    for cat in dict.fromkeys(snapped["category"].tolist()):
-        keys[cat] = digest(
-            "service_areas",
-            network.key,
-            cost_sha,
-            weight_sha,
-            frame_digest(snapped[snapped["category"] == cat], cols),
-            array_digest(*arrays.entries(cat, speed_m_s).arrays()),
-            levels,
-            method,
-            speed_m_s,
-            per_facility,
-            buffer_m,
-            GEOMETRY_ENGINE,
-        )
-    return iso, ServiceAreas(keys, snapped, draw_areas, ctx.store, ctx.say)
+    return iso, areas

@@ -234,6 +234,10 @@ def coverage_long(result: StudyResult) -> pd.DataFrame:
     return finite_or_nan(pd.DataFrame(cols))
 
 
+#: The GeoPackage layers written before the service areas are waited for.
+_LAYERS_BEFORE_AREAS = ("communities", "facilities", "nodes", "isochrones")
+
+
 def _write_gpkg(layers: dict[str, gpd.GeoDataFrame], path: Path) -> None:
     for name, gdf in layers.items():
         gdf.to_file(path, layer=name, driver="GPKG", engine="pyogrio")
@@ -568,8 +572,6 @@ def _stage_changed(
     old_layers = gpkg_rec.get("layers", {}) if isinstance(gpkg_rec, dict) else {}
     current = tx.final("data", "circles.gpkg")
     in_place = "gpkg" in todo and bool(old_layers) and _intact(gpkg_rec, current, "circles.gpkg")
-    if not in_place and ({"gpkg", "gpkg_export"} & set(todo)):
-        areas_now()  # every service area is written: draw (or read) them all now
     for key in todo:
         name = names[key]
         path = _staged(tx, "data", name)
@@ -581,8 +583,11 @@ def _stage_changed(
                     result, current, path, old_layers, layers, ctx.store, service_areas
                 ):
                     return
+                # the other layers first, while the service areas may still be drawn
+                # (in their own thread); theirs last, in the same layer order as before
+                _write_gpkg(output_layers(result, _LAYERS_BEFORE_AREAS), path)
                 areas_now()
-                _write_gpkg(output_layers(result), path)
+                _write_gpkg(output_layers(result, ["service_areas"]), path)
 
             _guarded(tx, "data", name, write_gpkg)
         elif key == "gpkg_export":

@@ -36,19 +36,16 @@ import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import rasterio
-import rasterio.warp
-import rasterio.windows
 import shapely
 from pyproj import Transformer
-from rasterio.errors import RasterioIOError, WindowError
-from rasterio.transform import Affine
-from scipy.spatial import cKDTree
+
+if TYPE_CHECKING:
+    import rasterio.windows
 
 from circles import io
 from circles._errors import DataFileError, InputDataError
@@ -194,6 +191,9 @@ def _open_raster(path: str | os.PathLike[str]) -> Any:
     p = Path(path)
     if not p.is_file():
         raise DataFileError(f"raster file not found: {p}; check the path")
+    import rasterio  # imported when a raster is read (0.5 s of every CLI call otherwise)
+    from rasterio.errors import RasterioIOError
+
     try:
         src = rasterio.open(p)
     except RasterioIOError as exc:
@@ -216,6 +216,9 @@ def _window_for_bounds(
     src: Any, bounds: tuple[float, float, float, float]
 ) -> rasterio.windows.Window | None:
     """Whole-cell window covering ``bounds`` (raster CRS), clipped to the raster."""
+    import rasterio.windows
+    from rasterio.errors import WindowError
+
     try:
         w = rasterio.windows.from_bounds(*bounds, transform=src.transform)
     except WindowError as exc:
@@ -294,6 +297,9 @@ def raster_node_population(
     InputDataError
         Bad arguments, raster without CRS, or raster not covering the study area.
     """
+    import rasterio.warp
+    from rasterio.transform import Affine
+
     net = _check_network(network)
     snap_m = _check_distance(max_snap_m, "max_snap_m")
     if area is not None:
@@ -372,6 +378,8 @@ def raster_node_population(
     if orphan.any():
         to_net = Transformer.from_crs(rcrs, net.crs, always_xy=True)
         ox, oy = to_net.transform(cx[orphan], cy[orphan])
+        from scipy.spatial import cKDTree
+
         tree = cKDTree(np.column_stack([net.x, net.y]))
         dist, nearest = tree.query(
             np.column_stack([np.asarray(ox), np.asarray(oy)]), distance_upper_bound=snap_m

@@ -10,14 +10,23 @@ import sys
 import time
 from pathlib import Path
 
+import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
+import shapely
 from conftest import LAT0, LON0, make_network, offset
 
 import circles.access
 from circles import cache as cache_mod
-from circles.cache import Cache, digest, network_arrays, network_from_arrays
+from circles.cache import (
+    Cache,
+    array_digest,
+    digest,
+    frame_digest,
+    network_arrays,
+    network_from_arrays,
+)
 from circles.config import config_from_dict
 from circles.pipeline import run
 
@@ -79,6 +88,55 @@ def test_keys_change_with_version_and_inputs(monkeypatch: pytest.MonkeyPatch) ->
     assert digest("access", "abc", [5, 10, 15.5]) != k
     monkeypatch.setattr(cache_mod, "__version__", "999.0")
     assert digest("access", "abc", [5, 10, 15]) != k
+
+
+def _obj(*items: object) -> np.ndarray:
+    out = np.empty(len(items), dtype=object)
+    out[:] = list(items)
+    return out
+
+
+def test_object_arrays_are_hashed_by_their_elements() -> None:
+    """Each element counts with its type and length: no two different arrays collide
+    through concatenation, padding, None or the text of a number."""
+    base = array_digest(_obj(b"ab", b"c"))
+    assert array_digest(_obj(b"ab", b"c")) == base  # the same content, the same key
+    assert array_digest(np.asarray([b"ab", b"c"], dtype=object)) == base
+    others = [
+        _obj(b"a", b"bc"),  # the same bytes split differently
+        _obj(b"abc"),
+        _obj(b"ab", b"c", b""),  # an empty element counts
+        _obj("ab", "c"),  # text is not bytes
+        _obj(b"ab", None),
+        _obj(b"ab", "None"),
+        _obj(b"ab", b"c\x00"),  # a trailing NUL is content, not padding
+        _obj(1, "1"),  # a number is not its text
+        np.asarray([[b"ab"], [b"c"]], dtype=object),  # the shape counts
+    ]
+    digests = {array_digest(o) for o in others}
+    assert len(digests) == len(others)
+    assert base not in digests
+    # fixed-width arrays keep their own (byte) form, distinct from objects
+    assert array_digest(np.asarray(["ab", "c"])) != array_digest(_obj("ab", "c"))
+
+
+def test_hashing_wkb_does_not_pad_to_the_longest() -> None:
+    """One large geometry among many small ones: hashing holds about one element at a time
+    (the former fixed-width form held n x the longest WKB as text, here > 400 MB)."""
+    import tracemalloc
+
+    big = shapely.buffer(shapely.Point(0, 0), 1000.0, quad_segs=2000)  # 8,000 vertices
+    geoms = np.asarray([big] + [shapely.Point(i, i) for i in range(3000)], dtype=object)
+    wkb = shapely.to_wkb(geoms)
+    tracemalloc.start()
+    key = array_digest(wkb)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 4 * len(wkb[0]) + 1_000_000, peak
+    frame = gpd.GeoDataFrame({"k": np.arange(geoms.size)}, geometry=geoms, crs="EPSG:3857")
+    assert frame_digest(frame) == frame_digest(frame.copy())
+    assert frame_digest(frame) != frame_digest(frame.iloc[::-1])
+    assert key == array_digest(shapely.to_wkb(geoms))
 
 
 def _helsinki_cfg(tmp_path: Path, **over: object) -> object:
