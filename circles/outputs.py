@@ -3,8 +3,9 @@
 Under ``<output_dir>/<study>/`` (``/<area>/`` for an area):
 
 - ``circles.gpkg`` with layers ``communities`` (coverage and flags), ``facilities``
-  (with snap distance and status), ``nodes`` (minutes per category), ``isochrones`` and
-  ``service_areas``;
+  (with snap distance and status), ``nodes`` (minutes per category), ``edges`` (minutes
+  along every street segment, :mod:`circles.streets`), ``isochrones`` and
+  ``service_areas``, and QGIS styles for them (:mod:`circles.styles`);
 - ``coverage.csv`` (one row per community and category), ``facility_rejects.csv``,
   ``summary.json``; ``circles_<datum>.gpkg`` with ``[study] export_coord_system``;
 - ``report/`` (indicators and checklist) when a report was asked for (``circles
@@ -193,6 +194,8 @@ def output_layers(result: StudyResult, names: Any = None) -> dict[str, gpd.GeoDa
         layers["facilities"] = fac
     if want is None or "nodes" in want:
         layers["nodes"] = nodes_frame(result)
+    if result.edges is not None and (want is None or "edges" in want):
+        layers["edges"] = finite_or_nan(result.edges)
     if result.isochrones is not None and (want is None or "isochrones" in want):
         layers["isochrones"] = result.isochrones
     # (service areas are read or drawn only when wanted)
@@ -371,6 +374,8 @@ def _layer_digests(result: StudyResult, digests: dict[str, Any]) -> dict[str, An
     }
     for c in cats:
         out[f"nodes:{c}"] = digests["access"][c]
+    if digests.get("edges") is not None:
+        out["edges"] = str(digests["edges"])
     if result.isochrones is not None:
         out["isochrones"] = str(digests["isochrones"])
     if digests.get("service_areas") is not None:  # drawn later (deferred)
@@ -417,7 +422,7 @@ def _update_gpkg(
         return False
     changed_layers = [
         n
-        for n in ("communities", "facilities", "isochrones", "service_areas")
+        for n in ("communities", "facilities", "edges", "isochrones", "service_areas")
         if old.get(n) != new.get(n)
     ]
     node_cats = [c for c in result.categories if old.get(f"nodes:{c}") != new.get(f"nodes:{c}")]
@@ -734,6 +739,7 @@ def study_digests(
         "facilities": frame_digest(result.facilities),
         "rejects": frame_digest(result.rejects),
         "isochrones": keys.get("isochrones"),
+        "edges": keys.get("edges"),
         "service_areas": service_areas.key if service_areas is not None else None,
         "service_area_parts": service_areas.keys if service_areas is not None else {},
         "summary": digest("summary", summary),
@@ -752,6 +758,7 @@ def write_study(
     *,
     report: ReportRequest | None = None,
     write: bool = True,
+    edges: Any = None,
 ) -> None:
     """The outputs stage: stage what changed, then commit it all with the manifest.
 
@@ -775,6 +782,8 @@ def write_study(
         wrote one).
     write : bool
         False: nothing is written (the manifest is still completed).
+    edges : Keyed, optional
+        The streets stage's ``edges`` layer and its key.
 
     Raises
     ------
@@ -786,6 +795,7 @@ def write_study(
         "residents": residents.key,
         "access": access.keys,
         "isochrones": isochrones.key if isochrones is not None else None,
+        "edges": edges.key if edges is not None else None,
     }
     recomputed, updates = access.recomputed, facilities.updates
     ctx.stage("outputs")

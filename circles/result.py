@@ -209,6 +209,9 @@ class StudyResult:
     manifest : dict
         What ``manifest.json`` records: inputs with SHA-256, parameters, package
         versions, timestamps, facility counts, categories recomputed and reused.
+    edges : geopandas.GeoDataFrame, optional
+        Minutes along every street segment, cut at the levels (the ``edges`` layer,
+        :mod:`circles.streets`).
     """
 
     config: StudyConfig
@@ -227,6 +230,7 @@ class StudyResult:
     outputs: dict[str, str] = field(default_factory=dict)
     node_community: np.ndarray | None = None
     manifest: dict[str, Any] = field(default_factory=dict)
+    edges: gpd.GeoDataFrame | None = None
 
     @classmethod
     def from_stages(
@@ -240,11 +244,13 @@ class StudyResult:
         communities: gpd.GeoDataFrame,
         isochrones: Any,
         service_areas: Any,
+        edges: Any = None,
     ) -> StudyResult:
         """The result of a run from what its stages returned.
 
         ``isochrones`` is the isochrones stage's keyed layer (or None); ``service_areas``
-        its :class:`circles.isochrones.ServiceAreas`; ``communities`` the coverage table.
+        its :class:`circles.isochrones.ServiceAreas`; ``communities`` the coverage table;
+        ``edges`` the streets stage's keyed layer (or None).
         """
         return cls(
             cfg,
@@ -260,6 +266,7 @@ class StudyResult:
             service_areas,
             node_weight=residents.weight,
             node_community=residents.node_community,
+            edges=edges.value if edges is not None else None,
         )
 
     @property

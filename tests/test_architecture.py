@@ -30,6 +30,7 @@ LAYERS = {
         "isochrones",
         "coverage",
         "cycling",
+        "streets",
     },
     5: {"maps", "report", "checklist", "summary", "yuxi"},
     6: {"outputs", "transaction"},
