@@ -47,36 +47,20 @@ import shapely
 from circles._errors import DataFileError, InputDataError
 from circles.io import atomic_path
 from circles.network import utm_crs
+from circles.palette import (
+    CATEGORY_COLOURS,
+    FLAG_COLOUR,
+    NO_DATA_COLOUR,
+    SHARE_BREAKS,
+    SHARE_COLOURS,
+)
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["SHARE_BREAKS", "coverage_map", "save_map"]
 
-#: Class breaks (0-1) of the 15-minute coverage share; fixed so that maps of different
-#: studies and categories are comparable. A share of exactly 1.0 falls in the top class.
-SHARE_BREAKS: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-
-#: Fill colour of each share class (ColorBrewer YlGnBu, 5 classes; colour-blind safe,
-#: low coverage light, high coverage dark).
-SHARE_COLOURS: tuple[str, ...] = ("#ffffcc", "#a1dab4", "#41b6c4", "#2c7fb8", "#253494")
-
-#: Fill colour of communities whose share is unknown (NaN).
-NO_DATA_COLOUR = "#bdbdbd"
-
 #: Outline of flagged communities: thick red dashes.
-FLAG_STYLE: Mapping[str, Any] = {"color": "#d7191c", "weight": 4, "dashArray": "8 6"}
-
-#: Marker colours of the categories, in the order they are given (cycled).
-CATEGORY_COLOURS: tuple[str, ...] = (
-    "#e41a1c",
-    "#ff7f00",
-    "#984ea3",
-    "#4daf4a",
-    "#a65628",
-    "#f781bf",
-    "#377eb8",
-    "#999999",
-)
+FLAG_STYLE: Mapping[str, Any] = {"color": FLAG_COLOUR, "weight": 4, "dashArray": "8 6"}
 
 #: Isochrone fill colour by walk time in minutes.
 ISOCHRONE_COLOURS: Mapping[int, str] = {5: "#1a9850", 10: "#fee08b", 15: "#d73027"}

@@ -678,6 +678,76 @@ def _stage_report(
     return records, setting, list(records)
 
 
+def _stage_figures(
+    result: StudyResult,
+    setting: dict[str, Any],
+    digests: dict[str, Any],
+    prev: dict[str, Any],
+    tx: Transaction,
+) -> tuple[dict[str, Any], list[str]]:
+    """Stage the report figures (if their content changed); their records and changes."""
+    from circles import __version__
+    from circles.figures import write_figures
+
+    cfg = result.config
+    content = digest(
+        "figures",
+        digests["communities"],
+        digests["facilities"],
+        digests.get("edges"),
+        setting,
+        result.labels,
+        result.categories,
+        cfg.study.lang,
+        cfg.study.name,
+        list(cfg.walk.levels_minutes),
+        cfg.coverage.flag_threshold,
+        result.summary.get("residents_basis"),
+        __version__,
+    )
+    prev_out = prev.get("outputs", {}) if isinstance(prev.get("outputs"), dict) else {}
+    old = {k: v for k, v in prev_out.items() if k.startswith("figure:")}
+    if old and all(
+        isinstance(r, dict)
+        and r.get("content") == content
+        and _intact(r, tx.final("maps", str(r.get("path"))), str(r.get("path")))
+        for r in old.values()
+    ):
+        for k, r in old.items():
+            result.outputs[k] = str(tx.final("maps", r["path"]))
+        return dict(old), []
+    folder = tx.folder("maps", "figures")
+    written = _guarded(
+        tx,
+        "maps",
+        "figures",
+        write_figures,
+        result,
+        folder,
+        formats=setting["formats"],
+        dpi=setting["dpi"],
+        categories=setting["categories"],
+    )
+    records: dict[str, Any] = {}
+    for k, p in written.items():
+        name = f"figures/{k}"
+        tx.path("maps", name)  # registered for the commit (already written there)
+        records[f"figure:{k}"] = _record(Path(p), name, content, "maps")
+        result.outputs[f"figure:{k}"] = str(tx.final("maps", name))
+    return records, list(records)
+
+
+def _figure_setting(cfg: StudyConfig, prev: dict[str, Any]) -> dict[str, Any] | None:
+    """The figures to make: ``[figures]`` when enabled, else the previous run's."""
+    f = cfg.figures
+    if f.enabled:
+        return {"formats": list(f.formats), "dpi": int(f.dpi), "categories": list(f.categories)}
+    old = prev.get("figures")
+    if isinstance(old, dict) and {"formats", "dpi", "categories"} <= set(old):
+        return {k: old[k] for k in ("formats", "dpi", "categories")}
+    return None
+
+
 def _facility_counts(
     facilities: gpd.GeoDataFrame,
     rejects: pd.DataFrame,
@@ -845,6 +915,12 @@ def write_study(
                 records.update(rep)
                 changed += rep_changed
                 manifest["report"] = setting
+            fig_setting = _figure_setting(cfg, prev)
+            if fig_setting is not None:
+                fig, fig_changed = _stage_figures(result, fig_setting, digests, prev, tx)
+                records.update(fig)
+                changed += fig_changed
+                manifest["figures"] = fig_setting
         finally:
             if map_job is not None and map_job.future is not None:
                 map_job.future.exception()  # the thread has finished writing
