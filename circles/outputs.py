@@ -238,6 +238,49 @@ def _write_gpkg(layers: dict[str, gpd.GeoDataFrame], path: Path) -> None:
         gdf.to_file(path, layer=name, driver="GPKG", engine="pyogrio")
 
 
+def opening_category(result: StudyResult) -> str:
+    """The category maps, figures and QGIS styles open on
+    (:func:`circles.palette.opening_category`)."""
+    from circles.palette import opening_category as choose
+
+    fac = result.facilities
+    snapped = fac[fac["status"] == STATUS_SNAPPED]["category"].astype(str).value_counts()
+    return choose(list(result.categories), snapped.to_dict())
+
+
+def _styles_content(result: StudyResult) -> str:
+    cfg = result.config
+    return digest(
+        "styles",
+        list(result.categories),
+        result.labels,
+        opening_category(result) if result.categories else None,
+        list(cfg.walk.levels_minutes),
+        cfg.study.lang,
+    )
+
+
+def _write_styles(result: StudyResult, path: Path) -> None:
+    """QGIS styles in the GeoPackage's ``layer_styles`` table (:mod:`circles.styles`)."""
+    from circles import styles
+
+    if not result.categories:
+        return
+    cfg = result.config
+    present = [str(name) for name, _ in pyogrio.list_layers(path)]
+    styles.write_styles(
+        path,
+        styles.study_styles(
+            list(result.categories),
+            result.labels,
+            levels_minutes=cfg.walk.levels_minutes,
+            lang=cfg.study.lang,
+            default_category=opening_category(result),
+            layers=present,
+        ),
+    )
+
+
 def _write_csv(df: pd.DataFrame, path: Path) -> None:
     df.to_csv(path, index=False, encoding="utf-8-sig")  # BOM: Excel shows Chinese text
 
@@ -371,6 +414,7 @@ def _layer_digests(result: StudyResult, digests: dict[str, Any]) -> dict[str, An
         "communities": digests["communities"],
         "facilities": digests["facilities"],
         "nodes_base": digest("nodes", digests["network"], digests["residents"], cats),
+        "styles": _styles_content(result),
     }
     for c in cats:
         out[f"nodes:{c}"] = digests["access"][c]
@@ -578,12 +622,15 @@ def _stage_changed(
             ctx.say(f"writing outputs to {cfg.out_dir}")
 
             def write_gpkg(path: Path = path) -> None:
-                if in_place and _update_gpkg(
-                    result, current, path, old_layers, layers, ctx.store, service_areas
+                if not (
+                    in_place
+                    and _update_gpkg(
+                        result, current, path, old_layers, layers, ctx.store, service_areas
+                    )
                 ):
-                    return
-                areas_now()
-                _write_gpkg(output_layers(result), path)
+                    areas_now()
+                    _write_gpkg(output_layers(result), path)
+                _write_styles(result, path)
 
             _guarded(tx, "data", name, write_gpkg)
         elif key == "gpkg_export":
@@ -594,6 +641,7 @@ def _stage_changed(
                 k: geometry_from_wgs84(v, export_cs) for k, v in output_layers(result).items()
             }
             _guarded(tx, "data", name, _write_gpkg, layers_cs, path)
+            _guarded(tx, "data", name, _write_styles, result, path)
         elif key == "coverage_csv":
             _guarded(tx, "data", name, _write_csv, coverage_long(result), path)
         elif key == "rejects_csv":
@@ -962,6 +1010,7 @@ def write_outputs(result: StudyResult) -> dict[str, str]:
     cfg = result.config
     with Transaction({"data": cfg.out_dir, "maps": cfg.map_dir}) as tx:
         _write_gpkg(output_layers(result), tx.path("data", "circles.gpkg"))
+        _write_styles(result, tx.path("data", "circles.gpkg"))
         _write_csv(coverage_long(result), tx.path("data", "coverage.csv"))
         _write_csv(result.rejects, tx.path("data", "facility_rejects.csv"))
         tx.path("data", "summary.json").write_text(to_json(result.summary), encoding="utf-8")

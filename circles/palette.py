@@ -7,17 +7,19 @@ the same colours, so a figure in a report, the web map and QGIS agree.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 __all__ = [
     "CATEGORY_COLOURS",
     "FLAG_COLOUR",
     "LEVEL_COLOURS",
     "NO_DATA_COLOUR",
+    "OPENING_PREFERENCE",
     "SHARE_BREAKS",
     "SHARE_COLOURS",
     "UNREACHABLE_COLOUR",
     "level_colours",
+    "opening_category",
 ]
 
 #: Class breaks (0-1) of the 15-minute coverage share; fixed so that maps of different
@@ -68,3 +70,28 @@ def level_colours(n_levels: int) -> tuple[str, ...]:
         return (ramp[0], LEVEL_COLOURS[-1])
     near = [ramp[round(i * (len(ramp) - 1) / (n_levels - 1))] for i in range(n_levels)]
     return (*near, LEVEL_COLOURS[-1])
+
+
+#: Categories a map, figure set or QGIS project opens on, in order of preference (the
+#: 15-minute fitness circle first), when they have facilities.
+OPENING_PREFERENCE: tuple[str, ...] = ("fitness",)
+
+
+def opening_category(categories: Sequence[str], facility_counts: Mapping[str, int]) -> str:
+    """The category to show first: :data:`OPENING_PREFERENCE`, else the first category
+    that has facilities on the network, else the first category.
+
+    Parameters
+    ----------
+    categories : sequence of str
+        The study's categories, in order.
+    facility_counts : mapping
+        Category -> facilities on the network.
+    """
+    if not categories:
+        raise ValueError("no categories to open on")
+    with_any = [c for c in categories if facility_counts.get(c, 0) > 0]
+    for c in OPENING_PREFERENCE:
+        if c in with_any:
+            return c
+    return with_any[0] if with_any else categories[0]

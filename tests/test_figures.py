@@ -7,7 +7,6 @@ source line), not only the files.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,22 +14,14 @@ import pytest
 
 from circles import fonts
 from circles._errors import DataFileError
-from circles.config import default_config
 from circles.figures import GIDS, FigureText, _fonts, _nice_length, category_figure, save_figure
-from circles.pipeline import StudyResult, run
-
-
-def _cfg(tmp: Path, **figures):
-    cfg = default_config()
-    study = replace(cfg.study, output_dir=str(tmp / "data"), maps_dir=str(tmp / "maps"), lang="zh")
-    return replace(cfg, study=study, figures=replace(cfg.figures, **figures))
+from circles.pipeline import StudyResult
 
 
 @pytest.fixture(scope="module")
-def helsinki(tmp_path_factory) -> StudyResult:
+def helsinki(helsinki_zh_run) -> StudyResult:
     """Helsinki in Chinese, with figures of every category (small PNGs, fast)."""
-    tmp = tmp_path_factory.mktemp("figures")
-    return run(_cfg(tmp, enabled=True, formats=("png",), dpi=50))
+    return helsinki_zh_run
 
 
 def _by_gid(fig, gid: str) -> list:

@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 import shapely
 
-from circles.config import default_config, load_config
+from circles.config import load_config
 from circles.isochrones import PRECISION_M
 from circles.pipeline import StudyResult, run
 
@@ -79,9 +79,9 @@ def liechtenstein(tmp_path_factory) -> StudyResult:
 
 
 @pytest.fixture(scope="module")
-def helsinki_zh(tmp_path_factory) -> StudyResult:
-    cfg = _with_outputs(default_config(), tmp_path_factory.mktemp("helsinki"), lang="zh")
-    return run(cfg)
+def helsinki_zh(helsinki_zh_run) -> StudyResult:
+    """The embedded default in Chinese (the session's run, shared with other modules)."""
+    return helsinki_zh_run
 
 
 def _save_png(src: Path, name: str) -> Path:
