@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
+from circles import fonts, mapview
 from circles._errors import DataFileError, InputDataError
 from circles.io import atomic_path
 from circles.network import utm_crs
@@ -53,7 +54,11 @@ from circles.palette import (
     NO_DATA_COLOUR,
     SHARE_BREAKS,
     SHARE_COLOURS,
+    level_colours,
+    opening_category,
 )
+from circles.streets import level_classes
+from circles.vocabulary import in_lang
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +79,7 @@ COORD_DECIMALS = 6
 #: Element ids that the page carries (tests and stylesheets find the parts by them).
 LEGEND_ID = "circles-legend"
 FLAGGED_ID = "circles-flagged"
+TITLE_ID = "circles-title"
 
 _TEXT: Mapping[str, Mapping[str, str]] = {
     "en": {
@@ -101,6 +107,22 @@ _TEXT: Mapping[str, Mapping[str, str]] = {
         "status": "status",
         "snap": "snap distance",
         "community": "community",
+        "lang": "en",
+        "page_title": "{study}: walking access to community services ({date})",
+        "title": "{m}-minute walk",
+        "legend_cat": "Residents within a {m}-minute walk",
+        "streets": "Streets by walking minutes",
+        "streets_legend": "Streets: walking minutes to the nearest {label}",
+        "colon": ": ",
+        "within": "≤ {hi} min",
+        "between": "{lo}–{hi} min",
+        "beyond_level": "> {lo} min or out of reach",
+        "iso_hint": "Click a community to see its own {levels}-minute walks",
+        "iso_of": "Walking isochrones of {name} ({levels} min)",
+        "iso_none": "No walking isochrones for this community",
+        "clear": "clear",
+        "north": "N",
+        "m": "m",
     },
     "zh": {
         "legend": "{m}分钟步行可达居民比例",
@@ -127,6 +149,22 @@ _TEXT: Mapping[str, Mapping[str, str]] = {
         "status": "状态",
         "snap": "吸附距离",
         "community": "社区",
+        "lang": "zh",
+        "page_title": "{study}：社区生活圈步行可达性（{date}）",
+        "title": "{m}分钟步行",
+        "legend_cat": "{m}分钟步行可达居民比例",
+        "streets": "街道步行时间",
+        "streets_legend": "街道：步行至最近{label}的时间",
+        "colon": "：",
+        "within": "≤ {hi} 分钟",
+        "between": "{lo}–{hi} 分钟",
+        "beyond_level": "> {lo} 分钟或不可达",
+        "iso_hint": "点击社区查看其{levels}分钟步行等时圈",
+        "iso_of": "{name}的步行等时圈（{levels}分钟）",
+        "iso_none": "该社区无步行等时圈",
+        "clear": "清除",
+        "north": "北",
+        "m": "米",
     },
 }
 
@@ -339,29 +377,70 @@ class _Panel(_Verbatim):
 
 _PANEL_CSS = (
     "position:fixed;z-index:1000;background:rgba(255,255,255,0.92);padding:6px 8px;"
-    "border:1px solid #888;border-radius:4px;font:12px/1.4 sans-serif;"
+    "border:1px solid #888;border-radius:4px;font-size:12px;line-height:1.4;"
     "max-height:35vh;overflow:auto;max-width:320px;"
 )
 
 
-def _legend_html(text: Mapping[str, str]) -> str:
-    rows = []
+def _legend_html(
+    text: Mapping[str, str],
+    category: str,
+    levels: Sequence[float],
+    streets: bool,
+    level_txt: str,
+) -> str:
+    """The legend: the category and share classes, streets by minutes, flags, isochrones.
+
+    ``category`` is escaped already; the view updates ``.circles-category-label`` when
+    another category is shown.
+    """
+    swatch = "display:inline-block;width:14px;height:10px;border:1px solid #555;margin-right:4px"
+    rows = [
+        f"<div class='circles-legend-head'><b class='circles-category-label'>{category}</b>"
+        f"<br><b>{_esc(text['legend'])}</b></div>"
+    ]
     for lo, hi, colour in zip(SHARE_BREAKS[:-1], SHARE_BREAKS[1:], SHARE_COLOURS, strict=True):
         label = f"{lo:.1f}–{hi:.1f} ({100 * lo:.0f}–{100 * hi:.0f}%)"
         rows.append(
             f"<div class='circles-legend-class' data-lower='{lo}' data-upper='{hi}'>"
-            f"<span style='display:inline-block;width:14px;height:10px;background:{colour};"
-            f"border:1px solid #555;margin-right:4px'></span>{label}</div>"
+            f"<span style='{swatch};background:{colour}'></span>{label}</div>"
         )
     rows.append(
-        f"<div class='circles-legend-class'><span style='display:inline-block;width:14px;"
-        f"height:10px;background:{NO_DATA_COLOUR};border:1px solid #555;margin-right:4px'>"
+        f"<div class='circles-legend-class'><span style='{swatch};background:{NO_DATA_COLOUR}'>"
         f"</span>{_esc(text['no_data'])}</div>"
         f"<div><span style='display:inline-block;width:14px;height:0;"
         f"border-top:3px dashed {FLAG_STYLE['color']};margin-right:4px'></span>"
         f"{_esc(text['flag'])}</div>"
     )
-    return f"<b>{_esc(text['legend'])}</b>" + "".join(rows)  # text is formatted by caller
+    if streets:
+        colours = level_colours(len(levels))
+        rows.append(
+            "<div class='circles-legend-section' id='circles-legend-streets'>"
+            "<b>"
+            + _esc(text["streets_legend"]).replace(
+                "{label}", f"<span class='circles-category-label'>{category}</span>"
+            )
+            + "</b></div>"
+        )
+        bounds = [0.0, *levels]
+        for k, colour in enumerate(colours):
+            if k == 0:
+                what = text["within"].format(hi=f"{bounds[1]:g}")
+            elif k < len(levels):
+                what = text["between"].format(lo=f"{bounds[k]:g}", hi=f"{bounds[k + 1]:g}")
+            else:
+                what = text["beyond_level"].format(lo=f"{bounds[-1]:g}")
+            rows.append(
+                f"<div class='circles-legend-street'><span style='display:inline-block;"
+                f"width:16px;height:0;border-top:3px solid {colour};margin-right:4px;"
+                f"vertical-align:middle'></span>{_esc(what)}</div>"
+            )
+    rows.append(
+        f"<div class='circles-legend-section'><span id='circles-iso-note'>"
+        f"{_esc(text['iso_hint'].format(levels=level_txt))}</span> "
+        f"<a href='#' id='circles-iso-clear'>{_esc(text['clear'])}</a></div>"
+    )
+    return "".join(rows)
 
 
 # --------------------------------------------------------------------------- public API
@@ -380,6 +459,11 @@ def coverage_map(
     tiles: bool = True,
     tiles_shown: bool = False,
     levels_minutes: Sequence[float] = (5, 10, 15),
+    edges: gpd.GeoDataFrame | None = None,
+    title: str | None = None,
+    date: str | None = None,
+    opening: str | None = None,
+    streets_shown: bool = True,
 ) -> folium.Map:
     """Draw community coverage, facilities and isochrones on one folium map.
 
@@ -396,13 +480,14 @@ def coverage_map(
         anything else, e.g. ``"unreachable"``, grey) and ``snap_m`` (metres). Rows whose
         category is not in ``categories`` are not drawn.
     categories : sequence of str
-        Category ids to draw, one layer each; the first one is shown on opening, the
-        others can be switched on in the layer control.
+        Category ids to draw, one layer each (radio buttons of the layer control: one
+        category is shown at a time; the map title, legend, flagged list and streets
+        follow it).
     labels : mapping, optional
         ``{category: {"en": ..., "zh": ...}}``; missing entries fall back to the id.
     isochrones : geopandas.GeoDataFrame, optional
-        ``community_id``, ``minutes`` (5, 10, 15), ``area_km2`` and (Multi)Polygons; drawn
-        as one layer, hidden on opening.
+        ``community_id``, ``minutes`` (5, 10, 15), ``area_km2`` and (Multi)Polygons;
+        clicking a community draws its own isochrones (nobody else's).
     lang : {"en", "zh"}
         Language of the labels.
     simplify_m : float
@@ -422,6 +507,18 @@ def coverage_map(
     levels_minutes : sequence of float, default (5, 10, 15)
         The study's walk-time levels: communities carry ``C_share_<level>`` for each,
         and are shaded by the share within the last (largest) level.
+    edges : geopandas.GeoDataFrame, optional
+        The ``edges`` layer (:mod:`circles.streets`, ``C_min`` per category): a
+        "streets by walking minutes" layer coloured by the levels, for the category shown.
+    title : str, optional
+        The study's name, shown in the map title and the page title.
+    date : str, optional
+        Date shown in the titles (e.g. the run's date, ``YYYY-MM-DD``).
+    opening : str, optional
+        The category shown on opening (default: fitness if it has facilities, else the
+        first category with facilities, :func:`circles.palette.opening_category`).
+    streets_shown : bool, default True
+        Whether the streets layer is switched on when the page opens.
 
     Returns
     -------
@@ -482,13 +579,29 @@ def coverage_map(
     west, south = bounds[:, 0].min(), bounds[:, 1].min()
     east, north = bounds[:, 2].max(), bounds[:, 3].max()
 
+    if opening is None:
+        snapped = fac[fac["status"].astype(str) == "snapped"]["category"].astype(str)
+        opening = opening_category(cats, snapped.value_counts().to_dict())
+    if opening not in cats:
+        raise InputDataError(f"opening must be one of the categories {cats}, got {opening!r}")
+    if len(comm):  # the study's extent: its communities (facilities may lie beyond)
+        west, south, east, north = (float(v) for v in comm.total_bounds)
+
     m = folium.Map(
         location=[(south + north) / 2, (west + east) / 2],
         zoom_start=13,
         tiles=None,
-        control_scale=True,
+        control_scale=False,  # a metric-only scale is added by the view
+        zoom_snap=0.25,
     )
     m.options["max_zoom"] = MAX_ZOOM  # folium passes max_zoom to its own tiles only
+    day = _esc(date or "")
+    study_name = _esc(title or "")
+    root = m.get_root()
+    if isinstance(root, branca.element.Figure):  # the page's <title> (escaped text)
+        root.title = (
+            text["page_title"].format(study=study_name, date=day).replace(" ()", "")
+        ).replace("（）", "")
     if tiles:
         folium.TileLayer(
             tiles="https://tile.openstreetmap.org/{z}/{x}/{y}.png",
@@ -500,24 +613,27 @@ def coverage_map(
             max_zoom=MAX_ZOOM,
         ).add_to(m)
 
-    names = comm["name"].map(_esc).to_numpy()
+    lang_of = functools.partial(in_lang, lang=lang)
+    names = comm["name"].map(lambda v: _esc(lang_of(v))).to_numpy()
     ids = comm["community_id"].map(_esc).to_numpy()
-    basis = comm["residents_basis"].map(_esc).to_numpy()
-    flagged_html = []
+    basis = comm["residents_basis"].map(lambda v: _esc(lang_of(v))).to_numpy()
     text = {
         **text,
         "legend": text["legend"].format(m=top),
         "flagged": text["flagged"].format(m=top),
     }
-    comm_geojson = [shapely.geometry.mapping(g) for g in comm.geometry]  # every category's
-    for i, cat in enumerate(cats):
-        group = folium.FeatureGroup(name=label(cat), show=(i == 0))
+    fills_all, flags_all, popups_all, tips_all = [], [], [], []
+    flagged_html = []
+    groups: dict[str, str] = {}
+    for cat in cats:
+        group = folium.FeatureGroup(name=label(cat), overlay=False, show=(cat == opening))
+        groups[group.get_name()] = cat
         share15 = comm[f"{cat}_share_{top}"].to_numpy(dtype=float)
         flags = comm[f"{cat}_flag"].eq(True).to_numpy(dtype=bool)  # NaN -> not flagged
         cls = _share_class(share15)
         fills = np.where(cls < 0, NO_DATA_COLOUR, np.asarray(SHARE_COLOURS)[np.clip(cls, 0, 4)])
         cols = {s: comm[f"{cat}_{s}"].to_numpy() for s in suffixes}
-        props = []
+        popups, tips = [], []
         for j in range(len(comm)):
             rows = [
                 (_esc(text["id"]), ids[j]),
@@ -530,26 +646,20 @@ def coverage_map(
                 (_esc(text["p90"]), _esc(_fmt_minutes(cols["p90_min"][j], text))),
                 (_esc(text["flag"]), _esc(text["yes"] if flags[j] else text["no"])),
             ]
-            style = {"fillColor": fills[j], "fillOpacity": 0.65, "color": "#555", "weight": 1}
-            if flags[j]:
-                style.update(FLAG_STYLE)
-            props.append(
-                {
-                    "popup": f"<b>{names[j]}</b> · {label(cat)}" + _table(rows),
-                    "tooltip": f"{names[j]}: {_fmt_share(share15[j])}",
-                    "style": style,
-                }
-            )
-        if len(comm):
-            _GeoJson(
-                _feature_collection(comm_geojson, props),
-                name=f"{cat}_communities",
-                control=False,
-                on_each_feature=_BIND_POPUP,
-                marker=folium.CircleMarker(radius=6, fill=True),
-            ).add_to(group)
+            popups.append(f"<b>{names[j]}</b> · {label(cat)}" + _table(rows))
+            tips.append(f"{names[j]}: {_fmt_share(share15[j])}")
+        fills_all.append(fills.tolist())
+        flags_all.append(flags.tolist())
+        popups_all.append(popups)
+        tips_all.append(tips)
         _add_facilities(
-            group, fac[fac["category"].astype(str) == cat], cat, i, text, label, cluster_threshold
+            group,
+            fac[fac["category"].astype(str) == cat],
+            cat,
+            cats.index(cat),
+            text,
+            label,
+            cluster_threshold,
         )
         group.add_to(m)
         items = "".join(
@@ -557,7 +667,7 @@ def coverage_map(
         )
         flagged_html.append(
             f"<div class='circles-flagged-category' data-category='{_esc(cat)}'>"
-            f"<b>{label(cat)}</b>: "
+            f"<b>{label(cat)}</b>{_esc(text['colon'])}"
             + (
                 f"<ul style='margin:0;padding-left:16px'>{items}</ul>"
                 if items
@@ -565,54 +675,119 @@ def coverage_map(
             )
             + "</div>"
         )
-
+    # one outline per community, shared by every category (restyled by the view)
+    comm_features = [
+        {
+            "type": "Feature",
+            "geometry": shapely.geometry.mapping(g),
+            "properties": {
+                "id": ids[j],
+                "name": names[j],
+                "fill": [f[j] for f in fills_all],
+                "flag": [f[j] for f in flags_all],
+                "popup": [p[j] for p in popups_all],
+                "tooltip": [t[j] for t in tips_all],
+            },
+        }
+        for j, g in enumerate(comm.geometry)
+    ]
+    iso_by_comm: dict[str, list[dict[str, Any]]] = {}
     if iso is not None and len(iso):
         minutes = iso["minutes"].to_numpy(dtype=float)
         iso = iso.iloc[np.argsort(-minutes, kind="stable")]  # largest below, 5 min on top
-        iso_props = [
-            {
-                "popup": _table(
-                    [
-                        (_esc(text["community"]), _esc(cid)),
-                        (_esc(text["minutes"]), _esc(f"{mins:g}")),
-                        (_esc(text["area"]), _esc(f"{area:.2f} km²")),
-                    ]
-                ),
-                "tooltip": f"{_esc(cid)}: {mins:g} {_esc(text['min'])}",
-                "style": {
-                    "fillColor": ISOCHRONE_COLOURS.get(int(mins), "#888888"),
-                    "fillOpacity": 0.25,
-                    "color": ISOCHRONE_COLOURS.get(int(mins), "#888888"),
-                    "weight": 1,
-                },
-            }
-            for cid, mins, area in zip(
-                iso["community_id"],
-                iso["minutes"].astype(float),
-                iso["area_km2"].astype(float),
-                strict=True,
+        for cid, mins, geom in zip(
+            iso["community_id"].map(_esc), iso["minutes"].astype(float), iso.geometry, strict=True
+        ):
+            if geom is None or geom.is_empty:
+                continue
+            iso_by_comm.setdefault(cid, []).append(
+                {
+                    "type": "Feature",
+                    "geometry": shapely.geometry.mapping(geom),
+                    "properties": {"m": int(mins) if float(mins).is_integer() else mins},
+                }
             )
-        ]
-        iso_group = folium.FeatureGroup(name=_esc(text["isochrones"]), show=False)
-        _GeoJson(
-            _feature_collection(iso.geometry, iso_props),
-            name="isochrones",
-            control=False,
-            on_each_feature=_BIND_POPUP,
-        ).add_to(iso_group)
-        iso_group.add_to(m)
-
-    _Panel(LEGEND_ID, _legend_html(text), _PANEL_CSS + "left:10px;bottom:70px;").add_to(m)
+    street_doc = _street_layer(edges, cats, levels) if edges is not None else None
+    level_txt = "/".join(lev_keys)
+    bounds_ll = [[float(south), float(west)], [float(north), float(east)]]
+    _Panel(
+        TITLE_ID,
+        f"<b>{study_name}</b>{' · ' if study_name else ''}"
+        f"<span class='circles-category-label'>{label(opening)}</span> · "
+        f"{_esc(text['title'].format(m=top))}{' · ' + day if day else ''}",
+        _PANEL_CSS + "left:50%;transform:translateX(-50%);top:10px;font-size:14px;max-width:70vw;",
+    ).add_to(m)
+    _Panel(
+        LEGEND_ID,
+        _legend_html(text, label(opening), levels, street_doc is not None, level_txt),
+        _PANEL_CSS + "left:10px;bottom:44px;max-height:60vh;",
+    ).add_to(m)
     _Panel(
         FLAGGED_ID,
         f"<details open><summary><b>{_esc(text['flagged'])}</b></summary>"
         + "".join(flagged_html)
         + "</details>",
-        _PANEL_CSS + "right:10px;bottom:24px;",
+        _PANEL_CSS + "right:10px;bottom:36px;",
     ).add_to(m)
-    _LayerControl(collapsed=False).add_to(m)
-    m.fit_bounds([[float(south), float(west)], [float(north), float(east)]])
+    control = _LayerControl(collapsed=False)
+    control.add_to(m)
+    mapview.MapView(
+        mapview.view_data(
+            categories=cats,
+            opening=opening,
+            labels={c: label(c) for c in cats},
+            groups=groups,
+            control=control.get_name(),
+            communities={"type": "FeatureCollection", "features": comm_features},
+            isochrones=iso_by_comm,
+            iso_colours=ISOCHRONE_COLOURS,
+            streets=street_doc,
+            street_colours=level_colours(len(levels)),
+            streets_shown=streets_shown,
+            flag_style=FLAG_STYLE,
+            texts={
+                "isochrones": _esc(text["isochrones"]),
+                "streets": _esc(text["streets"]),
+                "isoHint": _esc(text["iso_hint"].format(levels=level_txt)),
+                "isoOf": _esc(text["iso_of"].format(name="{name}", levels=level_txt)),
+                "isoNone": _esc(text["iso_none"]),
+            },
+            north_html=_NORTH_HTML.format(n=_esc(text["north"])),
+            bounds=bounds_ll,
+        ),
+        css=_VIEW_CSS,
+    ).add_to(m)
     return m
+
+
+def _street_layer(
+    edges: gpd.GeoDataFrame, cats: Sequence[str], levels: Sequence[float]
+) -> mapview.StreetData:
+    """The map's street data from the ``edges`` layer (:mod:`circles.streets`)."""
+    lines = edges if edges.crs is None or edges.crs.equals("EPSG:4326") else edges.to_crs(4326)
+    missing = [f"{c}_min" for c in cats if f"{c}_min" not in lines]
+    if missing:
+        raise InputDataError(f"edges lacks column(s) {missing}; pass the study's edges layer")
+    geoms = np.asarray(lines.geometry.array, dtype=object)
+    n_coords = shapely.get_num_coordinates(geoms)
+    if len(geoms) and not (n_coords == 2).all():
+        raise InputDataError("edges must be straight two-point pieces (the streets stage's layer)")
+    coords = shapely.get_coordinates(geoms).reshape(-1, 2, 2)
+    classes = {c: level_classes(lines[f"{c}_min"], levels) for c in cats}
+    return mapview.street_data(coords, classes, n_levels=len(levels))
+
+
+_NORTH_HTML = (
+    "<svg width='22' height='34' viewBox='0 0 22 34' aria-hidden='true'>"
+    "<polygon points='11,2 19,24 11,19 3,24' fill='#222'/></svg>"
+    "<div style='text-align:center;font-weight:bold;line-height:1'>{n}</div>"
+)
+
+_VIEW_CSS = (
+    ".circles-north{padding:2px 4px;text-align:center;position:static!important}"
+    "#circles-title{white-space:nowrap;max-width:70vw;overflow:hidden;text-overflow:ellipsis}"
+    ".circles-legend-section{margin-top:4px}"
+)
 
 
 def _add_facilities(
@@ -637,9 +812,9 @@ def _add_facilities(
         rows = [
             (_esc(text["category"]), label(cat)),
             (_esc(text["id"]), _esc(fid)),
-            (_esc(text["source"]), _esc(source)),
-            (_esc(text["status"]), _esc(status)),
-            (_esc(text["snap"]), "–" if math.isnan(snap_m) else f"{snap_m:.0f} m"),
+            (_esc(text["source"]), _esc(in_lang(source, text["lang"]))),
+            (_esc(text["status"]), _esc(in_lang(status, text["lang"]))),
+            (_esc(text["snap"]), "–" if math.isnan(snap_m) else f"{snap_m:.0f} {text['m']}"),
         ]
         fill = colour if str(status) == "snapped" else "#9e9e9e"
         props.append(
@@ -776,7 +951,13 @@ def _inline_asset(match: re.Match[str], warned: set[str]) -> str:
     return match[0]  # unknown: left in place, so the final check below names it
 
 
-def save_map(m: folium.Map, path: str | os.PathLike[str], *, self_contained: bool = True) -> Path:
+def save_map(
+    m: folium.Map,
+    path: str | os.PathLike[str],
+    *,
+    self_contained: bool = True,
+    embed_font: bool = True,
+) -> Path:
     """Write a folium map to an HTML file atomically.
 
     Parameters
@@ -796,6 +977,11 @@ def save_map(m: folium.Map, path: str | os.PathLike[str], *, self_contained: boo
         reference is logged as a warning. The page then loads nothing from the network
         except the tile-layer URL template, if the map has tiles. False writes folium's
         page as is (CDN links).
+    embed_font : bool
+        True (default): a page with Chinese text carries a subset of a CJK font holding
+        just the characters it uses (:func:`circles.fonts.web_font_css`), so its labels
+        render on machines without CJK fonts; a warning says so when no CJK font is
+        installed here to take the subset from.
 
     Returns
     -------
@@ -825,6 +1011,8 @@ def save_map(m: folium.Map, path: str | os.PathLike[str], *, self_contained: boo
                 f"{remote[0]!r}); remove the element or save with self_contained=False"
             )
         page = _TAG.sub(functools.partial(_inline_asset, warned=set()), page)
+    if embed_font:
+        page = _embed_cjk_font(page)
     tmp, out = atomic_path(out)
     try:
         with open(tmp, "w", encoding="utf-8") as fh:
@@ -835,6 +1023,35 @@ def save_map(m: folium.Map, path: str | os.PathLike[str], *, self_contained: boo
         tmp.unlink(missing_ok=True)
     logger.info("wrote %s (%.1f MB)", out, out.stat().st_size / 1e6)
     return out
+
+
+#: Text of the page in the embedded CJK font first (its subset holds only CJK glyphs,
+#: so Latin text falls through to the usual sans-serif fonts).
+_FONT_RULE = (
+    "body,.leaflet-container,.circles-panel{{font-family:'{family}',"
+    "'Helvetica Neue',Arial,Helvetica,sans-serif}}"
+)
+
+
+def _embed_cjk_font(page: str) -> str:
+    """``page`` with a subset of a CJK font for its Chinese characters, if it has any."""
+    chars = fonts.cjk_characters(page)
+    if not chars:
+        return page
+    font = fonts.find_cjk_font()
+    if font is None:
+        logger.warning("%s; the map's Chinese labels rely on the reader's fonts", fonts.NO_CJK_FONT)
+        return page
+    css, size = fonts.web_font_css(font, chars)
+    logger.info(
+        "embedded %d characters of %s (%.0f kB) for the Chinese labels",
+        len(chars),
+        font.family,
+        size / 1e3,
+    )
+    style = f"<style>{css}{_FONT_RULE.format(family=fonts.WEB_FAMILY)}</style>"
+    at = page.find("</head>")
+    return page[:at] + style + page[at:] if at >= 0 else style + page
 
 
 _REMOTE_BEFORE = re.compile(

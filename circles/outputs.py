@@ -350,6 +350,10 @@ def write_map(result: StudyResult, path: str | Path | None = None, *, store: Any
         simplify_m=0.0 if tol > 0 else tol,
         tiles=cfg.map.tiles,
         levels_minutes=cfg.walk.levels_minutes,
+        edges=result.edges,
+        title=cfg.study.name,
+        date=utc_now()[:10],
+        opening=opening_category(result),
     )
     out = Path(path) if path is not None else cfg.map_dir / "coverage.html"
     return str(maps.save_map(m, out, self_contained=cfg.map.self_contained))
@@ -363,6 +367,7 @@ def _map_content(result: StudyResult, digests: dict[str, Any]) -> str:
         digests["communities"],
         digests["facilities"],
         digests["isochrones"],
+        digests.get("edges"),
         parameters(cfg)["map"],
         result.labels,
         result.categories,
