@@ -25,6 +25,7 @@ _EXACT: dict[str, str] = {
     "unreachable": "距步行网络过远",
     "island": "位于孤立路段",
     "osm": "OSM",
+    "reported": "仅报告",
     "yes": "是",
     "no": "否",
     "urban": "城市社区",

@@ -41,6 +41,8 @@ LAYERS = {
         "palette",
         "fonts",
         "vocabulary",
+        "mapview",
+        "report_tables",
         "figures",
         "styles",
     },
