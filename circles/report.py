@@ -841,16 +841,16 @@ def write_report(
 
     def add(key: str, df: pd.DataFrame, csv_name: str | None, *, cats: bool = False) -> None:
         shown, layout = tables.localise(df, lang, labels=labels if cats else None)
+        if lang == "zh" and "basis" in df:  # category ids named by their Chinese labels
+            col = tables.COLUMNS["basis"][0]
+            for c in sorted(labels, key=len, reverse=True):
+                shown[col] = shown[col].str.replace(f"'{c}'", f"“{labels[c]}”", regex=False)
         name = tables.sheet_name(key, lang)
         sheets[name], layouts[name] = shown, layout
         if csv_name is not None:  # English CSVs keep the column ids scripts read
             csv = shown if lang == "zh" else df
             paths[f"{key}_csv"] = io.write_csv_atomic(csv, out / csv_name)
 
-    if lang == "zh":  # category ids in the basis texts named by their Chinese labels
-        ind = ind.copy()
-        for c in sorted(labels, key=len, reverse=True):
-            ind["basis"] = ind["basis"].str.replace(f"'{c}'", f"“{labels[c]}”", regex=False)
     add("indicators", ind, "indicators.csv")
     chk = None
     chk_view = None
