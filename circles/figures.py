@@ -542,3 +542,37 @@ def write_figures(
             written[name] = save_figure(fig, out / name, dpi=dpi)
         logger.info("figure %s: %s", cat, ", ".join(formats))
     return written
+
+
+def figure_content(result: Any, setting: dict[str, Any], digests: dict[str, Any]) -> str:
+    """Content digest of a run's figures (what they draw, in which language and form)."""
+    from circles import __version__
+    from circles.cache import digest
+
+    cfg = result.config
+    return digest(
+        "figures",
+        digests["communities"],
+        digests["facilities"],
+        digests.get("edges"),
+        setting,
+        result.labels,
+        result.categories,
+        cfg.study.lang,
+        cfg.study.name,
+        list(cfg.walk.levels_minutes),
+        cfg.coverage.flag_threshold,
+        result.summary.get("residents_basis"),
+        __version__,
+    )
+
+
+def figure_setting(cfg: Any, prev: dict[str, Any]) -> dict[str, Any] | None:
+    """The figures to make: ``[figures]`` when enabled, else the previous run's."""
+    f = cfg.figures
+    if f.enabled:
+        return {"formats": list(f.formats), "dpi": int(f.dpi), "categories": list(f.categories)}
+    old = prev.get("figures")
+    if isinstance(old, dict) and {"formats", "dpi", "categories"} <= set(old):
+        return {k: old[k] for k in ("formats", "dpi", "categories")}
+    return None

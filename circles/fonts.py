@@ -35,6 +35,7 @@ __all__ = [
     "NO_CJK_FONT",
     "CjkFont",
     "cjk_characters",
+    "embed_in_page",
     "find_cjk_font",
     "require_cjk_font",
     "web_font_css",
@@ -250,3 +251,32 @@ def web_font_css(font: CjkFont, characters: Iterable[str]) -> tuple[str, int]:
         "font-weight:100 900;font-style:normal;font-display:block}"
     )
     return css, len(data)
+
+
+#: Text of the page in the embedded CJK font first (its subset holds only CJK glyphs,
+#: so Latin text falls through to the usual sans-serif fonts).
+_FONT_RULE = (
+    "body,.leaflet-container,.circles-panel{{font-family:'{family}',"
+    "'Helvetica Neue',Arial,Helvetica,sans-serif}}"
+)
+
+
+def embed_in_page(page: str) -> str:
+    """``page`` with a subset of a CJK font for its Chinese characters, if it has any."""
+    chars = cjk_characters(page)
+    if not chars:
+        return page
+    font = find_cjk_font()
+    if font is None:
+        logger.warning("%s; the map's Chinese labels rely on the reader's fonts", NO_CJK_FONT)
+        return page
+    css, size = web_font_css(font, chars)
+    logger.info(
+        "embedded %d characters of %s (%.0f kB) for the Chinese labels",
+        len(chars),
+        font.family,
+        size / 1e3,
+    )
+    style = f"<style>{css}{_FONT_RULE.format(family=WEB_FAMILY)}</style>"
+    at = page.find("</head>")
+    return page[:at] + style + page[at:] if at >= 0 else style + page

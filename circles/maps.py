@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import html
 import logging
 import math
 import os
@@ -47,6 +46,7 @@ import shapely
 from circles import fonts, mapview
 from circles._errors import DataFileError, InputDataError
 from circles.io import atomic_path
+from circles.mapview import esc as _esc
 from circles.network import utm_crs
 from circles.palette import (
     CATEGORY_COLOURS,
@@ -57,7 +57,6 @@ from circles.palette import (
     level_colours,
     opening_category,
 )
-from circles.streets import level_classes
 from circles.vocabulary import in_lang
 
 logger = logging.getLogger(__name__)
@@ -81,92 +80,7 @@ LEGEND_ID = "circles-legend"
 FLAGGED_ID = "circles-flagged"
 TITLE_ID = "circles-title"
 
-_TEXT: Mapping[str, Mapping[str, str]] = {
-    "en": {
-        "legend": "Residents within a {m}-minute walk",
-        "no_data": "no data",
-        "flagged": "Flagged communities ({m}-minute share below target)",
-        "none": "none",
-        "id": "id",
-        "basis": "residents basis",
-        "share": "share within {m} min",
-        "median": "median walk",
-        "p90": "90th percentile walk",
-        "flag": "flagged",
-        "yes": "yes",
-        "no": "no",
-        "min": "min",
-        "beyond": "beyond cut-off",
-        "isochrones": "Walking isochrones",
-        "minutes": "minutes",
-        "area": "area",
-        "tiles": "Base map (OpenStreetMap)",
-        "facility": "facility",
-        "category": "category",
-        "source": "source",
-        "status": "status",
-        "snap": "snap distance",
-        "community": "community",
-        "lang": "en",
-        "page_title": "{study}: walking access to community services ({date})",
-        "title": "{m}-minute walk",
-        "legend_cat": "Residents within a {m}-minute walk",
-        "streets": "Streets by walking minutes",
-        "streets_legend": "Streets: walking minutes to the nearest {label}",
-        "colon": ": ",
-        "within": "≤ {hi} min",
-        "between": "{lo}–{hi} min",
-        "beyond_level": "> {lo} min or out of reach",
-        "iso_hint": "Click a community to see its own {levels}-minute walks",
-        "iso_of": "Walking isochrones of {name} ({levels} min)",
-        "iso_none": "No walking isochrones for this community",
-        "clear": "clear",
-        "north": "N",
-        "m": "m",
-    },
-    "zh": {
-        "legend": "{m}分钟步行可达居民比例",
-        "no_data": "无数据",
-        "flagged": "未达标社区（{m}分钟覆盖率低于目标）",
-        "none": "无",
-        "id": "编号",
-        "basis": "居民计算依据",
-        "share": "{m}分钟可达比例",
-        "median": "步行时间中位数",
-        "p90": "步行时间90分位",
-        "flag": "未达标",
-        "yes": "是",
-        "no": "否",
-        "min": "分钟",
-        "beyond": "超出计算范围",
-        "isochrones": "步行等时圈",
-        "minutes": "分钟",
-        "area": "面积",
-        "tiles": "底图（OpenStreetMap）",
-        "facility": "设施",
-        "category": "类别",
-        "source": "来源",
-        "status": "状态",
-        "snap": "吸附距离",
-        "community": "社区",
-        "lang": "zh",
-        "page_title": "{study}：社区生活圈步行可达性（{date}）",
-        "title": "{m}分钟步行",
-        "legend_cat": "{m}分钟步行可达居民比例",
-        "streets": "街道步行时间",
-        "streets_legend": "街道：步行至最近{label}的时间",
-        "colon": "：",
-        "within": "≤ {hi} 分钟",
-        "between": "{lo}–{hi} 分钟",
-        "beyond_level": "> {lo} 分钟或不可达",
-        "iso_hint": "点击社区查看其{levels}分钟步行等时圈",
-        "iso_of": "{name}的步行等时圈（{levels}分钟）",
-        "iso_none": "该社区无步行等时圈",
-        "clear": "清除",
-        "north": "北",
-        "m": "米",
-    },
-}
+_TEXT = mapview.TEXT
 
 _COMMUNITY_COLUMNS = ("community_id", "name", "residents_basis")
 _CATEGORY_SUFFIXES = ("share_5", "share_10", "share_15", "median_min", "p90_min", "flag")
@@ -175,19 +89,6 @@ _ISOCHRONE_COLUMNS = ("community_id", "minutes", "area_km2")
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _esc(value: Any) -> str:
-    """Escape a data value for HTML that folium may place inside a JS template literal.
-
-    ``html.escape`` handles ``& < > " '``; backticks, ``$`` and backslashes are replaced
-    by character references too, so the text can neither close folium's backtick strings
-    nor start a ``${...}`` substitution. NaN/None become an empty string.
-    """
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    text = html.escape(str(value), quote=True)
-    return text.replace("\\", "&#92;").replace("`", "&#96;").replace("$", "&#36;")
 
 
 def _fmt_share(value: Any) -> str:
@@ -380,67 +281,6 @@ _PANEL_CSS = (
     "border:1px solid #888;border-radius:4px;font-size:12px;line-height:1.4;"
     "max-height:35vh;overflow:auto;max-width:320px;"
 )
-
-
-def _legend_html(
-    text: Mapping[str, str],
-    category: str,
-    levels: Sequence[float],
-    streets: bool,
-    level_txt: str,
-) -> str:
-    """The legend: the category and share classes, streets by minutes, flags, isochrones.
-
-    ``category`` is escaped already; the view updates ``.circles-category-label`` when
-    another category is shown.
-    """
-    swatch = "display:inline-block;width:14px;height:10px;border:1px solid #555;margin-right:4px"
-    rows = [
-        f"<div class='circles-legend-head'><b class='circles-category-label'>{category}</b>"
-        f"<br><b>{_esc(text['legend'])}</b></div>"
-    ]
-    for lo, hi, colour in zip(SHARE_BREAKS[:-1], SHARE_BREAKS[1:], SHARE_COLOURS, strict=True):
-        label = f"{lo:.1f}–{hi:.1f} ({100 * lo:.0f}–{100 * hi:.0f}%)"
-        rows.append(
-            f"<div class='circles-legend-class' data-lower='{lo}' data-upper='{hi}'>"
-            f"<span style='{swatch};background:{colour}'></span>{label}</div>"
-        )
-    rows.append(
-        f"<div class='circles-legend-class'><span style='{swatch};background:{NO_DATA_COLOUR}'>"
-        f"</span>{_esc(text['no_data'])}</div>"
-        f"<div><span style='display:inline-block;width:14px;height:0;"
-        f"border-top:3px dashed {FLAG_STYLE['color']};margin-right:4px'></span>"
-        f"{_esc(text['flag'])}</div>"
-    )
-    if streets:
-        colours = level_colours(len(levels))
-        rows.append(
-            "<div class='circles-legend-section' id='circles-legend-streets'>"
-            "<b>"
-            + _esc(text["streets_legend"]).replace(
-                "{label}", f"<span class='circles-category-label'>{category}</span>"
-            )
-            + "</b></div>"
-        )
-        bounds = [0.0, *levels]
-        for k, colour in enumerate(colours):
-            if k == 0:
-                what = text["within"].format(hi=f"{bounds[1]:g}")
-            elif k < len(levels):
-                what = text["between"].format(lo=f"{bounds[k]:g}", hi=f"{bounds[k + 1]:g}")
-            else:
-                what = text["beyond_level"].format(lo=f"{bounds[-1]:g}")
-            rows.append(
-                f"<div class='circles-legend-street'><span style='display:inline-block;"
-                f"width:16px;height:0;border-top:3px solid {colour};margin-right:4px;"
-                f"vertical-align:middle'></span>{_esc(what)}</div>"
-            )
-    rows.append(
-        f"<div class='circles-legend-section'><span id='circles-iso-note'>"
-        f"{_esc(text['iso_hint'].format(levels=level_txt))}</span> "
-        f"<a href='#' id='circles-iso-clear'>{_esc(text['clear'])}</a></div>"
-    )
-    return "".join(rows)
 
 
 # --------------------------------------------------------------------------- public API
@@ -707,7 +547,7 @@ def coverage_map(
                     "properties": {"m": int(mins) if float(mins).is_integer() else mins},
                 }
             )
-    street_doc = _street_layer(edges, cats, levels) if edges is not None else None
+    street_doc = mapview.street_layer(edges, cats, levels) if edges is not None else None
     level_txt = "/".join(lev_keys)
     bounds_ll = [[float(south), float(west)], [float(north), float(east)]]
     _Panel(
@@ -719,7 +559,7 @@ def coverage_map(
     ).add_to(m)
     _Panel(
         LEGEND_ID,
-        _legend_html(text, label(opening), levels, street_doc is not None, level_txt),
+        mapview.legend_html(text, label(opening), levels, street_doc is not None, level_txt),
         _PANEL_CSS + "left:10px;bottom:44px;max-height:60vh;",
     ).add_to(m)
     _Panel(
@@ -752,42 +592,12 @@ def coverage_map(
                 "isoOf": _esc(text["iso_of"].format(name="{name}", levels=level_txt)),
                 "isoNone": _esc(text["iso_none"]),
             },
-            north_html=_NORTH_HTML.format(n=_esc(text["north"])),
+            north_html=mapview.NORTH_HTML.format(n=_esc(text["north"])),
             bounds=bounds_ll,
         ),
-        css=_VIEW_CSS,
+        css=mapview.VIEW_CSS,
     ).add_to(m)
     return m
-
-
-def _street_layer(
-    edges: gpd.GeoDataFrame, cats: Sequence[str], levels: Sequence[float]
-) -> mapview.StreetData:
-    """The map's street data from the ``edges`` layer (:mod:`circles.streets`)."""
-    lines = edges if edges.crs is None or edges.crs.equals("EPSG:4326") else edges.to_crs(4326)
-    missing = [f"{c}_min" for c in cats if f"{c}_min" not in lines]
-    if missing:
-        raise InputDataError(f"edges lacks column(s) {missing}; pass the study's edges layer")
-    geoms = np.asarray(lines.geometry.array, dtype=object)
-    n_coords = shapely.get_num_coordinates(geoms)
-    if len(geoms) and not (n_coords == 2).all():
-        raise InputDataError("edges must be straight two-point pieces (the streets stage's layer)")
-    coords = shapely.get_coordinates(geoms).reshape(-1, 2, 2)
-    classes = {c: level_classes(lines[f"{c}_min"], levels) for c in cats}
-    return mapview.street_data(coords, classes, n_levels=len(levels))
-
-
-_NORTH_HTML = (
-    "<svg width='22' height='34' viewBox='0 0 22 34' aria-hidden='true'>"
-    "<polygon points='11,2 19,24 11,19 3,24' fill='#222'/></svg>"
-    "<div style='text-align:center;font-weight:bold;line-height:1'>{n}</div>"
-)
-
-_VIEW_CSS = (
-    ".circles-north{padding:2px 4px;text-align:center;position:static!important}"
-    "#circles-title{white-space:nowrap;max-width:70vw;overflow:hidden;text-overflow:ellipsis}"
-    ".circles-legend-section{margin-top:4px}"
-)
 
 
 def _add_facilities(
@@ -1012,7 +822,7 @@ def save_map(
             )
         page = _TAG.sub(functools.partial(_inline_asset, warned=set()), page)
     if embed_font:
-        page = _embed_cjk_font(page)
+        page = fonts.embed_in_page(page)
     tmp, out = atomic_path(out)
     try:
         with open(tmp, "w", encoding="utf-8") as fh:
@@ -1023,35 +833,6 @@ def save_map(
         tmp.unlink(missing_ok=True)
     logger.info("wrote %s (%.1f MB)", out, out.stat().st_size / 1e6)
     return out
-
-
-#: Text of the page in the embedded CJK font first (its subset holds only CJK glyphs,
-#: so Latin text falls through to the usual sans-serif fonts).
-_FONT_RULE = (
-    "body,.leaflet-container,.circles-panel{{font-family:'{family}',"
-    "'Helvetica Neue',Arial,Helvetica,sans-serif}}"
-)
-
-
-def _embed_cjk_font(page: str) -> str:
-    """``page`` with a subset of a CJK font for its Chinese characters, if it has any."""
-    chars = fonts.cjk_characters(page)
-    if not chars:
-        return page
-    font = fonts.find_cjk_font()
-    if font is None:
-        logger.warning("%s; the map's Chinese labels rely on the reader's fonts", fonts.NO_CJK_FONT)
-        return page
-    css, size = fonts.web_font_css(font, chars)
-    logger.info(
-        "embedded %d characters of %s (%.0f kB) for the Chinese labels",
-        len(chars),
-        font.family,
-        size / 1e3,
-    )
-    style = f"<style>{css}{_FONT_RULE.format(family=fonts.WEB_FAMILY)}</style>"
-    at = page.find("</head>")
-    return page[:at] + style + page[at:] if at >= 0 else style + page
 
 
 _REMOTE_BEFORE = re.compile(

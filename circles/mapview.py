@@ -21,16 +21,124 @@ JSON is made safe for a ``<script>`` element (``</`` cannot close it).
 
 from __future__ import annotations
 
+import html
 import json
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import branca.element
+import geopandas as gpd
 import numpy as np
+import shapely
 
 from circles._errors import InputDataError
+from circles.palette import FLAG_COLOUR, NO_DATA_COLOUR, SHARE_BREAKS, SHARE_COLOURS, level_colours
+from circles.streets import level_classes
 
-__all__ = ["MapView", "StreetData", "street_data"]
+__all__ = ["TEXT", "MapView", "StreetData", "esc", "legend_html", "street_data", "street_layer"]
+
+
+def esc(value: Any) -> str:
+    """Escape a data value for HTML that folium may place inside a JS template literal.
+
+    ``html.escape`` handles ``& < > " '``; backticks, ``$`` and backslashes are replaced
+    by character references too, so the text can neither close folium's backtick strings
+    nor start a ``${...}`` substitution. NaN/None become an empty string.
+    """
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    text = html.escape(str(value), quote=True)
+    return text.replace("\\", "&#92;").replace("`", "&#96;").replace("$", "&#36;")
+
+
+#: The map's words in English and Chinese.
+TEXT: Mapping[str, Mapping[str, str]] = {
+    "en": {
+        "legend": "Residents within a {m}-minute walk",
+        "no_data": "no data",
+        "flagged": "Flagged communities ({m}-minute share below target)",
+        "none": "none",
+        "id": "id",
+        "basis": "residents basis",
+        "share": "share within {m} min",
+        "median": "median walk",
+        "p90": "90th percentile walk",
+        "flag": "flagged",
+        "yes": "yes",
+        "no": "no",
+        "min": "min",
+        "beyond": "beyond cut-off",
+        "isochrones": "Walking isochrones",
+        "minutes": "minutes",
+        "area": "area",
+        "tiles": "Base map (OpenStreetMap)",
+        "facility": "facility",
+        "category": "category",
+        "source": "source",
+        "status": "status",
+        "snap": "snap distance",
+        "community": "community",
+        "lang": "en",
+        "page_title": "{study}: walking access to community services ({date})",
+        "title": "{m}-minute walk",
+        "legend_cat": "Residents within a {m}-minute walk",
+        "streets": "Streets by walking minutes",
+        "streets_legend": "Streets: walking minutes to the nearest {label}",
+        "colon": ": ",
+        "within": "≤ {hi} min",
+        "between": "{lo}–{hi} min",
+        "beyond_level": "> {lo} min or out of reach",
+        "iso_hint": "Click a community to see its own {levels}-minute walks",
+        "iso_of": "Walking isochrones of {name} ({levels} min)",
+        "iso_none": "No walking isochrones for this community",
+        "clear": "clear",
+        "north": "N",
+        "m": "m",
+    },
+    "zh": {
+        "legend": "{m}分钟步行可达居民比例",
+        "no_data": "无数据",
+        "flagged": "未达标社区（{m}分钟覆盖率低于目标）",
+        "none": "无",
+        "id": "编号",
+        "basis": "居民计算依据",
+        "share": "{m}分钟可达比例",
+        "median": "步行时间中位数",
+        "p90": "步行时间90分位",
+        "flag": "未达标",
+        "yes": "是",
+        "no": "否",
+        "min": "分钟",
+        "beyond": "超出计算范围",
+        "isochrones": "步行等时圈",
+        "minutes": "分钟",
+        "area": "面积",
+        "tiles": "底图（OpenStreetMap）",
+        "facility": "设施",
+        "category": "类别",
+        "source": "来源",
+        "status": "状态",
+        "snap": "吸附距离",
+        "community": "社区",
+        "lang": "zh",
+        "page_title": "{study}：社区生活圈步行可达性（{date}）",
+        "title": "{m}分钟步行",
+        "legend_cat": "{m}分钟步行可达居民比例",
+        "streets": "街道步行时间",
+        "streets_legend": "街道：步行至最近{label}的时间",
+        "colon": "：",
+        "within": "≤ {hi} 分钟",
+        "between": "{lo}–{hi} 分钟",
+        "beyond_level": "> {lo} 分钟或不可达",
+        "iso_hint": "点击社区查看其{levels}分钟步行等时圈",
+        "iso_of": "{name}的步行等时圈（{levels}分钟）",
+        "iso_none": "该社区无步行等时圈",
+        "clear": "清除",
+        "north": "北",
+        "m": "米",
+    },
+}
 
 #: Element ids of the parts the page carries.
 TITLE_ID = "circles-title"
@@ -345,3 +453,94 @@ def view_data(
         "northId": NORTH_ID,
         "bounds": bounds,
     }
+
+
+def legend_html(
+    text: Mapping[str, str],
+    category: str,
+    levels: Sequence[float],
+    streets: bool,
+    level_txt: str,
+) -> str:
+    """The legend: the category and share classes, streets by minutes, flags, isochrones.
+
+    ``category`` is escaped already; the view updates ``.circles-category-label`` when
+    another category is shown.
+    """
+    swatch = "display:inline-block;width:14px;height:10px;border:1px solid #555;margin-right:4px"
+    rows = [
+        f"<div class='circles-legend-head'><b class='circles-category-label'>{category}</b>"
+        f"<br><b>{esc(text['legend'])}</b></div>"
+    ]
+    for lo, hi, colour in zip(SHARE_BREAKS[:-1], SHARE_BREAKS[1:], SHARE_COLOURS, strict=True):
+        label = f"{lo:.1f}–{hi:.1f} ({100 * lo:.0f}–{100 * hi:.0f}%)"
+        rows.append(
+            f"<div class='circles-legend-class' data-lower='{lo}' data-upper='{hi}'>"
+            f"<span style='{swatch};background:{colour}'></span>{label}</div>"
+        )
+    rows.append(
+        f"<div class='circles-legend-class'><span style='{swatch};background:{NO_DATA_COLOUR}'>"
+        f"</span>{esc(text['no_data'])}</div>"
+        f"<div><span style='display:inline-block;width:14px;height:0;"
+        f"border-top:3px dashed {FLAG_COLOUR};margin-right:4px'></span>"
+        f"{esc(text['flag'])}</div>"
+    )
+    if streets:
+        colours = level_colours(len(levels))
+        rows.append(
+            "<div class='circles-legend-section' id='circles-legend-streets'>"
+            "<b>"
+            + esc(text["streets_legend"]).replace(
+                "{label}", f"<span class='circles-category-label'>{category}</span>"
+            )
+            + "</b></div>"
+        )
+        bounds = [0.0, *levels]
+        for k, colour in enumerate(colours):
+            if k == 0:
+                what = text["within"].format(hi=f"{bounds[1]:g}")
+            elif k < len(levels):
+                what = text["between"].format(lo=f"{bounds[k]:g}", hi=f"{bounds[k + 1]:g}")
+            else:
+                what = text["beyond_level"].format(lo=f"{bounds[-1]:g}")
+            rows.append(
+                f"<div class='circles-legend-street'><span style='display:inline-block;"
+                f"width:16px;height:0;border-top:3px solid {colour};margin-right:4px;"
+                f"vertical-align:middle'></span>{esc(what)}</div>"
+            )
+    rows.append(
+        f"<div class='circles-legend-section'><span id='circles-iso-note'>"
+        f"{esc(text['iso_hint'].format(levels=level_txt))}</span> "
+        f"<a href='#' id='circles-iso-clear'>{esc(text['clear'])}</a></div>"
+    )
+    return "".join(rows)
+
+
+def street_layer(
+    edges: gpd.GeoDataFrame, cats: Sequence[str], levels: Sequence[float]
+) -> StreetData:
+    """The map's street data from the ``edges`` layer (:mod:`circles.streets`)."""
+    lines = edges if edges.crs is None or edges.crs.equals("EPSG:4326") else edges.to_crs(4326)
+    missing = [f"{c}_min" for c in cats if f"{c}_min" not in lines]
+    if missing:
+        raise InputDataError(f"edges lacks column(s) {missing}; pass the study's edges layer")
+    geoms = np.asarray(lines.geometry.array, dtype=object)
+    n_coords = shapely.get_num_coordinates(geoms)
+    if len(geoms) and not (n_coords == 2).all():
+        raise InputDataError("edges must be straight two-point pieces (the streets stage's layer)")
+    coords = shapely.get_coordinates(geoms).reshape(-1, 2, 2)
+    classes = {c: level_classes(lines[f"{c}_min"], levels) for c in cats}
+    return street_data(coords, classes, n_levels=len(levels))
+
+
+NORTH_HTML = (
+    "<svg width='22' height='34' viewBox='0 0 22 34' aria-hidden='true'>"
+    "<polygon points='11,2 19,24 11,19 3,24' fill='#222'/></svg>"
+    "<div style='text-align:center;font-weight:bold;line-height:1'>{n}</div>"
+)
+
+VIEW_CSS = (
+    ".circles-north{padding:2px 4px;text-align:center;position:static!important}"
+    "#circles-title{white-space:nowrap;max-width:70vw;overflow:hidden;text-overflow:ellipsis}"
+    ".circles-legend-section{margin-top:4px}"
+)

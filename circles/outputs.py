@@ -44,7 +44,7 @@ import pandas as pd
 import pyogrio.errors
 import shapely
 
-from circles import gpkg_inplace
+from circles import gpkg_inplace, styles
 from circles._errors import CirclesError, OutputError
 from circles._hooks import checkpoint, fail_write
 from circles.cache import Cache, array_digest, digest, frame_digest, sha256_file
@@ -238,49 +238,6 @@ def _write_gpkg(layers: dict[str, gpd.GeoDataFrame], path: Path) -> None:
         gdf.to_file(path, layer=name, driver="GPKG", engine="pyogrio")
 
 
-def opening_category(result: StudyResult) -> str:
-    """The category maps, figures and QGIS styles open on
-    (:func:`circles.palette.opening_category`)."""
-    from circles.palette import opening_category as choose
-
-    fac = result.facilities
-    snapped = fac[fac["status"] == STATUS_SNAPPED]["category"].astype(str).value_counts()
-    return choose(list(result.categories), snapped.to_dict())
-
-
-def _styles_content(result: StudyResult) -> str:
-    cfg = result.config
-    return digest(
-        "styles",
-        list(result.categories),
-        result.labels,
-        opening_category(result) if result.categories else None,
-        list(cfg.walk.levels_minutes),
-        cfg.study.lang,
-    )
-
-
-def _write_styles(result: StudyResult, path: Path) -> None:
-    """QGIS styles in the GeoPackage's ``layer_styles`` table (:mod:`circles.styles`)."""
-    from circles import styles
-
-    if not result.categories:
-        return
-    cfg = result.config
-    present = [str(name) for name, _ in pyogrio.list_layers(path)]
-    styles.write_styles(
-        path,
-        styles.study_styles(
-            list(result.categories),
-            result.labels,
-            levels_minutes=cfg.walk.levels_minutes,
-            lang=cfg.study.lang,
-            default_category=opening_category(result),
-            layers=present,
-        ),
-    )
-
-
 def _write_csv(df: pd.DataFrame, path: Path) -> None:
     df.to_csv(path, index=False, encoding="utf-8-sig")  # BOM: Excel shows Chinese text
 
@@ -353,7 +310,7 @@ def write_map(result: StudyResult, path: str | Path | None = None, *, store: Any
         edges=result.edges,
         title=cfg.study.name,
         date=utc_now()[:10],
-        opening=opening_category(result),
+        opening=styles.opening_category(result),
     )
     out = Path(path) if path is not None else cfg.map_dir / "coverage.html"
     return str(maps.save_map(m, out, self_contained=cfg.map.self_contained))
@@ -419,7 +376,7 @@ def _layer_digests(result: StudyResult, digests: dict[str, Any]) -> dict[str, An
         "communities": digests["communities"],
         "facilities": digests["facilities"],
         "nodes_base": digest("nodes", digests["network"], digests["residents"], cats),
-        "styles": _styles_content(result),
+        "styles": styles.styles_content(result),
     }
     for c in cats:
         out[f"nodes:{c}"] = digests["access"][c]
@@ -635,7 +592,7 @@ def _stage_changed(
                 ):
                     areas_now()
                     _write_gpkg(output_layers(result), path)
-                _write_styles(result, path)
+                styles.write_study_styles(result, path)
 
             _guarded(tx, "data", name, write_gpkg)
         elif key == "gpkg_export":
@@ -646,7 +603,7 @@ def _stage_changed(
                 k: geometry_from_wgs84(v, export_cs) for k, v in output_layers(result).items()
             }
             _guarded(tx, "data", name, _write_gpkg, layers_cs, path)
-            _guarded(tx, "data", name, _write_styles, result, path)
+            _guarded(tx, "data", name, styles.write_study_styles, result, path)
         elif key == "coverage_csv":
             _guarded(tx, "data", name, _write_csv, coverage_long(result), path)
         elif key == "rejects_csv":
@@ -739,25 +696,9 @@ def _stage_figures(
     tx: Transaction,
 ) -> tuple[dict[str, Any], list[str]]:
     """Stage the report figures (if their content changed); their records and changes."""
-    from circles import __version__
-    from circles.figures import write_figures
+    from circles.figures import figure_content, write_figures
 
-    cfg = result.config
-    content = digest(
-        "figures",
-        digests["communities"],
-        digests["facilities"],
-        digests.get("edges"),
-        setting,
-        result.labels,
-        result.categories,
-        cfg.study.lang,
-        cfg.study.name,
-        list(cfg.walk.levels_minutes),
-        cfg.coverage.flag_threshold,
-        result.summary.get("residents_basis"),
-        __version__,
-    )
+    content = figure_content(result, setting, digests)
     prev_out = prev.get("outputs", {}) if isinstance(prev.get("outputs"), dict) else {}
     old = {k: v for k, v in prev_out.items() if k.startswith("figure:")}
     if old and all(
@@ -788,17 +729,6 @@ def _stage_figures(
         records[f"figure:{k}"] = _record(Path(p), name, content, "maps")
         result.outputs[f"figure:{k}"] = str(tx.final("maps", name))
     return records, list(records)
-
-
-def _figure_setting(cfg: StudyConfig, prev: dict[str, Any]) -> dict[str, Any] | None:
-    """The figures to make: ``[figures]`` when enabled, else the previous run's."""
-    f = cfg.figures
-    if f.enabled:
-        return {"formats": list(f.formats), "dpi": int(f.dpi), "categories": list(f.categories)}
-    old = prev.get("figures")
-    if isinstance(old, dict) and {"formats", "dpi", "categories"} <= set(old):
-        return {k: old[k] for k in ("formats", "dpi", "categories")}
-    return None
 
 
 def _facility_counts(
@@ -968,7 +898,9 @@ def write_study(
                 records.update(rep)
                 changed += rep_changed
                 manifest["report"] = setting
-            fig_setting = _figure_setting(cfg, prev)
+            from circles.figures import figure_setting
+
+            fig_setting = figure_setting(cfg, prev)
             if fig_setting is not None:
                 fig, fig_changed = _stage_figures(result, fig_setting, digests, prev, tx)
                 records.update(fig)
@@ -1015,7 +947,7 @@ def write_outputs(result: StudyResult) -> dict[str, str]:
     cfg = result.config
     with Transaction({"data": cfg.out_dir, "maps": cfg.map_dir}) as tx:
         _write_gpkg(output_layers(result), tx.path("data", "circles.gpkg"))
-        _write_styles(result, tx.path("data", "circles.gpkg"))
+        styles.write_study_styles(result, tx.path("data", "circles.gpkg"))
         _write_csv(coverage_long(result), tx.path("data", "coverage.csv"))
         _write_csv(result.rejects, tx.path("data", "facility_rejects.csv"))
         tx.path("data", "summary.json").write_text(to_json(result.summary), encoding="utf-8")

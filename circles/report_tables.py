@@ -292,11 +292,11 @@ def localise(
     out = df.copy()
     if lang == "zh":
         for col in out.columns:
-            kind = out[col].dtype
+            dtype = out[col].dtype
             if (
-                pd.api.types.is_object_dtype(kind)
-                or pd.api.types.is_string_dtype(kind)
-                or pd.api.types.is_bool_dtype(kind)
+                pd.api.types.is_object_dtype(dtype)
+                or pd.api.types.is_string_dtype(dtype)
+                or pd.api.types.is_bool_dtype(dtype)
             ):
                 out[col] = out[col].map(text_zh).astype(object)
     if labels is not None and "category" in out:

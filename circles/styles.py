@@ -29,9 +29,15 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from circles._errors import InputDataError
+from circles.cache import digest
+from circles.facilities import STATUS_SNAPPED
+
+if TYPE_CHECKING:
+    from circles.result import StudyResult
+
 from circles.palette import (
     CATEGORY_COLOURS,
     FLAG_COLOUR,
@@ -42,7 +48,16 @@ from circles.palette import (
     level_colours,
 )
 
-__all__ = ["QGIS_VERSION", "Style", "check_qml", "study_styles", "write_styles"]
+__all__ = [
+    "QGIS_VERSION",
+    "Style",
+    "check_qml",
+    "opening_category",
+    "study_styles",
+    "styles_content",
+    "write_study_styles",
+    "write_styles",
+]
 
 #: The QGIS version the QML documents are written for (Debian 12's LTR; later QGIS
 #: versions read them too).
@@ -459,3 +474,49 @@ def check_qml(qml: str, *, fields: Sequence[str] | None = None) -> dict[str, Any
     if len(kinds) != 1 or _GEOMETRY_TYPE.get(kinds.pop() or "") != geometry:
         raise InputDataError("QML symbols do not match its layerGeometryType")
     return {"renderer": renderer.get("type"), "rules": rules, "geometry_type": geometry}
+
+
+# --------------------------------------------------------------------------- a study
+
+
+def opening_category(result: StudyResult) -> str:
+    """The category maps, figures and QGIS styles of a run open on
+    (:func:`circles.palette.opening_category`)."""
+    from circles.palette import opening_category as choose
+
+    fac = result.facilities
+    snapped = fac[fac["status"] == STATUS_SNAPPED]["category"].astype(str).value_counts()
+    return choose(list(result.categories), snapped.to_dict())
+
+
+def styles_content(result: StudyResult) -> str:
+    cfg = result.config
+    return digest(
+        "styles",
+        list(result.categories),
+        result.labels,
+        opening_category(result) if result.categories else None,
+        list(cfg.walk.levels_minutes),
+        cfg.study.lang,
+    )
+
+
+def write_study_styles(result: StudyResult, path: Path) -> None:
+    """QGIS styles in the GeoPackage's ``layer_styles`` table (:mod:`circles.styles`)."""
+    if not result.categories:
+        return
+    cfg = result.config
+    import pyogrio
+
+    present = [str(name) for name, _ in pyogrio.list_layers(path)]
+    write_styles(
+        path,
+        study_styles(
+            list(result.categories),
+            result.labels,
+            levels_minutes=cfg.walk.levels_minutes,
+            lang=cfg.study.lang,
+            default_category=opening_category(result),
+            layers=present,
+        ),
+    )
