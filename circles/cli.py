@@ -182,6 +182,7 @@ def _batch(args: argparse.Namespace) -> int:
             wait_s=args.wait,
             progress=lambda msg: bar.write(f"  .. {msg}", file=sys.stderr),
             on_done=lambda res: bar.update(1),
+            quiet=not args.verbose,
         )
     k = str(int(cfg.walk.levels_minutes[-1]))
     print(f"{'area':<20}{'communities':>12}{'facilities':>11}  recomputed  outputs")
@@ -193,7 +194,13 @@ def _batch(args: argparse.Namespace) -> int:
             f"{len(res.recomputed):>10}  {Path(res.outputs.get('gpkg', '')).parent}"
         )
     print(f"(shares within {k} minutes per area: see each area's summary.json)")
-    print(f"wrote batch_manifest_json: {cfg.study_dir / 'batch_manifest.json'}")
+    import json
+
+    manifest = cfg.study_dir / "batch_manifest.json"
+    city = json.loads(manifest.read_text(encoding="utf-8")).get("city", {})
+    for name, path in city.items():
+        print(f"wrote {name}: {path}")
+    print(f"wrote batch_manifest_json: {manifest}")
     return 0
 
 

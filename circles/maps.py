@@ -746,8 +746,15 @@ def _inline_asset(match: re.Match[str], warned: set[str]) -> str:
             return ""
         if hit["v"] != pkg.VERSION and module not in warned:
             warned.add(module)
-            logger.warning(
-                "folium references %s %s, inlining xstatic %s", module, hit["v"], pkg.VERSION
+            # another major version may break the page: say so; a newer release of the
+            # same major version is what the registry has, nothing a user could change
+            same_major = hit["v"].split(".")[0] == str(pkg.VERSION).split(".")[0]
+            logger.log(
+                logging.INFO if same_major else logging.WARNING,
+                "folium references %s %s, inlining xstatic %s",
+                module,
+                hit["v"],
+                pkg.VERSION,
             )
         path = Path(pkg.BASE_DIR) / filename.format(f=hit.groupdict().get("f") or "")
         content = path.read_text(encoding="utf-8")

@@ -48,7 +48,7 @@ LAYERS = {
     },
     6: {"outputs", "transaction"},
     7: {"pipeline"},
-    8: {"update", "batch"},
+    8: {"update", "batch", "citywide"},
     9: {"cli"},
 }
 
