@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import html
 import logging
 import math
 import os
@@ -61,7 +62,7 @@ from circles.vocabulary import in_lang
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SHARE_BREAKS", "coverage_map", "save_map"]
+__all__ = ["SHARE_BREAKS", "InlineMap", "coverage_map", "inline", "page_html", "save_map"]
 
 #: Outline of flagged communities: thick red dashes.
 FLAG_STYLE: Mapping[str, Any] = {"color": FLAG_COLOUR, "weight": 4, "dashArray": "8 6"}
@@ -815,6 +816,23 @@ def save_map(
     if not isinstance(m, folium.Map):
         raise InputDataError(f"save_map needs a folium.Map, got {type(m).__name__}")
     out = Path(path)
+    page = page_html(m, self_contained=self_contained, embed_font=embed_font)
+    tmp, out = atomic_path(out)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(page)
+        os.chmod(tmp, 0o644)  # a report page is meant to be shared
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    logger.info("wrote %s (%.1f MB)", out, out.stat().st_size / 1e6)
+    return out
+
+
+def page_html(m: folium.Map, *, self_contained: bool = True, embed_font: bool = True) -> str:
+    """The map's HTML page as :func:`save_map` writes it (see there for the options)."""
+    if not isinstance(m, folium.Map):
+        raise InputDataError(f"page_html needs a folium.Map, got {type(m).__name__}")
     page = m.get_root().render()
     if not re.search(r"<meta[^>]+charset=[\"']?utf-8", page, flags=re.I):
         page = re.sub(r"<head>", '<head>\n<meta charset="utf-8" />', page, count=1)
@@ -830,16 +848,52 @@ def save_map(
         page = _TAG.sub(functools.partial(_inline_asset, warned=set()), page)
     if embed_font:
         page = fonts.embed_in_page(page)
-    tmp, out = atomic_path(out)
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(page)
-        os.chmod(tmp, 0o644)  # a report page is meant to be shared
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    logger.info("wrote %s (%.1f MB)", out, out.stat().st_size / 1e6)
-    return out
+    return page
+
+
+class InlineMap:
+    """A self-contained map page shown inside a notebook (an ``<iframe srcdoc>``).
+
+    folium's own notebook display loads Leaflet from a CDN and stays blank offline; this
+    one carries the whole page (Leaflet inlined, see :func:`save_map`).
+
+    Attributes
+    ----------
+    page : str
+        The HTML page.
+    height_px : int
+        Height of the frame in the notebook.
+    """
+
+    def __init__(self, page: str, height_px: int = 600) -> None:
+        self.page = page
+        self.height_px = int(height_px)
+
+    def _repr_html_(self) -> str:
+        doc = html.escape(self.page, quote=True)
+        return (
+            f'<iframe srcdoc="{doc}" style="width:100%;height:{self.height_px}px;border:0" '
+            'sandbox="allow-scripts allow-popups"></iframe>'
+        )
+
+
+def inline(map_or_page: folium.Map | str | os.PathLike[str], *, height_px: int = 600) -> InlineMap:
+    """A map to show in a notebook that works offline.
+
+    Parameters
+    ----------
+    map_or_page : folium.Map or path-like
+        A map (e.g. from :func:`coverage_map`), made self-contained here, or a page
+        written by :func:`save_map` or a run (``result.outputs["map_html"]``).
+    height_px : int, default 600
+        Height of the frame in the notebook.
+    """
+    if isinstance(map_or_page, folium.Map):
+        return InlineMap(page_html(map_or_page), height_px)
+    path = Path(map_or_page)
+    if not path.is_file():
+        raise InputDataError(f"{path}: no such map page; pass a folium.Map or a saved page")
+    return InlineMap(path.read_text(encoding="utf-8"), height_px)
 
 
 _REMOTE_BEFORE = re.compile(

@@ -698,3 +698,25 @@ def test_fast_remote_scan_finds_what_the_full_pattern_finds() -> None:
     )
     assert len(_remote_references(page)) == len(_REMOTE.findall(page)) == 5
     assert _remote_references("<div>no urls here // at all</div>") == []
+
+
+def test_notebook_inline_map_works_offline(en_map, tmp_path):
+    """The notebook display (an iframe holding the whole page) draws the map offline;
+    folium's own display would load Leaflet from a CDN."""
+    from circles.maps import inline
+
+    shown = inline(en_map, height_px=500)._repr_html_()
+    assert shown.startswith("<iframe srcdoc=")
+    assert "cdn.jsdelivr" not in shown
+    cell = tmp_path / "notebook_cell.html"
+    cell.write_text(f"<html><body>{shown}</body></html>", encoding="utf-8")
+    with open_page(cell, settle_ms=1500) as (page, errors, requests):
+        frame = page.frame_locator("iframe")
+        paths = frame.locator(".leaflet-circles-communities-pane path").count()
+        title = frame.locator("#circles-title").inner_text()
+    assert paths == 7
+    assert "Fitness" in title
+    assert errors == []
+    assert all(url.split(":", 1)[0] in {"file", "data", "about"} for url in requests), requests
+    with pytest.raises(InputDataError, match="no such map page"):
+        inline(tmp_path / "missing.html")
