@@ -664,17 +664,9 @@ def _stage_report(
         attr_doc,
     )
     setting = {"lang": request.lang, "attributes": attr_doc}
-    prev_out = prev.get("outputs", {}) if isinstance(prev.get("outputs"), dict) else {}
-    old = {k: v for k, v in prev_out.items() if k.startswith("report:")}
-    if old and all(
-        isinstance(r, dict)
-        and r.get("content") == content
-        and _intact(r, tx.final("data", str(r.get("path"))), str(r.get("path")))
-        for r in old.values()
-    ):
-        for k, r in old.items():
-            result.outputs[k] = str(tx.final("data", r["path"]))
-        return dict(old), setting, []
+    old = _kept_group(result, prev, tx, "report:", "data", content)
+    if old is not None:
+        return old, setting, []
     folder = tx.folder("data", "report")
     written = _guarded(
         tx, "data", "report", write_report, result, folder, lang=request.lang, attributes=attributes
@@ -688,6 +680,25 @@ def _stage_report(
     return records, setting, list(records)
 
 
+def _kept_group(
+    result: StudyResult, prev: dict[str, Any], tx: Transaction, prefix: str, root: str, content: str
+) -> dict[str, Any] | None:
+    """The previous records of a group of outputs (``report:``, ``figure:``) when they all
+    show ``content`` and are intact (their outputs noted in ``result``), else None."""
+    prev_out = prev.get("outputs", {}) if isinstance(prev.get("outputs"), dict) else {}
+    old = {k: v for k, v in prev_out.items() if k.startswith(prefix)}
+    if not old or not all(
+        isinstance(r, dict)
+        and r.get("content") == content
+        and _intact(r, tx.final(root, str(r.get("path"))), str(r.get("path")))
+        for r in old.values()
+    ):
+        return None
+    for k, r in old.items():
+        result.outputs[k] = str(tx.final(root, r["path"]))
+    return dict(old)
+
+
 def _stage_figures(
     result: StudyResult,
     setting: dict[str, Any],
@@ -699,17 +710,9 @@ def _stage_figures(
     from circles.figures import figure_content, write_figures
 
     content = figure_content(result, setting, digests)
-    prev_out = prev.get("outputs", {}) if isinstance(prev.get("outputs"), dict) else {}
-    old = {k: v for k, v in prev_out.items() if k.startswith("figure:")}
-    if old and all(
-        isinstance(r, dict)
-        and r.get("content") == content
-        and _intact(r, tx.final("maps", str(r.get("path"))), str(r.get("path")))
-        for r in old.values()
-    ):
-        for k, r in old.items():
-            result.outputs[k] = str(tx.final("maps", r["path"]))
-        return dict(old), []
+    old = _kept_group(result, prev, tx, "figure:", "maps", content)
+    if old is not None:
+        return old, []
     folder = tx.folder("maps", "figures")
     written = _guarded(
         tx,

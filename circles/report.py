@@ -918,6 +918,10 @@ def write_report(
     if lang == "zh":
         for c in ("measured", "basis", "met_label"):
             shown_ind[c] = shown_ind[c].map(tables.text_zh)
+        for c in sorted(labels, key=len, reverse=True):
+            shown_ind["basis"] = shown_ind["basis"].str.replace(
+                f"'{c}'", f"“{labels[c]}”", regex=False
+            )
     summary_view = tables.localise(summary, lang, labels=labels)[0]
     paths["report_html"] = io.write_atomic_text(
         out / "report.html",
