@@ -922,13 +922,13 @@ def write_report(
             shown_ind["basis"] = shown_ind["basis"].str.replace(
                 f"'{c}'", f"“{labels[c]}”", regex=False
             )
-    summary_view = tables.localise(summary, lang, labels=labels)[0]
+    summary_view = tables.formatted(*tables.localise(summary, lang, labels=labels))
     paths["report_html"] = io.write_atomic_text(
         out / "report.html",
         _html_page(
             page_title,
             shown_ind,
-            tables.localise(chk_view, lang)[0] if chk_view is not None else None,
+            tables.formatted(*tables.localise(chk_view, lang)) if chk_view is not None else None,
             notes,
             lang,
             summary=summary_view,

@@ -316,6 +316,20 @@ def localise(
     return out, SheetLayout(ids=ids, formats=formats, widths=widths, freeze="A3")
 
 
+def formatted(table: pd.DataFrame, layout: SheetLayout) -> pd.DataFrame:
+    """``table`` (from :func:`localise`) with percentages and minutes written out as
+    text, the way the XLSX shows them (for the HTML report)."""
+    out = table.copy()
+    for i, fmt in layout.formats.items():
+        col = out.columns[i]
+        values = pd.to_numeric(out[col], errors="coerce")
+        if fmt == FORMATS["pct"]:
+            out[col] = [("" if np.isnan(v) else f"{100 * v:.1f}%") for v in values]
+        elif fmt in (FORMATS["min"], FORMATS["num"]):
+            out[col] = [("" if np.isnan(v) else f"{v:.1f}") for v in values]
+    return out
+
+
 def sheet_name(key: str, lang: str) -> str:
     """The sheet's name in ``lang``."""
     zh, en = SHEETS[key]
