@@ -192,8 +192,21 @@ def require_cjk_font() -> CjkFont:
 
 def cjk_characters(text: str) -> str:
     """The distinct characters of ``text`` that need a CJK font (sorted): CJK
-    ideographs and radicals, CJK punctuation, full-width forms."""
-    return "".join(sorted({ch for ch in text if _is_cjk(ord(ch))}))
+    ideographs and radicals, CJK punctuation, full-width forms.
+
+    Characters a page writes as JavaScript escapes (``\\u5e95``, as folium's JSON does
+    for layer names) or as HTML character references (``&#x5e95;``, ``&#24213;``) count
+    too: the browser shows them as the characters.
+    """
+    import html
+    import re
+
+    found = {ch for ch in text if _is_cjk(ord(ch))}
+    for hexa in re.findall(r"\\u([0-9a-fA-F]{4})", text):
+        found.add(chr(int(hexa, 16)))
+    for ref in re.findall(r"&#(?:x[0-9a-fA-F]+|[0-9]+);", text):
+        found.add(html.unescape(ref))
+    return "".join(sorted(ch for ch in found if len(ch) == 1 and _is_cjk(ord(ch))))
 
 
 def _is_cjk(cp: int) -> bool:

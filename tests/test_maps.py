@@ -596,6 +596,7 @@ def test_browser_chinese_renders_with_the_embedded_font_without_cjk_fonts(tmp_pa
         family = page.evaluate(
             "getComputedStyle(document.querySelector('#circles-legend')).fontFamily"
         )
+        visible = page.inner_text("body")
         png = screenshot(page, tmp_path / "no_cjk_fonts.png")
     # on this machine the system fonts draw every Chinese character as the same box
     assert len(set(system)) == 1, "the test machine should have no CJK font"
@@ -607,6 +608,18 @@ def test_browser_chinese_renders_with_the_embedded_font_without_cjk_fonts(tmp_pa
     assert errors == []
     # the subset holds only the page's few dozen characters (the whole font: 19 MB)
     assert font_kb < 60, font_kb
+    # every Chinese character the page shows (the layer control's too) is in the subset
+    import base64
+    import io
+
+    from fontTools.ttLib import TTFont
+
+    subset = TTFont(io.BytesIO(base64.b64decode(font_b64[1])))
+    cmap = subset.getBestCmap()
+    subset.close()
+    shown = fonts.cjk_characters(visible)
+    assert "底" in shown  # "底图（OpenStreetMap）", written by folium as a JS escape
+    assert [c for c in shown if ord(c) not in cmap] == []
 
 
 def make_county(seed: int = 0) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame, gpd.GeoDataFrame]:
