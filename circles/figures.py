@@ -198,19 +198,17 @@ def _scale_bar(ax: Any, text: Mapping[str, str]) -> None:
                 gid=GIDS["scale"],
             )
         )
-    for frac in (0.0, 1.0):
-        value = length * frac / (1000 if km else 1)
-        label = f"{value:g}" + (f" {unit}" if frac == 1.0 else "")
-        ax.text(
-            left + frac * length,
-            bottom + height * 1.6,
-            label,
-            ha="center",
-            va="bottom",
-            fontsize=7,
-            zorder=10,
-            gid=GIDS["scale"],
-        )
+    value = length / (1000 if km else 1)
+    ax.text(
+        left + length / 2,
+        bottom + height * 1.6,
+        f"{value:g} {unit}",
+        ha="center",
+        va="bottom",
+        fontsize=7,
+        zorder=10,
+        gid=GIDS["scale"],
+    )
 
 
 def _north_arrow(ax: Any, text: Mapping[str, str]) -> None:
