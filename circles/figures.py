@@ -542,25 +542,34 @@ def write_figures(
     return written
 
 
-def figure_content(result: Any, setting: dict[str, Any], digests: dict[str, Any]) -> str:
-    """Content digest of a run's figures (what they draw, in which language and form)."""
+def figure_content(
+    result: Any, setting: dict[str, Any], digests: dict[str, Any], category: str
+) -> str:
+    """Content digest of one category's figures: what they draw (the category's
+    community columns, its minutes and facilities), in which language and form."""
     from circles import __version__
-    from circles.cache import digest
+    from circles.cache import digest, frame_digest
+    from circles.result import finite_or_nan
 
     cfg = result.config
+    comm = result.communities
+    cols = [c for c in comm.columns if c.startswith(f"{category}_")]
+    table = finite_or_nan(comm[["community_id", "name", *cols, comm.geometry.name]])
     return digest(
-        "figures",
-        digests["communities"],
-        digests["facilities"],
-        digests.get("edges"),
-        setting,
-        result.labels,
-        result.categories,
+        "figure",
+        category,
+        frame_digest(table),
+        digests["access"].get(category),
+        digests.get("network"),
+        setting["formats"],
+        setting["dpi"],
+        result.labels.get(category),
         cfg.study.lang,
         cfg.study.name,
         list(cfg.walk.levels_minutes),
         cfg.coverage.flag_threshold,
         result.summary.get("residents_basis"),
+        list(result.categories).index(category),
         __version__,
     )
 

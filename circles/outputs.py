@@ -706,13 +706,22 @@ def _stage_figures(
     prev: dict[str, Any],
     tx: Transaction,
 ) -> tuple[dict[str, Any], list[str]]:
-    """Stage the report figures (if their content changed); their records and changes."""
+    """Stage the report figures whose content changed (each category on its own: an
+    update of one category draws only its figures); their records and changes."""
     from circles.figures import figure_content, write_figures
 
-    content = figure_content(result, setting, digests)
-    old = _kept_group(result, prev, tx, "figure:", "maps", content)
-    if old is not None:
-        return old, []
+    cats = list(setting["categories"]) or list(result.categories)
+    records: dict[str, Any] = {}
+    todo: list[str] = []
+    contents = {c: figure_content(result, setting, digests, c) for c in cats}
+    for cat in cats:
+        kept = _kept_group(result, prev, tx, f"figure:{cat}.", "maps", contents[cat])
+        if kept is not None and set(kept) == {f"figure:{cat}.{f}" for f in setting["formats"]}:
+            records.update(kept)
+        else:
+            todo.append(cat)
+    if not todo:
+        return records, []
     folder = tx.folder("maps", "figures")
     written = _guarded(
         tx,
@@ -723,15 +732,17 @@ def _stage_figures(
         folder,
         formats=setting["formats"],
         dpi=setting["dpi"],
-        categories=setting["categories"],
+        categories=todo,
     )
-    records: dict[str, Any] = {}
+    changed = []
     for k, p in written.items():
         name = f"figures/{k}"
         tx.path("maps", name)  # registered for the commit (already written there)
-        records[f"figure:{k}"] = _record(Path(p), name, content, "maps")
+        cat = k.rsplit(".", 1)[0]
+        records[f"figure:{k}"] = _record(Path(p), name, contents[cat], "maps")
         result.outputs[f"figure:{k}"] = str(tx.final("maps", name))
-    return records, list(records)
+        changed.append(f"figure:{k}")
+    return dict(sorted(records.items())), changed
 
 
 def _facility_counts(

@@ -160,3 +160,14 @@ def test_no_cjk_font_is_said_not_drawn_as_boxes(monkeypatch):
     monkeypatch.setenv("CIRCLES_CJK_FONT", "/nonexistent/font.otf")
     with pytest.raises(DataFileError, match="no such font file"):
         fonts.find_cjk_font()
+
+
+@pytest.mark.slow
+def test_unchanged_figures_are_kept(helsinki):
+    from circles.pipeline import run
+
+    before = {k: Path(p).stat().st_mtime_ns for k, p in helsinki.outputs.items() if "figure:" in k}
+    again = run(helsinki.config)
+    assert [k for k in again.manifest["outputs_changed"] if k.startswith("figure:")] == []
+    after = {k: Path(p).stat().st_mtime_ns for k, p in again.outputs.items() if "figure:" in k}
+    assert after == before
