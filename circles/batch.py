@@ -24,14 +24,25 @@ Parallel runs
     study's input files and its output folder at the same paths (a shared file system).
     Each area writes its outputs under ``<output_dir>/<study>/<area>/``; the batch writes
     ``<output_dir>/<study>/batch_manifest.json``.
+
+City
+    After the areas, their outputs are merged into one city-wide communities layer,
+    table and map under ``<output_dir>/<study>/city/`` and ``<maps_dir>/<study>/city/``
+    (:mod:`circles.citywide`; each community once, from its own area).
+
+Logging
+    dask.distributed's own INFO lines (cluster start, workers, scheduler) are kept out
+    of the console unless ``quiet=False`` (``circles batch -v``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,7 +56,9 @@ from circles.areas import (
     halo_m,
 )
 from circles.cache import Cache
+from circles.citywide import write_city
 from circles.config import StudyConfig, check_study, select_area
+from circles.facilities import study_categories
 from circles.isochrones import one_thread
 from circles.pipeline import run
 from circles.result import RunContext, utc_now
@@ -130,6 +143,8 @@ def run_batch(
     progress: Callable[[str], None] | None = None,
     on_done: Callable[[AreaResult], None] | None = None,
     wait_s: float = 0.0,
+    quiet: bool = True,
+    city: bool = True,
 ) -> dict[str, AreaResult]:
     """Run a study's areas in parallel on dask.distributed.
 
@@ -153,6 +168,11 @@ def run_batch(
         Called with each :class:`AreaResult` as it completes (the CLI's progress bar).
     wait_s : float, default 0
         Seconds to wait for another process that holds the study (0: stop at once).
+    quiet : bool, default True
+        Keep dask.distributed's INFO logging (in this process and the workers) quiet.
+    city : bool, default True
+        Merge the areas into the city's communities layer, table and map
+        (:func:`circles.citywide.write_city`) when every area of the study was run.
 
     Returns
     -------
@@ -168,8 +188,8 @@ def run_batch(
     if unknown:
         raise ConfigError(f"unknown areas {unknown}; areas are {[a.name for a in cfg.areas]}")
     for n in names:  # the whole configuration of every area, before any work
-        check_study(select_area(cfg, n))
-    with study_lock(cfg.study_dir, study=cfg.study.name, wait_s=wait_s):
+        profile = check_study(select_area(cfg, n))
+    with study_lock(cfg.study_dir, study=cfg.study.name, wait_s=wait_s), _dask_logging(quiet):
         say = progress or (lambda msg: None)
         started = utc_now()
         t0 = time.perf_counter()
@@ -212,6 +232,21 @@ def run_batch(
             if own_cluster is not None:
                 own_cluster.close()
         ordered = {n: results[n] for n in names}
+        city_outputs: dict[str, str] = {}
+        if city and set(names) == {a.name for a in cfg.areas}:
+            say("merging the areas into the city's communities layer, table and map")
+            _, cats, labels, _ = study_categories(profile, cfg.facilities.categories)
+            city_outputs = write_city(
+                cfg,
+                {n: r.outputs["gpkg"] for n, r in ordered.items() if "gpkg" in r.outputs},
+                {
+                    n: r.outputs["coverage_csv"]
+                    for n, r in ordered.items()
+                    if "coverage_csv" in r.outputs
+                },
+                categories=list(cats),
+                labels=labels,
+            )
         manifest = {
             "study": cfg.study.name,
             "started_utc": started,
@@ -221,12 +256,39 @@ def run_batch(
                 n: {"outputs": r.outputs, "recomputed": r.recomputed, "seconds": r.seconds}
                 for n, r in ordered.items()
             },
+            "city": city_outputs,
         }
         io.write_atomic_text(
             cfg.study_dir / "batch_manifest.json",
             json.dumps(manifest, ensure_ascii=False, indent=2),
         )
         return ordered
+
+
+@contextlib.contextmanager
+def _dask_logging(quiet: bool) -> Iterator[None]:
+    """dask.distributed's loggers at WARNING here and in the workers it starts."""
+    if not quiet:
+        yield
+        return
+    import dask
+
+    names = ("distributed", "distributed.scheduler", "distributed.nanny", "distributed.worker")
+    before = {n: logging.getLogger(n).level for n in names}
+    for n in names:
+        logging.getLogger(n).setLevel(logging.WARNING)
+    env = os.environ.get("DASK_LOGGING__DISTRIBUTED")
+    os.environ["DASK_LOGGING__DISTRIBUTED"] = "warning"  # worker processes read it at start
+    try:
+        with dask.config.set({"logging.distributed": "warning"}):
+            yield
+    finally:
+        for n, level in before.items():
+            logging.getLogger(n).setLevel(level)
+        if env is None:
+            os.environ.pop("DASK_LOGGING__DISTRIBUTED", None)
+        else:
+            os.environ["DASK_LOGGING__DISTRIBUTED"] = env
 
 
 def run_sequential(

@@ -56,6 +56,7 @@ def _build_parser() -> argparse.ArgumentParser:
     b.add_argument("--maps-dir", help="override [study] maps_dir")
     _add_wait(b)
     _add_report_parser(sub)
+    _add_figures_parser(sub)
     f = sub.add_parser("fetch", help="download a place's walking network and facilities once")
     f.add_argument("place", help='place name, e.g. "Vaduz, Liechtenstein"')
     f.add_argument("--name", help="file name stem under the raw folder")
@@ -91,6 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _batch(args)
         if args.command == "report":
             return _report(args)
+        if args.command == "figures":
+            return _figures(args)
     except CirclesError as exc:
         print(f"circles: error: {exc}", file=sys.stderr)
         return 2
@@ -179,6 +182,7 @@ def _batch(args: argparse.Namespace) -> int:
             wait_s=args.wait,
             progress=lambda msg: bar.write(f"  .. {msg}", file=sys.stderr),
             on_done=lambda res: bar.update(1),
+            quiet=not args.verbose,
         )
     k = str(int(cfg.walk.levels_minutes[-1]))
     print(f"{'area':<20}{'communities':>12}{'facilities':>11}  recomputed  outputs")
@@ -190,7 +194,13 @@ def _batch(args: argparse.Namespace) -> int:
             f"{len(res.recomputed):>10}  {Path(res.outputs.get('gpkg', '')).parent}"
         )
     print(f"(shares within {k} minutes per area: see each area's summary.json)")
-    print(f"wrote batch_manifest_json: {cfg.study_dir / 'batch_manifest.json'}")
+    import json
+
+    manifest = cfg.study_dir / "batch_manifest.json"
+    city = json.loads(manifest.read_text(encoding="utf-8")).get("city", {})
+    for name, path in city.items():
+        print(f"wrote {name}: {path}")
+    print(f"wrote batch_manifest_json: {manifest}")
     return 0
 
 
@@ -241,6 +251,42 @@ def _report(args: argparse.Namespace) -> int:
     request = ReportRequest(lang=args.lang or cfg.study.lang, attributes=attributes)
     result = run(cfg, progress=_progress, report=request, wait_s=args.wait)
     for name, path in result.outputs.items():
+        print(f"wrote {name.split(':')[-1]}: {path}")
+    return 0
+
+
+def _add_figures_parser(sub: argparse._SubParsersAction) -> None:
+    f = sub.add_parser(
+        "figures",
+        help="run a study and write report figures per category (PNG 300 dpi, PDF/SVG)",
+    )
+    f.add_argument("config", nargs="?", help="study TOML; omit for the embedded default")
+    f.add_argument("--format", action="append", choices=["png", "pdf", "svg"], dest="formats")
+    f.add_argument("--dpi", type=int, help="PNG resolution (default: [figures] dpi, 300)")
+    f.add_argument("--category", action="append", dest="categories", help="only this category")
+    f.add_argument("--output-dir", help="override [study] output_dir")
+    f.add_argument("--maps-dir", help="override [study] maps_dir")
+    _add_wait(f)
+
+
+def _figures(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from circles.pipeline import run
+
+    cfg = _config(args)
+    fig = replace(cfg.figures, enabled=True)
+    if args.formats:
+        fig = replace(fig, formats=tuple(dict.fromkeys(args.formats)))
+    if args.dpi:
+        fig = replace(fig, dpi=args.dpi)
+    if args.categories:
+        fig = replace(fig, categories=tuple(args.categories))
+    cfg = replace(cfg, figures=fig)
+    _tqdm_bars()
+    result = run(cfg, progress=_progress, wait_s=args.wait)
+    figs = {k: p for k, p in result.outputs.items() if k.startswith("figure:")}
+    for name, path in figs.items():
         print(f"wrote {name.split(':')[-1]}: {path}")
     return 0
 

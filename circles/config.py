@@ -59,6 +59,12 @@ Example (``study.toml``)::
     self_contained = true             # JS/CSS inline: opens with no internet, no CDN
     tiles = true                      # OpenStreetMap base tiles as an optional layer
     isochrones = "all"                # or a community id
+
+    [figures]                         # report figures (also: `circles figures study.toml`)
+    enabled = false                   # true: every run writes maps/<study>/figures/
+    formats = ["png", "pdf"]          # png (raster) and pdf/svg (vector)
+    dpi = 300                         # PNG resolution, dots per inch
+    categories = []                   # default: every category
 """
 
 from __future__ import annotations
@@ -337,6 +343,18 @@ class MapSection:
 
 
 @dataclass(frozen=True)
+class FiguresSection:
+    """``[figures]``: report figures, ``maps/<study>/figures/<category>.<format>``
+    (:mod:`circles.figures`); ``circles figures study.toml`` makes them whatever
+    ``enabled`` says, and later runs make them again with the same settings."""
+
+    enabled: bool = False
+    formats: tuple[str, ...] = ("png", "pdf")
+    dpi: int = 300
+    categories: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class AreaSection:
     """``[[areas]]``: one area of a multi-area study (run with ``circles batch``).
 
@@ -393,6 +411,7 @@ class StudyConfig:
     cycling: CyclingSection = field(default_factory=CyclingSection)
     isochrones: IsochronesSection = field(default_factory=IsochronesSection)
     map: MapSection = field(default_factory=MapSection)
+    figures: FiguresSection = field(default_factory=FiguresSection)
     areas: tuple[AreaSection, ...] = ()
     batch: BatchSection = field(default_factory=BatchSection)
     base_dir: str = "."
@@ -461,6 +480,7 @@ _SECTIONS: dict[str, type] = {
     "cycling": CyclingSection,
     "isochrones": IsochronesSection,
     "map": MapSection,
+    "figures": FiguresSection,
     "batch": BatchSection,
 }
 
@@ -660,6 +680,12 @@ def _validate(cfg: StudyConfig) -> None:
     ):
         if not (math.isfinite(float(metres)) and metres >= 0):
             raise ConfigError(f"{key} must be a number of metres >= 0, got {metres!r}")
+    fg = cfg.figures
+    bad = [f for f in fg.formats if f not in ("png", "pdf", "svg")]
+    if bad or not fg.formats:
+        raise ConfigError(f'figures.formats must be some of "png", "pdf", "svg"; got {bad}')
+    if not 50 <= fg.dpi <= 1200:
+        raise ConfigError(f"figures.dpi must be between 50 and 1200 dots per inch, got {fg.dpi}")
     if not (math.isfinite(float(c.hex_width_m)) and c.hex_width_m > 0):
         raise ConfigError("communities.hex_width_m must be a positive number of metres")
 
@@ -735,6 +761,11 @@ def check_study(cfg: StudyConfig) -> Any:
             "(.osm.pbf, .osm, .osm.bz2): a GraphML network was filtered for walking by "
             "osmnx and holds no cycling network; set [cycling] enabled = false or point "
             "[network] source to an OSM extract"
+        )
+    bad_fig = [c for c in cfg.figures.categories if c not in run_cats]
+    if bad_fig:
+        raise ConfigError(
+            f"figures.categories: {bad_fig} are not categories of this run; use some of {run_cats}"
         )
     if cfg.cycling.enabled:
         bad = [c for c in cfg.cycling.categories if c not in run_cats]

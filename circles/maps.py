@@ -44,39 +44,28 @@ import numpy as np
 import pandas as pd
 import shapely
 
+from circles import fonts, mapview
 from circles._errors import DataFileError, InputDataError
 from circles.io import atomic_path
+from circles.mapview import esc as _esc
 from circles.network import utm_crs
+from circles.palette import (
+    CATEGORY_COLOURS,
+    FLAG_COLOUR,
+    NO_DATA_COLOUR,
+    SHARE_BREAKS,
+    SHARE_COLOURS,
+    level_colours,
+    opening_category,
+)
+from circles.vocabulary import in_lang
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SHARE_BREAKS", "coverage_map", "save_map"]
-
-#: Class breaks (0-1) of the 15-minute coverage share; fixed so that maps of different
-#: studies and categories are comparable. A share of exactly 1.0 falls in the top class.
-SHARE_BREAKS: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-
-#: Fill colour of each share class (ColorBrewer YlGnBu, 5 classes; colour-blind safe,
-#: low coverage light, high coverage dark).
-SHARE_COLOURS: tuple[str, ...] = ("#ffffcc", "#a1dab4", "#41b6c4", "#2c7fb8", "#253494")
-
-#: Fill colour of communities whose share is unknown (NaN).
-NO_DATA_COLOUR = "#bdbdbd"
+__all__ = ["SHARE_BREAKS", "InlineMap", "coverage_map", "inline", "page_html", "save_map"]
 
 #: Outline of flagged communities: thick red dashes.
-FLAG_STYLE: Mapping[str, Any] = {"color": "#d7191c", "weight": 4, "dashArray": "8 6"}
-
-#: Marker colours of the categories, in the order they are given (cycled).
-CATEGORY_COLOURS: tuple[str, ...] = (
-    "#e41a1c",
-    "#ff7f00",
-    "#984ea3",
-    "#4daf4a",
-    "#a65628",
-    "#f781bf",
-    "#377eb8",
-    "#999999",
-)
+FLAG_STYLE: Mapping[str, Any] = {"color": FLAG_COLOUR, "weight": 4, "dashArray": "8 6"}
 
 #: Isochrone fill colour by walk time in minutes.
 ISOCHRONE_COLOURS: Mapping[int, str] = {5: "#1a9850", 10: "#fee08b", 15: "#d73027"}
@@ -90,63 +79,9 @@ COORD_DECIMALS = 6
 #: Element ids that the page carries (tests and stylesheets find the parts by them).
 LEGEND_ID = "circles-legend"
 FLAGGED_ID = "circles-flagged"
+TITLE_ID = "circles-title"
 
-_TEXT: Mapping[str, Mapping[str, str]] = {
-    "en": {
-        "legend": "Residents within a {m}-minute walk",
-        "no_data": "no data",
-        "flagged": "Flagged communities ({m}-minute share below target)",
-        "none": "none",
-        "id": "id",
-        "basis": "residents basis",
-        "share": "share within {m} min",
-        "median": "median walk",
-        "p90": "90th percentile walk",
-        "flag": "flagged",
-        "yes": "yes",
-        "no": "no",
-        "min": "min",
-        "beyond": "beyond cut-off",
-        "isochrones": "Walking isochrones",
-        "minutes": "minutes",
-        "area": "area",
-        "tiles": "Base map (OpenStreetMap)",
-        "facility": "facility",
-        "category": "category",
-        "source": "source",
-        "status": "status",
-        "snap": "snap distance",
-        "entries": "entries (inside nodes)",
-        "community": "community",
-    },
-    "zh": {
-        "legend": "{m}分钟步行可达居民比例",
-        "no_data": "无数据",
-        "flagged": "未达标社区（{m}分钟覆盖率低于目标）",
-        "none": "无",
-        "id": "编号",
-        "basis": "居民计算依据",
-        "share": "{m}分钟可达比例",
-        "median": "步行时间中位数",
-        "p90": "步行时间90分位",
-        "flag": "未达标",
-        "yes": "是",
-        "no": "否",
-        "min": "分钟",
-        "beyond": "超出计算范围",
-        "isochrones": "步行等时圈",
-        "minutes": "分钟",
-        "area": "面积",
-        "tiles": "底图（OpenStreetMap）",
-        "facility": "设施",
-        "category": "类别",
-        "source": "来源",
-        "status": "状态",
-        "snap": "吸附距离",
-        "entries": "入口（内部节点）",
-        "community": "社区",
-    },
-}
+_TEXT = mapview.TEXT
 
 _COMMUNITY_COLUMNS = ("community_id", "name", "residents_basis")
 _CATEGORY_SUFFIXES = ("share_5", "share_10", "share_15", "median_min", "p90_min", "flag")
@@ -155,19 +90,6 @@ _ISOCHRONE_COLUMNS = ("community_id", "minutes", "area_km2")
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _esc(value: Any) -> str:
-    """Escape a data value for HTML that folium may place inside a JS template literal.
-
-    ``html.escape`` handles ``& < > " '``; backticks, ``$`` and backslashes are replaced
-    by character references too, so the text can neither close folium's backtick strings
-    nor start a ``${...}`` substitution. NaN/None become an empty string.
-    """
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    text = html.escape(str(value), quote=True)
-    return text.replace("\\", "&#92;").replace("`", "&#96;").replace("$", "&#36;")
 
 
 def _fmt_share(value: Any) -> str:
@@ -357,29 +279,9 @@ class _Panel(_Verbatim):
 
 _PANEL_CSS = (
     "position:fixed;z-index:1000;background:rgba(255,255,255,0.92);padding:6px 8px;"
-    "border:1px solid #888;border-radius:4px;font:12px/1.4 sans-serif;"
+    "border:1px solid #888;border-radius:4px;font-size:12px;line-height:1.4;"
     "max-height:35vh;overflow:auto;max-width:320px;"
 )
-
-
-def _legend_html(text: Mapping[str, str]) -> str:
-    rows = []
-    for lo, hi, colour in zip(SHARE_BREAKS[:-1], SHARE_BREAKS[1:], SHARE_COLOURS, strict=True):
-        label = f"{lo:.1f}–{hi:.1f} ({100 * lo:.0f}–{100 * hi:.0f}%)"
-        rows.append(
-            f"<div class='circles-legend-class' data-lower='{lo}' data-upper='{hi}'>"
-            f"<span style='display:inline-block;width:14px;height:10px;background:{colour};"
-            f"border:1px solid #555;margin-right:4px'></span>{label}</div>"
-        )
-    rows.append(
-        f"<div class='circles-legend-class'><span style='display:inline-block;width:14px;"
-        f"height:10px;background:{NO_DATA_COLOUR};border:1px solid #555;margin-right:4px'>"
-        f"</span>{_esc(text['no_data'])}</div>"
-        f"<div><span style='display:inline-block;width:14px;height:0;"
-        f"border-top:3px dashed {FLAG_STYLE['color']};margin-right:4px'></span>"
-        f"{_esc(text['flag'])}</div>"
-    )
-    return f"<b>{_esc(text['legend'])}</b>" + "".join(rows)  # text is formatted by caller
 
 
 # --------------------------------------------------------------------------- public API
@@ -398,6 +300,11 @@ def coverage_map(
     tiles: bool = True,
     tiles_shown: bool = False,
     levels_minutes: Sequence[float] = (5, 10, 15),
+    edges: gpd.GeoDataFrame | None = None,
+    title: str | None = None,
+    date: str | None = None,
+    opening: str | None = None,
+    streets_shown: bool = True,
 ) -> folium.Map:
     """Draw community coverage, facilities and isochrones on one folium map.
 
@@ -414,13 +321,14 @@ def coverage_map(
         anything else, e.g. ``"unreachable"``, grey) and ``snap_m`` (metres). Rows whose
         category is not in ``categories`` are not drawn.
     categories : sequence of str
-        Category ids to draw, one layer each; the first one is shown on opening, the
-        others can be switched on in the layer control.
+        Category ids to draw, one layer each (radio buttons of the layer control: one
+        category is shown at a time; the map title, legend, flagged list and streets
+        follow it).
     labels : mapping, optional
         ``{category: {"en": ..., "zh": ...}}``; missing entries fall back to the id.
     isochrones : geopandas.GeoDataFrame, optional
-        ``community_id``, ``minutes`` (5, 10, 15), ``area_km2`` and (Multi)Polygons; drawn
-        as one layer, hidden on opening.
+        ``community_id``, ``minutes`` (5, 10, 15), ``area_km2`` and (Multi)Polygons;
+        clicking a community draws its own isochrones (nobody else's).
     lang : {"en", "zh"}
         Language of the labels.
     simplify_m : float
@@ -440,6 +348,18 @@ def coverage_map(
     levels_minutes : sequence of float, default (5, 10, 15)
         The study's walk-time levels: communities carry ``C_share_<level>`` for each,
         and are shaded by the share within the last (largest) level.
+    edges : geopandas.GeoDataFrame, optional
+        The ``edges`` layer (:mod:`circles.streets`, ``C_min`` per category): a
+        "streets by walking minutes" layer coloured by the levels, for the category shown.
+    title : str, optional
+        The study's name, shown in the map title and the page title.
+    date : str, optional
+        Date shown in the titles (e.g. the run's date, ``YYYY-MM-DD``).
+    opening : str, optional
+        The category shown on opening (default: fitness if it has facilities, else the
+        first category with facilities, :func:`circles.palette.opening_category`).
+    streets_shown : bool, default True
+        Whether the streets layer is switched on when the page opens.
 
     Returns
     -------
@@ -500,13 +420,29 @@ def coverage_map(
     west, south = bounds[:, 0].min(), bounds[:, 1].min()
     east, north = bounds[:, 2].max(), bounds[:, 3].max()
 
+    if opening is None:
+        snapped = fac[fac["status"].astype(str) == "snapped"]["category"].astype(str)
+        opening = opening_category(cats, snapped.value_counts().to_dict())
+    if opening not in cats:
+        raise InputDataError(f"opening must be one of the categories {cats}, got {opening!r}")
+    if len(comm):  # the study's extent: its communities (facilities may lie beyond)
+        west, south, east, north = (float(v) for v in comm.total_bounds)
+
     m = folium.Map(
         location=[(south + north) / 2, (west + east) / 2],
         zoom_start=13,
         tiles=None,
-        control_scale=True,
+        control_scale=False,  # a metric-only scale is added by the view
+        zoom_snap=0.25,
     )
     m.options["max_zoom"] = MAX_ZOOM  # folium passes max_zoom to its own tiles only
+    day = _esc(date or "")
+    study_name = _esc(title or "")
+    root = m.get_root()
+    if isinstance(root, branca.element.Figure):  # the page's <title> (escaped text)
+        root.title = (
+            text["page_title"].format(study=study_name, date=day).replace(" ()", "")
+        ).replace("（）", "")
     if tiles:
         folium.TileLayer(
             tiles="https://tile.openstreetmap.org/{z}/{x}/{y}.png",
@@ -518,24 +454,27 @@ def coverage_map(
             max_zoom=MAX_ZOOM,
         ).add_to(m)
 
-    names = comm["name"].map(_esc).to_numpy()
+    lang_of = functools.partial(in_lang, lang=lang)
+    names = comm["name"].map(lambda v: _esc(lang_of(v))).to_numpy()
     ids = comm["community_id"].map(_esc).to_numpy()
-    basis = comm["residents_basis"].map(_esc).to_numpy()
-    flagged_html = []
+    basis = comm["residents_basis"].map(lambda v: _esc(lang_of(v))).to_numpy()
     text = {
         **text,
         "legend": text["legend"].format(m=top),
         "flagged": text["flagged"].format(m=top),
     }
-    comm_geojson = [shapely.geometry.mapping(g) for g in comm.geometry]  # every category's
-    for i, cat in enumerate(cats):
-        group = folium.FeatureGroup(name=label(cat), show=(i == 0))
+    fills_all, flags_all, popups_all, tips_all = [], [], [], []
+    flagged_html = []
+    groups: dict[str, str] = {}
+    for cat in cats:
+        group = folium.FeatureGroup(name=label(cat), overlay=False, show=(cat == opening))
+        groups[group.get_name()] = cat
         share15 = comm[f"{cat}_share_{top}"].to_numpy(dtype=float)
         flags = comm[f"{cat}_flag"].eq(True).to_numpy(dtype=bool)  # NaN -> not flagged
         cls = _share_class(share15)
         fills = np.where(cls < 0, NO_DATA_COLOUR, np.asarray(SHARE_COLOURS)[np.clip(cls, 0, 4)])
         cols = {s: comm[f"{cat}_{s}"].to_numpy() for s in suffixes}
-        props = []
+        popups, tips = [], []
         for j in range(len(comm)):
             rows = [
                 (_esc(text["id"]), ids[j]),
@@ -548,26 +487,20 @@ def coverage_map(
                 (_esc(text["p90"]), _esc(_fmt_minutes(cols["p90_min"][j], text))),
                 (_esc(text["flag"]), _esc(text["yes"] if flags[j] else text["no"])),
             ]
-            style = {"fillColor": fills[j], "fillOpacity": 0.65, "color": "#555", "weight": 1}
-            if flags[j]:
-                style.update(FLAG_STYLE)
-            props.append(
-                {
-                    "popup": f"<b>{names[j]}</b> · {label(cat)}" + _table(rows),
-                    "tooltip": f"{names[j]}: {_fmt_share(share15[j])}",
-                    "style": style,
-                }
-            )
-        if len(comm):
-            _GeoJson(
-                _feature_collection(comm_geojson, props),
-                name=f"{cat}_communities",
-                control=False,
-                on_each_feature=_BIND_POPUP,
-                marker=folium.CircleMarker(radius=6, fill=True),
-            ).add_to(group)
+            popups.append(f"<b>{names[j]}</b> · {label(cat)}" + _table(rows))
+            tips.append(f"{names[j]}: {_fmt_share(share15[j])}")
+        fills_all.append(fills.tolist())
+        flags_all.append(flags.tolist())
+        popups_all.append(popups)
+        tips_all.append(tips)
         _add_facilities(
-            group, fac[fac["category"].astype(str) == cat], cat, i, text, label, cluster_threshold
+            group,
+            fac[fac["category"].astype(str) == cat],
+            cat,
+            cats.index(cat),
+            text,
+            label,
+            cluster_threshold,
         )
         group.add_to(m)
         items = "".join(
@@ -575,7 +508,7 @@ def coverage_map(
         )
         flagged_html.append(
             f"<div class='circles-flagged-category' data-category='{_esc(cat)}'>"
-            f"<b>{label(cat)}</b>: "
+            f"<b>{label(cat)}</b>{_esc(text['colon'])}"
             + (
                 f"<ul style='margin:0;padding-left:16px'>{items}</ul>"
                 if items
@@ -583,53 +516,88 @@ def coverage_map(
             )
             + "</div>"
         )
-
+    # one outline per community, shared by every category (restyled by the view)
+    comm_features = [
+        {
+            "type": "Feature",
+            "geometry": shapely.geometry.mapping(g),
+            "properties": {
+                "id": ids[j],
+                "name": names[j],
+                "fill": [f[j] for f in fills_all],
+                "flag": [f[j] for f in flags_all],
+                "popup": [p[j] for p in popups_all],
+                "tooltip": [t[j] for t in tips_all],
+            },
+        }
+        for j, g in enumerate(comm.geometry)
+    ]
+    iso_by_comm: dict[str, list[dict[str, Any]]] = {}
     if iso is not None and len(iso):
         minutes = iso["minutes"].to_numpy(dtype=float)
         iso = iso.iloc[np.argsort(-minutes, kind="stable")]  # largest below, 5 min on top
-        iso_props = [
-            {
-                "popup": _table(
-                    [
-                        (_esc(text["community"]), _esc(cid)),
-                        (_esc(text["minutes"]), _esc(f"{mins:g}")),
-                        (_esc(text["area"]), _esc(f"{area:.2f} km²")),
-                    ]
-                ),
-                "tooltip": f"{_esc(cid)}: {mins:g} {_esc(text['min'])}",
-                "style": {
-                    "fillColor": ISOCHRONE_COLOURS.get(int(mins), "#888888"),
-                    "fillOpacity": 0.25,
-                    "color": ISOCHRONE_COLOURS.get(int(mins), "#888888"),
-                    "weight": 1,
-                },
-            }
-            for cid, mins, area in zip(
-                iso["community_id"],
-                iso["minutes"].astype(float),
-                iso["area_km2"].astype(float),
-                strict=True,
+        for cid, mins, geom in zip(
+            iso["community_id"].map(_esc), iso["minutes"].astype(float), iso.geometry, strict=True
+        ):
+            if geom is None or geom.is_empty:
+                continue
+            iso_by_comm.setdefault(cid, []).append(
+                {
+                    "type": "Feature",
+                    "geometry": shapely.geometry.mapping(geom),
+                    "properties": {"m": int(mins) if float(mins).is_integer() else mins},
+                }
             )
-        ]
-        iso_group = folium.FeatureGroup(name=_esc(text["isochrones"]), show=False)
-        _GeoJson(
-            _feature_collection(iso.geometry, iso_props),
-            name="isochrones",
-            control=False,
-            on_each_feature=_BIND_POPUP,
-        ).add_to(iso_group)
-        iso_group.add_to(m)
-
-    _Panel(LEGEND_ID, _legend_html(text), _PANEL_CSS + "left:10px;bottom:70px;").add_to(m)
+    street_doc = mapview.street_layer(edges, cats, levels) if edges is not None else None
+    level_txt = "/".join(lev_keys)
+    bounds_ll = [[float(south), float(west)], [float(north), float(east)]]
+    _Panel(
+        TITLE_ID,
+        f"<b>{study_name}</b>{' · ' if study_name else ''}"
+        f"<span class='circles-category-label'>{label(opening)}</span> · "
+        f"{_esc(text['title'].format(m=top))}{' · ' + day if day else ''}",
+        _PANEL_CSS + "left:50%;transform:translateX(-50%);top:10px;font-size:14px;max-width:70vw;",
+    ).add_to(m)
+    _Panel(
+        LEGEND_ID,
+        mapview.legend_html(text, label(opening), levels, street_doc is not None, level_txt),
+        _PANEL_CSS + "left:10px;bottom:44px;max-height:60vh;",
+    ).add_to(m)
     _Panel(
         FLAGGED_ID,
         f"<details open><summary><b>{_esc(text['flagged'])}</b></summary>"
         + "".join(flagged_html)
         + "</details>",
-        _PANEL_CSS + "right:10px;bottom:24px;",
+        _PANEL_CSS + "right:10px;bottom:36px;",
     ).add_to(m)
-    _LayerControl(collapsed=False).add_to(m)
-    m.fit_bounds([[float(south), float(west)], [float(north), float(east)]])
+    control = _LayerControl(collapsed=False)
+    control.add_to(m)
+    mapview.MapView(
+        mapview.view_data(
+            categories=cats,
+            opening=opening,
+            labels={c: label(c) for c in cats},
+            groups=groups,
+            control=control.get_name(),
+            communities={"type": "FeatureCollection", "features": comm_features},
+            isochrones=iso_by_comm,
+            iso_colours=ISOCHRONE_COLOURS,
+            streets=street_doc,
+            street_colours=level_colours(len(levels)),
+            streets_shown=streets_shown,
+            flag_style=FLAG_STYLE,
+            texts={
+                "isochrones": _esc(text["isochrones"]),
+                "streets": _esc(text["streets"]),
+                "isoHint": _esc(text["iso_hint"].format(levels=level_txt)),
+                "isoOf": _esc(text["iso_of"].format(name="{name}", levels=level_txt)),
+                "isoNone": _esc(text["iso_none"]),
+            },
+            north_html=mapview.NORTH_HTML.format(n=_esc(text["north"])),
+            bounds=bounds_ll,
+        ),
+        css=mapview.VIEW_CSS,
+    ).add_to(m)
     return m
 
 
@@ -657,9 +625,9 @@ def _add_facilities(
         rows = [
             (_esc(text["category"]), label(cat)),
             (_esc(text["id"]), _esc(fid)),
-            (_esc(text["source"]), _esc(source)),
-            (_esc(text["status"]), _esc(status)),
-            (_esc(text["snap"]), "–" if math.isnan(snap_m) else f"{snap_m:.0f} m"),
+            (_esc(text["source"]), _esc(in_lang(source, text["lang"]))),
+            (_esc(text["status"]), _esc(in_lang(status, text["lang"]))),
+            (_esc(text["snap"]), "–" if math.isnan(snap_m) else f"{snap_m:.0f} {text['m']}"),
         ]
         fill = colour if str(status) == "snapped" else "#9e9e9e"
         props.append(
@@ -830,8 +798,15 @@ def _inline_asset(match: re.Match[str], warned: set[str]) -> str:
             return ""
         if hit["v"] != pkg.VERSION and module not in warned:
             warned.add(module)
-            logger.warning(
-                "folium references %s %s, inlining xstatic %s", module, hit["v"], pkg.VERSION
+            # another major version may break the page: say so; a newer release of the
+            # same major version is what the registry has, nothing a user could change
+            same_major = hit["v"].split(".")[0] == str(pkg.VERSION).split(".")[0]
+            logger.log(
+                logging.INFO if same_major else logging.WARNING,
+                "folium references %s %s, inlining xstatic %s",
+                module,
+                hit["v"],
+                pkg.VERSION,
             )
         path = Path(pkg.BASE_DIR) / filename.format(f=hit.groupdict().get("f") or "")
         content = path.read_text(encoding="utf-8")
@@ -845,7 +820,13 @@ def _inline_asset(match: re.Match[str], warned: set[str]) -> str:
     return match[0]  # unknown: left in place, so the final check below names it
 
 
-def save_map(m: folium.Map, path: str | os.PathLike[str], *, self_contained: bool = True) -> Path:
+def save_map(
+    m: folium.Map,
+    path: str | os.PathLike[str],
+    *,
+    self_contained: bool = True,
+    embed_font: bool = True,
+) -> Path:
     """Write a folium map to an HTML file atomically.
 
     Parameters
@@ -865,6 +846,11 @@ def save_map(m: folium.Map, path: str | os.PathLike[str], *, self_contained: boo
         reference is logged as a warning. The page then loads nothing from the network
         except the tile-layer URL template, if the map has tiles. False writes folium's
         page as is (CDN links).
+    embed_font : bool
+        True (default): a page with Chinese text carries a subset of a CJK font holding
+        just the characters it uses (:func:`circles.fonts.web_font_css`), so its labels
+        render on machines without CJK fonts; a warning says so when no CJK font is
+        installed here to take the subset from.
 
     Returns
     -------
@@ -881,6 +867,23 @@ def save_map(m: folium.Map, path: str | os.PathLike[str], *, self_contained: boo
     if not isinstance(m, folium.Map):
         raise InputDataError(f"save_map needs a folium.Map, got {type(m).__name__}")
     out = Path(path)
+    page = page_html(m, self_contained=self_contained, embed_font=embed_font)
+    tmp, out = atomic_path(out)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(page)
+        os.chmod(tmp, 0o644)  # a report page is meant to be shared
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    logger.info("wrote %s (%.1f MB)", out, out.stat().st_size / 1e6)
+    return out
+
+
+def page_html(m: folium.Map, *, self_contained: bool = True, embed_font: bool = True) -> str:
+    """The map's HTML page as :func:`save_map` writes it (see there for the options)."""
+    if not isinstance(m, folium.Map):
+        raise InputDataError(f"page_html needs a folium.Map, got {type(m).__name__}")
     page = m.get_root().render()
     if not re.search(r"<meta[^>]+charset=[\"']?utf-8", page, flags=re.I):
         page = re.sub(r"<head>", '<head>\n<meta charset="utf-8" />', page, count=1)
@@ -894,16 +897,54 @@ def save_map(m: folium.Map, path: str | os.PathLike[str], *, self_contained: boo
                 f"{remote[0]!r}); remove the element or save with self_contained=False"
             )
         page = _TAG.sub(functools.partial(_inline_asset, warned=set()), page)
-    tmp, out = atomic_path(out)
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(page)
-        os.chmod(tmp, 0o644)  # a report page is meant to be shared
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    logger.info("wrote %s (%.1f MB)", out, out.stat().st_size / 1e6)
-    return out
+    if embed_font:
+        page = fonts.embed_in_page(page)
+    return page
+
+
+class InlineMap:
+    """A self-contained map page shown inside a notebook (an ``<iframe srcdoc>``).
+
+    folium's own notebook display loads Leaflet from a CDN and stays blank offline; this
+    one carries the whole page (Leaflet inlined, see :func:`save_map`).
+
+    Attributes
+    ----------
+    page : str
+        The HTML page.
+    height_px : int
+        Height of the frame in the notebook.
+    """
+
+    def __init__(self, page: str, height_px: int = 600) -> None:
+        self.page = page
+        self.height_px = int(height_px)
+
+    def _repr_html_(self) -> str:
+        doc = html.escape(self.page, quote=True)
+        return (
+            f'<iframe srcdoc="{doc}" style="width:100%;height:{self.height_px}px;border:0" '
+            'sandbox="allow-scripts allow-popups"></iframe>'
+        )
+
+
+def inline(map_or_page: folium.Map | str | os.PathLike[str], *, height_px: int = 600) -> InlineMap:
+    """A map to show in a notebook that works offline.
+
+    Parameters
+    ----------
+    map_or_page : folium.Map or path-like
+        A map (e.g. from :func:`coverage_map`), made self-contained here, or a page
+        written by :func:`save_map` or a run (``result.outputs["map_html"]``).
+    height_px : int, default 600
+        Height of the frame in the notebook.
+    """
+    if isinstance(map_or_page, folium.Map):
+        return InlineMap(page_html(map_or_page), height_px)
+    path = Path(map_or_page)
+    if not path.is_file():
+        raise InputDataError(f"{path}: no such map page; pass a folium.Map or a saved page")
+    return InlineMap(path.read_text(encoding="utf-8"), height_px)
 
 
 _REMOTE_BEFORE = re.compile(

@@ -5,7 +5,8 @@ Under ``<output_dir>/<study>/`` (``/<area>/`` for an area):
 - ``circles.gpkg`` with layers ``communities`` (coverage and flags), ``facilities``
   (with snap distance, status and entries), ``facility_footprints`` (the polygons of
   area facilities) and ``facility_entries`` (where they are entered), ``nodes`` (minutes
-  per category), ``isochrones`` and ``service_areas``;
+  per category), ``edges`` (minutes along every street segment, :mod:`circles.streets`),
+  ``isochrones`` and ``service_areas``, and QGIS styles for them (:mod:`circles.styles`);
 - ``coverage.csv`` (one row per community and category), ``facility_rejects.csv``,
   ``summary.json``; ``circles_<datum>.gpkg`` with ``[study] export_coord_system``;
 - ``report/`` (indicators and checklist) when a report was asked for (``circles
@@ -44,7 +45,7 @@ import pandas as pd
 import pyogrio.errors
 import shapely
 
-from circles import entries, gpkg_inplace
+from circles import entries, gpkg_inplace, styles
 from circles._errors import CirclesError, OutputError
 from circles._hooks import checkpoint, fail_write
 from circles.cache import Cache, array_digest, digest, frame_digest, sha256_file
@@ -197,6 +198,8 @@ def output_layers(result: StudyResult, names: Any = None) -> dict[str, gpd.GeoDa
         layers["facility_entries"] = entries.entry_layer(result.entries)
     if want is None or "nodes" in want:
         layers["nodes"] = nodes_frame(result)
+    if result.edges is not None and (want is None or "edges" in want):
+        layers["edges"] = finite_or_nan(result.edges)
     if result.isochrones is not None and (want is None or "isochrones" in want):
         layers["isochrones"] = result.isochrones
     # (service areas are read or drawn only when wanted)
@@ -235,7 +238,7 @@ def coverage_long(result: StudyResult) -> pd.DataFrame:
 
 
 #: The GeoPackage layers written before the service areas are waited for.
-_LAYERS_BEFORE_AREAS = ("communities", "facilities", "nodes", "isochrones")
+_LAYERS_BEFORE_AREAS = ("communities", "facilities", "nodes", "edges", "isochrones")
 
 
 def _write_gpkg(layers: dict[str, gpd.GeoDataFrame], path: Path) -> None:
@@ -312,6 +315,10 @@ def write_map(result: StudyResult, path: str | Path | None = None, *, store: Any
         simplify_m=0.0 if tol > 0 else tol,
         tiles=cfg.map.tiles,
         levels_minutes=cfg.walk.levels_minutes,
+        edges=result.edges,
+        title=cfg.study.name,
+        date=utc_now()[:10],
+        opening=styles.opening_category(result),
     )
     out = Path(path) if path is not None else cfg.map_dir / "coverage.html"
     return str(maps.save_map(m, out, self_contained=cfg.map.self_contained))
@@ -325,6 +332,7 @@ def _map_content(result: StudyResult, digests: dict[str, Any]) -> str:
         digests["communities"],
         digests["facilities"],
         digests["isochrones"],
+        digests.get("edges"),
         parameters(cfg)["map"],
         result.labels,
         result.categories,
@@ -376,9 +384,12 @@ def _layer_digests(result: StudyResult, digests: dict[str, Any]) -> dict[str, An
         "communities": digests["communities"],
         "facilities": digests["facilities"],
         "nodes_base": digest("nodes", digests["network"], digests["residents"], cats),
+        "styles": styles.styles_content(result),
     }
     for c in cats:
         out[f"nodes:{c}"] = digests["access"][c]
+    if digests.get("edges") is not None:
+        out["edges"] = str(digests["edges"])
     if result.isochrones is not None:
         out["isochrones"] = str(digests["isochrones"])
     if digests.get("service_areas") is not None:  # drawn later (deferred)
@@ -425,7 +436,7 @@ def _update_gpkg(
         return False
     changed_layers = [
         n
-        for n in ("communities", "facilities", "isochrones", "service_areas")
+        for n in ("communities", "facilities", "edges", "isochrones", "service_areas")
         if old.get(n) != new.get(n)
     ]
     node_cats = [c for c in result.categories if old.get(f"nodes:{c}") != new.get(f"nodes:{c}")]
@@ -579,15 +590,18 @@ def _stage_changed(
             ctx.say(f"writing outputs to {cfg.out_dir}")
 
             def write_gpkg(path: Path = path) -> None:
-                if in_place and _update_gpkg(
-                    result, current, path, old_layers, layers, ctx.store, service_areas
+                if not (
+                    in_place
+                    and _update_gpkg(
+                        result, current, path, old_layers, layers, ctx.store, service_areas
+                    )
                 ):
-                    return
-                # the other layers first, while the service areas may still be drawn
-                # (in their own thread); theirs last, in the same layer order as before
-                _write_gpkg(output_layers(result, _LAYERS_BEFORE_AREAS), path)
-                areas_now()
-                _write_gpkg(output_layers(result, ["service_areas"]), path)
+                    # the other layers first, while the service areas may still be drawn
+                    # (in their own thread); theirs last, in the same layer order as before
+                    _write_gpkg(output_layers(result, _LAYERS_BEFORE_AREAS), path)
+                    areas_now()
+                    _write_gpkg(output_layers(result, ["service_areas"]), path)
+                styles.write_study_styles(result, path)
 
             _guarded(tx, "data", name, write_gpkg)
         elif key == "gpkg_export":
@@ -598,6 +612,7 @@ def _stage_changed(
                 k: geometry_from_wgs84(v, export_cs) for k, v in output_layers(result).items()
             }
             _guarded(tx, "data", name, _write_gpkg, layers_cs, path)
+            _guarded(tx, "data", name, styles.write_study_styles, result, path)
         elif key == "coverage_csv":
             _guarded(tx, "data", name, _write_csv, coverage_long(result), path)
         elif key == "rejects_csv":
@@ -658,17 +673,9 @@ def _stage_report(
         attr_doc,
     )
     setting = {"lang": request.lang, "attributes": attr_doc}
-    prev_out = prev.get("outputs", {}) if isinstance(prev.get("outputs"), dict) else {}
-    old = {k: v for k, v in prev_out.items() if k.startswith("report:")}
-    if old and all(
-        isinstance(r, dict)
-        and r.get("content") == content
-        and _intact(r, tx.final("data", str(r.get("path"))), str(r.get("path")))
-        for r in old.values()
-    ):
-        for k, r in old.items():
-            result.outputs[k] = str(tx.final("data", r["path"]))
-        return dict(old), setting, []
+    old = _kept_group(result, prev, tx, "report:", "data", content)
+    if old is not None:
+        return old, setting, []
     folder = tx.folder("data", "report")
     written = _guarded(
         tx, "data", "report", write_report, result, folder, lang=request.lang, attributes=attributes
@@ -680,6 +687,71 @@ def _stage_report(
         records[f"report:{k}"] = _record(Path(p), name, content)
         result.outputs[f"report:{k}"] = str(tx.final("data", name))
     return records, setting, list(records)
+
+
+def _kept_group(
+    result: StudyResult, prev: dict[str, Any], tx: Transaction, prefix: str, root: str, content: str
+) -> dict[str, Any] | None:
+    """The previous records of a group of outputs (``report:``, ``figure:``) when they all
+    show ``content`` and are intact (their outputs noted in ``result``), else None."""
+    prev_out = prev.get("outputs", {}) if isinstance(prev.get("outputs"), dict) else {}
+    old = {k: v for k, v in prev_out.items() if k.startswith(prefix)}
+    if not old or not all(
+        isinstance(r, dict)
+        and r.get("content") == content
+        and _intact(r, tx.final(root, str(r.get("path"))), str(r.get("path")))
+        for r in old.values()
+    ):
+        return None
+    for k, r in old.items():
+        result.outputs[k] = str(tx.final(root, r["path"]))
+    return dict(old)
+
+
+def _stage_figures(
+    result: StudyResult,
+    setting: dict[str, Any],
+    digests: dict[str, Any],
+    prev: dict[str, Any],
+    tx: Transaction,
+) -> tuple[dict[str, Any], list[str]]:
+    """Stage the report figures whose content changed (each category on its own: an
+    update of one category draws only its figures); their records and changes."""
+    from circles.figures import figure_content, write_figures
+
+    cats = list(setting["categories"]) or list(result.categories)
+    records: dict[str, Any] = {}
+    todo: list[str] = []
+    contents = {c: figure_content(result, setting, digests, c) for c in cats}
+    for cat in cats:
+        kept = _kept_group(result, prev, tx, f"figure:{cat}.", "maps", contents[cat])
+        if kept is not None and set(kept) == {f"figure:{cat}.{f}" for f in setting["formats"]}:
+            records.update(kept)
+        else:
+            todo.append(cat)
+    if not todo:
+        return records, []
+    folder = tx.folder("maps", "figures")
+    written = _guarded(
+        tx,
+        "maps",
+        "figures",
+        write_figures,
+        result,
+        folder,
+        formats=setting["formats"],
+        dpi=setting["dpi"],
+        categories=todo,
+    )
+    changed = []
+    for k, p in written.items():
+        name = f"figures/{k}"
+        tx.path("maps", name)  # registered for the commit (already written there)
+        cat = k.rsplit(".", 1)[0]
+        records[f"figure:{k}"] = _record(Path(p), name, contents[cat], "maps")
+        result.outputs[f"figure:{k}"] = str(tx.final("maps", name))
+        changed.append(f"figure:{k}")
+    return dict(sorted(records.items())), changed
 
 
 def _facility_counts(
@@ -745,6 +817,7 @@ def study_digests(
         ),
         "rejects": frame_digest(result.rejects),
         "isochrones": keys.get("isochrones"),
+        "edges": keys.get("edges"),
         "service_areas": service_areas.key if service_areas is not None else None,
         "service_area_parts": service_areas.keys if service_areas is not None else {},
         "summary": digest("summary", summary),
@@ -763,6 +836,7 @@ def write_study(
     *,
     report: ReportRequest | None = None,
     write: bool = True,
+    edges: Any = None,
 ) -> None:
     """The outputs stage: stage what changed, then commit it all with the manifest.
 
@@ -786,6 +860,8 @@ def write_study(
         wrote one).
     write : bool
         False: nothing is written (the manifest is still completed).
+    edges : Keyed, optional
+        The streets stage's ``edges`` layer and its key.
 
     Raises
     ------
@@ -797,6 +873,7 @@ def write_study(
         "residents": residents.key,
         "access": access.keys,
         "isochrones": isochrones.key if isochrones is not None else None,
+        "edges": edges.key if edges is not None else None,
     }
     recomputed, updates = access.recomputed, facilities.updates
     ctx.stage("outputs")
@@ -846,6 +923,14 @@ def write_study(
                 records.update(rep)
                 changed += rep_changed
                 manifest["report"] = setting
+            from circles.figures import figure_setting
+
+            fig_setting = figure_setting(cfg, prev)
+            if fig_setting is not None:
+                fig, fig_changed = _stage_figures(result, fig_setting, digests, prev, tx)
+                records.update(fig)
+                changed += fig_changed
+                manifest["figures"] = fig_setting
         finally:
             if map_job is not None and map_job.future is not None:
                 map_job.future.exception()  # the thread has finished writing
@@ -887,6 +972,7 @@ def write_outputs(result: StudyResult) -> dict[str, str]:
     cfg = result.config
     with Transaction({"data": cfg.out_dir, "maps": cfg.map_dir}) as tx:
         _write_gpkg(output_layers(result), tx.path("data", "circles.gpkg"))
+        styles.write_study_styles(result, tx.path("data", "circles.gpkg"))
         _write_csv(coverage_long(result), tx.path("data", "coverage.csv"))
         _write_csv(result.rejects, tx.path("data", "facility_rejects.csv"))
         tx.path("data", "summary.json").write_text(to_json(result.summary), encoding="utf-8")

@@ -14,6 +14,7 @@ stages in order, each in the module of its subject, each cached by content
     isochrones    circles.isochrones   (community isochrones and service areas)
     coverage      circles.coverage
     cycling       circles.cycling      (with [cycling] enabled)
+    streets       circles.streets      (minutes along every street segment)
     summary       circles.summary
     outputs       circles.outputs      (one transaction: circles.transaction)
 
@@ -41,6 +42,7 @@ from circles import (
     outputs,
     population,
     sources,
+    streets,
     summary,
     terrain,
 )
@@ -165,13 +167,16 @@ def run(
         table, bike = cycling.study_cycling(
             cfg.cycling, cfg.network, w, net.value, fac.table, comm.value, table, res, elderly, ctx
         )
-        result = StudyResult.from_stages(cfg, net.value, labels, fac, acc, res, table, iso, sa)
+        edges = streets.study_streets(net, fac, acc, w, ctx)
+        result = StudyResult.from_stages(
+            cfg, net.value, labels, fac, acc, res, table, iso, sa, edges
+        )
         left_out = comm.value.attrs.get(LEFT_OUT)
         result.summary = summary.study_summary(
             result, fac, res, acc, bike, area_, elevation, ctx, left_out=left_out
         )
         outputs.write_study(
-            result, net.key, res, acc, iso, sa, fac, ctx, report=report, write=write
+            result, net.key, res, acc, iso, sa, fac, ctx, report=report, write=write, edges=edges
         )
         return result
 

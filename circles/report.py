@@ -57,6 +57,7 @@ import numpy as np
 import pandas as pd
 
 from circles import io
+from circles import report_tables as tables
 from circles._errors import ConfigError, InputDataError
 from circles.settings import FLAG_THRESHOLD_SHARE
 
@@ -622,13 +623,26 @@ def indicator_table(
 # --------------------------------------------------------------------------- writing
 
 
-def write_xlsx_atomic(sheets: Mapping[str, pd.DataFrame], path: str | os.PathLike[str]) -> Path:
-    """Write several sheets into one XLSX file atomically (temp file, then rename)."""
+def write_xlsx_atomic(
+    sheets: Mapping[str, pd.DataFrame],
+    path: str | os.PathLike[str],
+    *,
+    layouts: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write several sheets into one XLSX file atomically (temp file, then rename).
+
+    ``layouts`` maps a sheet name to its :class:`circles.report_tables.SheetLayout`
+    (number formats, widths, a frozen header and a hidden row of English column ids).
+    """
     tmp, final = io.atomic_path(path)
     try:
         with pd.ExcelWriter(tmp, engine="openpyxl") as writer:
             for name, df in sheets.items():
-                df.to_excel(writer, sheet_name=name[:31], index=False)
+                layout = (layouts or {}).get(name)
+                if layout is None:
+                    df.to_excel(writer, sheet_name=name[:31], index=False)
+                else:
+                    tables.write_laid_out(writer, name[:31], df, layout)
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
@@ -657,6 +671,8 @@ def _html_table(df: pd.DataFrame, *, row_class: Sequence[str] | None = None) -> 
 def _fmt(v: Any) -> str:
     if v is None:
         return ""
+    if isinstance(v, bool | np.bool_):
+        return str(bool(v))
     if isinstance(v, float):
         if np.isnan(v):
             return ""
@@ -670,10 +686,12 @@ def _html_page(
     checklist: pd.DataFrame | None,
     notes: Sequence[str],
     lang: str,
+    *,
+    summary: pd.DataFrame | None = None,
 ) -> str:
     t = {
-        "zh": ("指标", "范围", "生活圈清单（每个社区）", "说明"),
-        "en": ("Indicators", "Scope", "Life-circle checklist (per community)", "Notes"),
+        "zh": ("指标", "范围", "生活圈清单（每个社区）", "说明", "分区县汇总"),
+        "en": ("Indicators", "Scope", "Life-circle checklist (per community)", "Notes", "Summary"),
     }[lang]
     cls_map = {"yes": "yes", "no": "no", "reported": "reported", NO_DATA: "nodata"}
     parts = [
@@ -684,9 +702,15 @@ def _html_page(
         f"<h2>{t[0]}</h2>",
     ]
     cols = ["indicator", "target", "measured", "met_label", "basis"]
+    colon = "：" if lang == "zh" else ": "
     for scope, grp in indicators.groupby("scope", sort=False):
-        parts.append(f"<h3>{t[1]}: {html.escape(str(scope))}</h3>")
-        parts.append(_html_table(grp[cols], row_class=[cls_map[m] for m in grp["met"]]))
+        parts.append(f"<h3>{t[1]}{colon}{html.escape(str(scope))}</h3>")
+        shown = tables.localise(grp[cols], lang)[0] if lang == "zh" else grp[cols]
+        shown.columns = [tables.COLUMNS[c][0 if lang == "zh" else 1] for c in cols]
+        parts.append(_html_table(shown, row_class=[cls_map[m] for m in grp["met"]]))
+    if summary is not None and len(summary):
+        parts.append(f"<h2>{t[4]}</h2>")
+        parts.append(_html_table(summary))
     if checklist is not None and len(checklist):
         parts.append(f"<h2>{html.escape(t[2])}</h2>")
         parts.append(_html_table(checklist))
@@ -806,10 +830,29 @@ def write_report(
     ind = indicator_table(table, facilities, categories=categories, threshold=float(thr), lang=lang)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths: dict[str, Path] = {
-        "indicators_csv": io.write_csv_atomic(ind, out / "indicators.csv"),
+    if categories is None:
+        categories = [c[: -len("_share_15")] for c in table.columns if str(c).endswith("_share_15")]
+    labels = {
+        c: (res.labels.get(c, {}).get(lang) if res is not None else None) or c for c in categories
     }
-    sheets: dict[str, pd.DataFrame] = {"indicators": ind}
+    sheets: dict[str, pd.DataFrame] = {}
+    layouts: dict[str, tables.SheetLayout] = {}
+    paths: dict[str, Path] = {}
+
+    def add(key: str, df: pd.DataFrame, csv_name: str | None, *, cats: bool = False) -> None:
+        shown, layout = tables.localise(df, lang, labels=labels if cats else None)
+        if lang == "zh" and "basis" in df:  # category ids named by their Chinese labels
+            col = tables.COLUMNS["basis"][0]
+            for c in sorted(labels, key=len, reverse=True):
+                shown[col] = shown[col].str.replace(f"'{c}'", f"“{labels[c]}”", regex=False)
+        name = tables.sheet_name(key, lang)
+        sheets[name], layouts[name] = shown, layout
+        if csv_name is not None:  # English CSVs keep the column ids scripts read
+            csv = shown if lang == "zh" else df
+            paths[f"{key}_csv"] = io.write_csv_atomic(csv, out / csv_name)
+
+    add("indicators", ind, "indicators.csv")
+    chk = None
     chk_view = None
     if prof is not None and prof.checklist:
         if res is not None and attributes is None:
@@ -824,10 +867,6 @@ def write_report(
             )
         else:
             chk = evaluate_checklist(pd.DataFrame(table), prof, threshold=float(thr))
-        paths["checklist_csv"] = io.write_csv_atomic(chk.communities, out / "checklist.csv")
-        paths["checklist_items_csv"] = io.write_csv_atomic(chk.items, out / "checklist_items.csv")
-        sheets["checklist"] = chk.communities
-        sheets["checklist_items"] = chk.items
         miss = "missing_zh" if lang == "zh" else "missing_en"
         cols = ["community_id", "name", "completeness", miss]
         cols[2:2] = [c for c in ("county", "street", "kind") if c in chk.communities]
@@ -836,13 +875,63 @@ def write_report(
             f"checklist: profile '{prof.name}', {len(prof.checklist)} items; completeness = "
             "share of items met within their own level"
         )
-    paths["indicators_xlsx"] = write_xlsx_atomic(sheets, out / "indicators.xlsx")
+    ledger = tables.problem_ledger(
+        res,
+        table=table,
+        checklist=chk.communities if chk is not None else None,
+        lang=lang,
+        threshold=float(thr),
+    )
+    add("ledger", ledger, "problem_ledger.csv", cats=True)
+    fac_comm = None
+    if facilities is not None and isinstance(table, gpd.GeoDataFrame) and table.crs is not None:
+        fac_comm = _facility_communities(table, facilities)
+    summary = tables.area_summary(
+        table,
+        [c for c in categories if f"{c}_share_15" in table],
+        facility_community=fac_comm,
+        facilities=facilities,
+        whole=_ALL_SCOPE[lang],
+        threshold=float(thr),
+    )
+    add("summary", summary, "summary_by_area.csv", cats=True)
+    if chk is not None:
+        add("checklist", chk.communities, None)
+        add("checklist_items", chk.items, None)
+        paths["checklist_csv"] = io.write_csv_atomic(
+            sheets[tables.sheet_name("checklist", lang)] if lang == "zh" else chk.communities,
+            out / "checklist.csv",
+        )
+        paths["checklist_items_csv"] = io.write_csv_atomic(
+            sheets[tables.sheet_name("checklist_items", lang)] if lang == "zh" else chk.items,
+            out / "checklist_items.csv",
+        )
+    paths["indicators_xlsx"] = write_xlsx_atomic(sheets, out / "indicators.xlsx", layouts=layouts)
     page_title = title or (
         f"{name}：玉溪市十四五城乡社区服务体系建设规划指标"
         if lang == "zh"
         else f"{name}: Yuxi community service plan indicators"
     )
+    if lang == "zh":
+        notes = [tables.note_zh(n) for n in notes]
+    shown_ind = ind.copy()
+    if lang == "zh":
+        for c in ("measured", "basis", "met_label"):
+            shown_ind[c] = shown_ind[c].map(tables.text_zh)
+        for c in sorted(labels, key=len, reverse=True):
+            shown_ind["basis"] = shown_ind["basis"].str.replace(
+                f"'{c}'", f"“{labels[c]}”", regex=False
+            )
+    summary_view = tables.formatted(*tables.localise(summary, lang, labels=labels))
     paths["report_html"] = io.write_atomic_text(
-        out / "report.html", _html_page(page_title, ind, chk_view, notes, lang)
+        out / "report.html",
+        _html_page(
+            page_title,
+            shown_ind,
+            tables.formatted(*tables.localise(chk_view, lang)) if chk_view is not None else None,
+            notes,
+            lang,
+            summary=summary_view,
+        ),
     )
     return paths

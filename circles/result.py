@@ -215,6 +215,9 @@ class StudyResult:
         versions, timestamps, facility counts, categories recomputed and reused.
     entries : geopandas.GeoDataFrame, optional
         Where area facilities are entered (:func:`circles.entries.area_entries`).
+    edges : geopandas.GeoDataFrame, optional
+        Minutes along every street segment, cut at the levels (the ``edges`` layer,
+        :mod:`circles.streets`).
     """
 
     config: StudyConfig
@@ -234,6 +237,7 @@ class StudyResult:
     node_community: np.ndarray | None = None
     manifest: dict[str, Any] = field(default_factory=dict)
     entries: gpd.GeoDataFrame | None = None
+    edges: gpd.GeoDataFrame | None = None
 
     @classmethod
     def from_stages(
@@ -247,11 +251,13 @@ class StudyResult:
         communities: gpd.GeoDataFrame,
         isochrones: Any,
         service_areas: Any,
+        edges: Any = None,
     ) -> StudyResult:
         """The result of a run from what its stages returned.
 
         ``isochrones`` is the isochrones stage's keyed layer (or None); ``service_areas``
-        its :class:`circles.isochrones.ServiceAreas`; ``communities`` the coverage table.
+        its :class:`circles.isochrones.ServiceAreas`; ``communities`` the coverage table;
+        ``edges`` the streets stage's keyed layer (or None).
         """
         return cls(
             cfg,
@@ -268,6 +274,7 @@ class StudyResult:
             node_weight=residents.weight,
             node_community=residents.node_community,
             entries=facilities.entries,
+            edges=edges.value if edges is not None else None,
         )
 
     @property

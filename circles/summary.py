@@ -248,8 +248,8 @@ def summary_table(result: StudyResult) -> str:
         f"{s['network']['length_km']:,} km   speed: {s['speed_m_s']} m/s",
         f"communities: {s['communities']} ({s['communities_derived']})   residents: "
         f"{s['residents_basis']}",
-        f"facilities: {s['facilities'].get('by_status', {})}   rejected planner rows: "
-        f"{s['rejected_rows']}",
+        f"facilities: {_by_status(s['facilities'].get('by_status', {}))}   "
+        f"rejected planner rows: {s['rejected_rows']}",
         "",
         f"{'category':<18}{'walk':>10}{'facilities':>11}{'share<=' + k + 'min':>14}{'flagged':>9}",
     ]
@@ -283,3 +283,19 @@ def summary_table(result: StudyResult) -> str:
         + (" ..." if len(s["community_names"]) > 40 else "")
     )
     return "\n".join(lines)
+
+
+#: How the summary names each facility status.
+_STATUS_WORDS = {
+    "snapped": "on the walking network",
+    "unreachable": "too far from it",
+    "island": "on a cut-off piece of it",
+}
+
+
+def _by_status(counts: dict[str, int]) -> str:
+    """Facility counts by status in words: ``74 on the walking network, 2 too far from it``."""
+    if not counts:
+        return "none"
+    order = [*[k for k in _STATUS_WORDS if k in counts], *sorted(set(counts) - set(_STATUS_WORDS))]
+    return ", ".join(f"{counts[k]} {_STATUS_WORDS.get(k, k)}" for k in order)

@@ -41,9 +41,17 @@ def require_browser() -> None:
 
 @contextmanager
 def open_page(
-    path: str | Path, *, width_px: int = 1000, height_px: int = 700, settle_ms: int = 300
+    path: str | Path,
+    *,
+    width_px: int = 1000,
+    height_px: int = 700,
+    settle_ms: int = 300,
+    env: dict[str, str] | None = None,
 ) -> Iterator[tuple[Any, list[str], list[str]]]:
     """Open a local file in headless Chromium; yield ``(page, errors, requests)``.
+
+    ``env`` adds environment variables for the browser process (e.g. a
+    ``FONTCONFIG_FILE`` that hides the machine's fonts).
 
     The page has fired ``load`` and then had ``settle_ms`` milliseconds to run its
     scripts. ``errors`` holds ``"pageerror: ..."``, ``"console: ..."`` and
@@ -55,8 +63,13 @@ def open_page(
     errors: list[str] = []
     requests: list[str] = []
     with sync_playwright() as pw:
+        import os
+
         browser = pw.chromium.launch(
-            executable_path=str(CHROMIUM), args=list(CHROMIUM_ARGS), headless=True
+            executable_path=str(CHROMIUM),
+            args=list(CHROMIUM_ARGS),
+            headless=True,
+            env={**os.environ, **env} if env else None,
         )
         try:
             page = browser.new_page(viewport={"width": width_px, "height": height_px})

@@ -208,3 +208,24 @@ def shared_network() -> Callable[..., WalkNetwork]:
         return cache[key]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def helsinki_zh_run(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The embedded default study (Helsinki) in Chinese, run once per session, with report
+    figures of every category (PNG at 50 dpi: small and fast)."""
+    from dataclasses import replace
+
+    from circles.config import default_config
+    from circles.pipeline import run
+
+    tmp = tmp_path_factory.mktemp("helsinki_zh")
+    cfg = default_config()
+    study = replace(
+        cfg.study,
+        output_dir=str(tmp / "data" / "processed"),
+        maps_dir=str(tmp / "maps"),
+        lang="zh",
+    )
+    figures = replace(cfg.figures, enabled=True, formats=("png",), dpi=50)
+    return run(replace(cfg, study=study, figures=figures))

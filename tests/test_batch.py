@@ -179,6 +179,44 @@ def test_dask_batch_equals_sequential_and_alone(tmp_path: Path) -> None:
     assert list(got) == ["west", "east"]
     assert all(r.recomputed for r in got.values())
     assert (batch_cfg.study_dir / "batch_manifest.json").is_file()
+    # the city: every community once, from its own area, in one layer, table and map
+    city = batch_cfg.study_dir / "city"
+    comm = pyogrio.read_dataframe(city / "circles.gpkg", layer="communities")
+    parts = [
+        pyogrio.read_dataframe(batch_cfg.study_dir / n / "circles.gpkg", layer="communities")
+        for n in ("west", "east")
+    ]
+    assert len(comm) == sum(len(p) for p in parts)
+    assert comm["community_id"].is_unique
+    assert sorted(comm["area"].unique()) == ["east", "west"]
+    for name, part in zip(("west", "east"), parts, strict=True):
+        mine = comm[comm["area"] == name].set_index("community_id")["fitness_share_15"]
+        own = part.set_index("community_id")["fitness_share_15"]
+        pd.testing.assert_series_equal(mine.sort_index(), own.sort_index(), check_names=False)
+    cov = pd.read_csv(city / "coverage.csv", encoding="utf-8-sig")
+    assert len(cov) == len(comm) * cov["category"].nunique()
+    assert not batch_cfg.map.enabled  # QUIET: no maps; the city map drawn from the outputs
+    from dataclasses import replace
+
+    from circles.citywide import write_city
+
+    with_map = replace(
+        batch_cfg,
+        map=replace(batch_cfg.map, enabled=True),
+        study=replace(batch_cfg.study, maps_dir=str(tmp_path / "maps")),
+    )
+    done = write_city(
+        with_map,
+        {n: got[n].outputs["gpkg"] for n in got},
+        {n: got[n].outputs["coverage_csv"] for n in got},
+        categories=["fitness", "clinic"],
+        labels={},
+    )
+    page = Path(done["city_map_html"])
+    assert page == tmp_path / "maps" / "hel" / "city" / "coverage.html"
+    text = page.read_text(encoding="utf-8")
+    assert all(f'"id":"{cid}"' in text for cid in comm["community_id"])  # every community
+    assert "layer_styles" in {str(n) for n, _ in pyogrio.list_layers(city / "circles.gpkg")}
     seq_cfg = _study(tmp_path, "seq", comm_file, areas)
     run_sequential(seq_cfg)
     for name, path in (("west", west), ("east", east)):

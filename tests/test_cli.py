@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -28,6 +29,11 @@ def test_default_run_is_helsinki_with_hexagons(
     assert "elderly_canteen" in out
     assert "* always reported" in out
     assert "reading walking network" in captured.err  # progress goes to stderr
+    # a readable summary (no Python dict) and no warning a user could not act on
+    assert "{" not in out
+    assert re.search(r"facilities: \d+ on the walking network", out)
+    assert "WARNING" not in captured.err
+    assert "inlining xstatic" not in captured.err
     wrote = [line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("wrote ")]
     assert len(wrote) >= 4
     assert all(Path(p).is_relative_to(tmp_path) for p in wrote)

@@ -97,6 +97,34 @@ def make_isochrones() -> gpd.GeoDataFrame:
     )
 
 
+def view(m: folium.Map) -> dict:
+    """The data of the map's view (:class:`circles.mapview.MapView`)."""
+    from circles.mapview import MapView
+
+    found = [c for c in m._children.values() if isinstance(c, MapView)]
+    assert len(found) == 1
+    return found[0].data
+
+
+def community_features(m: folium.Map, cat: str) -> list[dict]:
+    """The communities' GeoJSON features with one category's fill, flag and popup."""
+    data = view(m)
+    i = data["categories"].index(cat)
+    out = []
+    for f in data["communities"]["features"]:
+        p = f["properties"]
+        style = {"fillColor": p["fill"][i]}
+        if p["flag"][i]:
+            style.update(data["flagStyle"])
+        out.append(
+            {
+                "geometry": f["geometry"],
+                "properties": {"style": style, "popup": p["popup"][i], "tooltip": p["tooltip"][i]},
+            }
+        )
+    return out
+
+
 def geojson_layers(m: folium.Map) -> dict[str, folium.GeoJson]:
     """All GeoJson layers of a map by name, wherever they sit in the element tree."""
     found: dict[str, folium.GeoJson] = {}
@@ -121,7 +149,7 @@ def test_share_classes_follow_fixed_breaks():
 
 def test_community_fill_and_flag_styles():
     m = coverage_map(make_communities(), make_facilities(), categories=CATS, tiles=False)
-    feats = geojson_layers(m)["fitness_communities"].data["features"]
+    feats = community_features(m, "fitness")
     fills = [f["properties"]["style"]["fillColor"] for f in feats]
     # shares 0, .1999, .2, .5, nan, .8, 1.0 (hand-classified)
     assert fills == [
@@ -147,7 +175,7 @@ def test_missing_flags_are_not_flagged():
     comm = make_communities()
     comm["fitness_flag"] = np.array([True, None, False, None, True, False, None], dtype=object)
     m = coverage_map(comm, make_facilities(), categories=CATS, tiles=False)
-    feats = geojson_layers(m)["fitness_communities"].data["features"]
+    feats = community_features(m, "fitness")
     dashed = [i for i, f in enumerate(feats) if "dashArray" in f["properties"]["style"]]
     assert dashed == [0, 4]
 
@@ -197,9 +225,7 @@ def test_simplify_tolerance_in_metres():
         m = coverage_map(
             comm, make_facilities(0), categories=CATS, tiles=False, simplify_m=simplify_m
         )
-        drawn = shapely.geometry.shape(
-            geojson_layers(m)["fitness_communities"].data["features"][0]["geometry"]
-        )
+        drawn = shapely.geometry.shape(community_features(m, "fitness")[0]["geometry"])
         drawn_m = gpd.GeoSeries([drawn], crs=4326).to_crs(32648).iloc[0]
         assert shapely.get_num_coordinates(drawn) < max_vertices
         assert drawn_m.hausdorff_distance(circle.iloc[0]) < simplify_m + 0.2
@@ -243,15 +269,13 @@ def test_frame_validation():
 def test_other_crs_is_reprojected():
     comm = make_communities()
     m = coverage_map(comm.to_crs(32648), make_facilities(), categories=CATS, tiles=False)
-    drawn = shapely.geometry.shape(
-        geojson_layers(m)["fitness_communities"].data["features"][0]["geometry"]
-    )
+    drawn = shapely.geometry.shape(community_features(m, "fitness")[0]["geometry"])
     assert drawn.bounds == pytest.approx(comm.geometry.iloc[0].bounds, abs=2e-6)
 
 
 def test_save_self_contained(tmp_path, caplog):
     m = coverage_map(make_communities(), make_facilities(60), categories=CATS, tiles=False)
-    with caplog.at_level(logging.WARNING, logger="circles.maps"):
+    with caplog.at_level(logging.INFO, logger="circles.maps"):
         out = save_map(m, tmp_path / "sub" / "map.html")
     assert out == tmp_path / "sub" / "map.html"
     assert sorted(p.name for p in out.parent.iterdir()) == ["map.html"]  # no temp left
@@ -265,8 +289,12 @@ def test_save_self_contained(tmp_path, caplog):
     assert "url(data:image/png;base64," in page  # leaflet's layers.png inlined
     assert XSS_ALERT not in page
     assert "&lt;img src=x onerror=alert(1)&gt;" in page
-    # folium references markercluster 1.1.0; xstatic ships 1.4.1
+    # folium references markercluster 1.1.0 and font awesome 6.2.0; xstatic ships 1.4.1
+    # and 6.2.1: said at INFO (the same major version; nothing a user can act on)
+    versions = [r for r in caplog.records if "inlining xstatic" in r.getMessage()]
     assert "leaflet_markercluster 1.1.0, inlining xstatic 1.4.1" in caplog.text
+    assert versions
+    assert all(r.levelno == logging.INFO for r in versions)
 
 
 def test_save_with_tiles_keeps_only_the_tile_template(tmp_path):
@@ -315,6 +343,8 @@ def en_map(tmp_path_factory) -> Path:
         labels=LABELS,
         isochrones=make_isochrones(),
         tiles=False,
+        title="Yuxi test",
+        date="2025-06-01",
     )
     return save_map(m, tmp_path_factory.mktemp("maps") / "coverage_en.html")
 
@@ -326,29 +356,78 @@ def show_all_layers(page) -> None:
     page.wait_for_timeout(300)
 
 
+def base_layers(page) -> list:
+    """The category radio buttons of the layer control, with their labels."""
+    labels = page.locator(".leaflet-control-layers-base label")
+    return [
+        (labels.nth(i).inner_text().strip(), labels.nth(i).locator("input"))
+        for i in range(labels.count())
+    ]
+
+
+def show_category(page, label: str) -> None:
+    for text, radio in base_layers(page):
+        if text == label:
+            radio.check()
+            page.wait_for_timeout(300)
+            return
+    raise AssertionError(f"no category {label!r}")
+
+
+def click_community(page, position: int) -> None:
+    """Click the ``position``-th community of the shared community layer."""
+    page.evaluate(
+        """(k) => {
+            const layers = Object.values(window.circlesCommunities._layers);
+            const l = layers[k];
+            l.fire('click', {latlng: l.getBounds().getCenter()});
+        }""",
+        position,
+    )
+    page.wait_for_timeout(300)
+
+
 def test_browser_loads_offline_without_errors(en_map):
     with open_page(en_map) as (page, errors, requests):
         show_all_layers(page)
         assert page.locator(".marker-cluster").count() > 0  # 60 gyms clustered
-        assert page.locator("path.leaflet-interactive").count() > 7 * 4
+        # every community once (its outline is shared by the categories)
+        assert (
+            page.locator(".leaflet-circles-communities-pane path.leaflet-interactive").count() == 7
+        )
     assert errors == []
     assert requests, "the page itself is a request"
     assert all(url.split(":", 1)[0] in {"file", "data", "about"} for url in requests), requests
 
 
-def test_browser_layers_legend_and_flags(en_map):
+def test_browser_title_layers_legend_and_flags(en_map):
     with open_page(en_map) as (page, errors, _):
+        title = page.title()
+        map_title = page.locator("#circles-title").inner_text()
+        radios = [(t, r.is_checked()) for t, r in base_layers(page)]
         overlays = page.locator(".leaflet-control-layers-overlays label").all_inner_texts()
         legend = page.locator(f"#{LEGEND_ID}")
         classes = legend.locator(".circles-legend-class").all_inner_texts()
-        flagged = page.locator("#circles-flagged").inner_text()
-    assert [t.strip() for t in overlays] == [
-        "Elderly canteen",
-        "Fitness",
-        "Emergency shelter",
-        "Clinic",
-        "Walking isochrones",
+        legend_text = legend.inner_text()
+        shown = page.locator(".circles-flagged-category:visible").all_inner_texts()
+        flagged = page.locator("#circles-flagged").text_content()
+        scale = page.locator(".leaflet-control-scale-line").all_inner_texts()
+        north = page.locator("#circles-north").inner_text()
+        show_category(page, "Elderly canteen")
+        legend_after = legend.inner_text()
+        title_after = page.locator("#circles-title").inner_text()
+        shown_after = page.locator(".circles-flagged-category:visible").all_inner_texts()
+    assert title == "Yuxi test: walking access to community services (2025-06-01)"
+    assert map_title == "Yuxi test · Fitness · 15-minute walk · 2025-06-01"
+    # categories are radio buttons (one shown at a time); it opens on fitness, which has
+    # facilities, not on the first category
+    assert radios == [
+        ("Elderly canteen", False),
+        ("Fitness", True),
+        ("Emergency shelter", False),
+        ("Clinic", False),
     ]
+    assert [t.strip() for t in overlays] == ["Walking isochrones"]
     assert classes[:5] == [
         "0.0–0.2 (0–20%)",
         "0.2–0.4 (20–40%)",
@@ -356,8 +435,37 @@ def test_browser_layers_legend_and_flags(en_map):
         "0.6–0.8 (60–80%)",
         "0.8–1.0 (80–100%)",
     ]
-    assert flagged.count(XSS_ALERT) == len(CATS)
+    assert legend_text.startswith("Fitness\nResidents within a 15-minute walk")
+    assert legend_after.startswith("Elderly canteen\nResidents within a 15-minute walk")
+    assert title_after == "Yuxi test · Elderly canteen · 15-minute walk · 2025-06-01"
+    # the flagged list follows the category shown
+    assert len(shown) == 1
+    assert shown[0].startswith("Fitness:")
+    assert len(shown_after) == 1
+    assert shown_after[0].startswith("Elderly canteen:")
+    assert flagged.count(XSS_ALERT) == len(CATS)  # every category's list is in the page
     assert flagged.count(XSS_TEMPLATE) == len(CATS)
+    assert len(scale) == 1  # metric only (no miles line)
+    assert scale[0].strip().endswith(("m", "km"))
+    assert north == "N"
+    assert errors == []
+
+
+def test_browser_click_shows_that_communitys_isochrones(en_map):
+    with open_page(en_map) as (page, errors, _):
+        before = page.locator(".leaflet-overlay-pane path").count()
+        click_community(page, 0)  # c0 has isochrones
+        rings = page.locator(".leaflet-overlay-pane path").count() - before
+        shown = page.evaluate("window.circlesIsochronesShown")
+        note = page.locator("#circles-iso-note").inner_text()
+        click_community(page, 3)  # c3 has none: c0's rings go
+        after = page.locator(".leaflet-overlay-pane path").count() - before
+        note_after = page.locator("#circles-iso-note").inner_text()
+    assert rings == 3  # its 5-, 10- and 15-minute rings, nobody else's
+    assert shown == "c0"
+    assert "Walking isochrones of" in note
+    assert after == 0
+    assert note_after == "No walking isochrones for this community"
     assert errors == []
 
 
@@ -370,28 +478,31 @@ def test_browser_screenshot_not_blank(en_map, tmp_path):
 
 
 def test_browser_escapes_data(en_map):
+    texts = []
     with open_page(en_map) as (page, errors, _):
         show_all_layers(page)
-        texts = page.evaluate(
-            """() => {
-                const map = Object.keys(window).filter(k => k.startsWith('map_'))
-                    .map(k => window[k]).find(v => v && v.eachLayer);
-                const out = [];
-                map.eachLayer(l => {
-                    if (l.getPopup && l.getPopup()) {
-                        l.openPopup();
-                        const el = document.querySelector('.leaflet-popup-content');
-                        if (el) out.push(el.textContent);
-                    }
-                    if (l.getTooltip && l.getTooltip()) {
-                        l.openTooltip();
-                        const tips = document.querySelectorAll('.leaflet-tooltip');
-                        out.push(tips[tips.length - 1].textContent);
-                    }
-                });
-                return out;
-            }"""
-        )
+        for label, _ in base_layers(page):
+            show_category(page, label)
+            texts += page.evaluate(
+                """() => {
+                    const map = Object.keys(window).filter(k => k.startsWith('map_'))
+                        .map(k => window[k]).find(v => v && v.eachLayer);
+                    const out = [];
+                    map.eachLayer(l => {
+                        if (l.getPopup && l.getPopup()) {
+                            l.openPopup();
+                            const el = document.querySelector('.leaflet-popup-content');
+                            if (el) out.push(el.textContent);
+                        }
+                        if (l.getTooltip && l.getTooltip()) {
+                            l.openTooltip();
+                            const tips = document.querySelectorAll('.leaflet-tooltip');
+                            out.push(tips[tips.length - 1].textContent);
+                        }
+                    });
+                    return out;
+                }"""
+            )
         page.wait_for_timeout(300)
         imgs = page.evaluate("document.querySelectorAll('.leaflet-pane img, .circles-panel img')")
         xss = page.evaluate("window.__xss")
@@ -423,7 +534,92 @@ def test_browser_chinese_labels(tmp_path):
     for text in ("老年食堂", "健身场地", "应急避难场所", "步行等时圈", "15分钟步行可达居民比例"):
         assert text in body
     assert "未达标社区" in body
+    for english in ("min", "Walking", "flagged", "no data", "street"):
+        assert english not in body, english
     assert errors == []
+
+
+#: A fontconfig setup that knows only DejaVu (no CJK font): Chromium started with it
+#: is a machine without Chinese fonts.
+NO_CJK_FONTS_CONF = """<?xml version="1.0"?>
+<!DOCTYPE fontconfig SYSTEM "fonts.dtd">
+<fontconfig>
+  <dir>/usr/share/fonts/truetype/dejavu</dir>
+  <cachedir>{cache}</cachedir>
+</fontconfig>
+"""
+
+#: Draws each character alone in a font stack on a canvas; returns the pixels' hashes.
+GLYPHS_JS = """([chars, family]) => {
+    const c = document.createElement('canvas');
+    c.width = 40; c.height = 40;
+    const g = c.getContext('2d');
+    return chars.map(ch => {
+        g.clearRect(0, 0, 40, 40);
+        g.font = '28px ' + family;
+        g.fillText(ch, 4, 32);
+        const d = g.getImageData(0, 0, 40, 40).data;
+        let h = 0;
+        for (let i = 3; i < d.length; i += 4) h = (h * 31 + d[i]) % 1000000007;
+        return h;
+    });
+}"""
+
+
+def test_browser_chinese_renders_with_the_embedded_font_without_cjk_fonts(tmp_path):
+    from circles import fonts
+
+    if fonts.find_cjk_font() is None:
+        pytest.skip(fonts.NO_CJK_FONT)
+    if not Path("/usr/share/fonts/truetype/dejavu").is_dir():
+        pytest.skip("fonts-dejavu-core is absent (needed for the machine without CJK fonts)")
+    m = coverage_map(
+        make_communities(), make_facilities(), categories=CATS, labels=LABELS, lang="zh"
+    )
+    path = save_map(m, tmp_path / "zh.html")
+    page_text = path.read_text(encoding="utf-8")
+    assert "@font-face{font-family:'circles-cjk'" in page_text
+    font_b64 = re.search(r"data:font/woff;base64,([A-Za-z0-9+/=]+)", page_text)
+    assert font_b64 is not None
+    font_kb = len(font_b64[1]) * 3 / 4 / 1e3
+    conf = tmp_path / "fonts.conf"
+    conf.write_text(NO_CJK_FONTS_CONF.format(cache=tmp_path / "fc-cache"), encoding="utf-8")
+    env = {"FONTCONFIG_FILE": str(conf)}
+    chars = ["健", "身", "场", "地"]
+    with open_page(path, env=env, settle_ms=800) as (page, errors, _):
+        page.evaluate("document.fonts.ready")
+        loaded = page.evaluate(
+            "[...document.fonts].filter(f => f.family.includes('circles-cjk')).map(f => f.status)"
+        )
+        embedded = page.evaluate(GLYPHS_JS, [chars, "'circles-cjk'"])
+        system = page.evaluate(GLYPHS_JS, [chars, "sans-serif"])
+        family = page.evaluate(
+            "getComputedStyle(document.querySelector('#circles-legend')).fontFamily"
+        )
+        visible = page.inner_text("body")
+        png = screenshot(page, tmp_path / "no_cjk_fonts.png")
+    # on this machine the system fonts draw every Chinese character as the same box
+    assert len(set(system)) == 1, "the test machine should have no CJK font"
+    # the embedded subset draws four different glyphs
+    assert len(set(embedded)) == 4
+    assert loaded == ["loaded"]
+    assert family.startswith('"circles-cjk"') or family.startswith("circles-cjk")
+    assert distinct_colours(png) > 50
+    assert errors == []
+    # the subset holds only the page's few dozen characters (the whole font: 19 MB)
+    assert font_kb < 60, font_kb
+    # every Chinese character the page shows (the layer control's too) is in the subset
+    import base64
+    import io
+
+    from fontTools.ttLib import TTFont
+
+    subset = TTFont(io.BytesIO(base64.b64decode(font_b64[1])))
+    cmap = subset.getBestCmap()
+    subset.close()
+    shown = fonts.cjk_characters(visible)
+    assert "底" in shown  # "底图（OpenStreetMap）", written by folium as a JS escape
+    assert [c for c in shown if ord(c) not in cmap] == []
 
 
 def make_county(seed: int = 0) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame, gpd.GeoDataFrame]:
@@ -515,3 +711,25 @@ def test_fast_remote_scan_finds_what_the_full_pattern_finds() -> None:
     )
     assert len(_remote_references(page)) == len(_REMOTE.findall(page)) == 5
     assert _remote_references("<div>no urls here // at all</div>") == []
+
+
+def test_notebook_inline_map_works_offline(en_map, tmp_path):
+    """The notebook display (an iframe holding the whole page) draws the map offline;
+    folium's own display would load Leaflet from a CDN."""
+    from circles.maps import inline
+
+    shown = inline(en_map, height_px=500)._repr_html_()
+    assert shown.startswith("<iframe srcdoc=")
+    assert "cdn.jsdelivr" not in shown
+    cell = tmp_path / "notebook_cell.html"
+    cell.write_text(f"<html><body>{shown}</body></html>", encoding="utf-8")
+    with open_page(cell, settle_ms=1500) as (page, errors, requests):
+        frame = page.frame_locator("iframe")
+        paths = frame.locator(".leaflet-circles-communities-pane path").count()
+        title = frame.locator("#circles-title").inner_text()
+    assert paths == 7
+    assert "Fitness" in title
+    assert errors == []
+    assert all(url.split(":", 1)[0] in {"file", "data", "about"} for url in requests), requests
+    with pytest.raises(InputDataError, match="no such map page"):
+        inline(tmp_path / "missing.html")

@@ -158,12 +158,19 @@ def test_write_report_files(tmp_path: Path) -> None:
     paths = write_report(
         {"communities": t, "facilities": _facilities(), "categories": CATS}, tmp_path / "r"
     )
-    assert set(paths) == {"indicators_csv", "indicators_xlsx", "report_html"}
+    assert set(paths) == {
+        "indicators_csv",
+        "indicators_xlsx",
+        "report_html",
+        "ledger_csv",
+        "summary_csv",
+    }
+    # Chinese by default: headers and values (the English ids are the XLSX's hidden row)
     csv = pd.read_csv(paths["indicators_csv"], encoding="utf-8-sig")
     assert len(csv) == 3 * len(INDICATORS)
-    assert "全市（全部研究范围）" in set(csv["scope"])
-    xlsx = pd.read_excel(paths["indicators_xlsx"], sheet_name="indicators")
-    assert xlsx["indicator_id"].tolist() == csv["indicator_id"].tolist()
+    assert "全市（全部研究范围）" in set(csv["范围"])
+    xlsx = pd.read_excel(paths["indicators_xlsx"], sheet_name="指标", header=1)
+    assert xlsx["indicator_id"].tolist() == csv["指标编号"].tolist()
     page = paths["report_html"].read_text(encoding="utf-8")
     assert "城市社区15分钟内有老年幸福食堂" in page
     assert "未达标" in page
@@ -197,3 +204,55 @@ def test_attributes_join_and_errors(tmp_path: Path) -> None:
         write_report({"communities": t}, tmp_path, attributes=att.drop(columns="community_id"))
     with pytest.raises(ConfigError, match="lang must be 'zh' or 'en'"):
         write_report({"communities": t}, tmp_path, lang="fr")
+
+
+def test_chinese_tables_headers_values_formats(tmp_path: Path) -> None:
+    """With zh every sheet, header and value is Chinese; formats, frozen header, widths."""
+    from openpyxl import load_workbook
+
+    t = _table()
+    paths = write_report(
+        {"communities": t, "facilities": _facilities(), "categories": CATS}, tmp_path, lang="zh"
+    )
+    wb = load_workbook(paths["indicators_xlsx"])
+    assert wb.sheetnames == ["指标", "问题台账", "汇总"]
+    cjk = re.compile(r"[\u4e00-\u9fff]")
+    for ws in wb.worksheets:
+        headers = [c.value for c in ws[1]]
+        assert all(cjk.search(str(h)) for h in headers), (ws.title, headers)
+        assert ws.freeze_panes == "A3"  # the header frozen; the id row hidden under it
+        assert ws.row_dimensions[2].hidden
+        assert all(ws.column_dimensions[c.column_letter].width >= 6 for c in ws[1])
+    ledger = wb["问题台账"]
+    headers = [c.value for c in ledger[1]]
+    for h in ("区县", "乡镇（街道）", "社区（村）", "城乡类型", "设施类别", "是否未达标"):
+        assert h in headers, h
+    share = headers.index("15分钟可达居民比例（%）") + 1
+    assert ledger.cell(row=3, column=share).number_format == "0.0%"
+    minutes = headers.index("步行时间中位数（分钟）") + 1
+    assert ledger.cell(row=3, column=minutes).number_format == "0.0"
+    summary = wb["汇总"]
+    scopes = {r[0].value for r in summary.iter_rows(min_row=3)}
+    assert "全市（全部研究范围）" in scopes
+    assert len(scopes) >= 3  # the counties and the city
+    # values: no English words left from circles' own vocabulary
+    ind = pd.read_csv(paths["indicators_csv"], encoding="utf-8-sig")
+    for col in ("实测", "是否达标", "计算依据"):
+        text = " ".join(ind[col].astype(str))
+        for word in ("no data", "communities", "residents", "facilities", "column", " yes", " no "):
+            assert word not in text, (col, word)
+    page = paths["report_html"].read_text(encoding="utf-8")
+    for english in ("scope", "indicator_id", "measured", "basis", "no data", ">no<"):
+        assert english not in page, english
+    assert "计算依据" in page
+
+
+def test_english_tables_keep_their_ids(tmp_path: Path) -> None:
+    t = _table()
+    paths = write_report(
+        {"communities": t, "facilities": _facilities(), "categories": CATS}, tmp_path, lang="en"
+    )
+    csv = pd.read_csv(paths["indicators_csv"], encoding="utf-8-sig")
+    assert {"scope", "indicator_id", "measured", "basis"} <= set(csv.columns)
+    xlsx = pd.read_excel(paths["indicators_xlsx"], sheet_name="indicators")
+    assert "indicator id" in xlsx.columns  # readable headers; ids in the hidden row

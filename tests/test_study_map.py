@@ -29,9 +29,10 @@ import numpy as np
 import pytest
 import shapely
 
-from circles.config import default_config, load_config
+from circles.config import load_config
 from circles.isochrones import PRECISION_M
 from circles.pipeline import StudyResult, run
+from circles.vocabulary import in_lang
 
 sys.path.insert(0, str(Path(__file__).parent))
 from browser import distinct_colours, open_page, screenshot
@@ -79,9 +80,9 @@ def liechtenstein(tmp_path_factory) -> StudyResult:
 
 
 @pytest.fixture(scope="module")
-def helsinki_zh(tmp_path_factory) -> StudyResult:
-    cfg = _with_outputs(default_config(), tmp_path_factory.mktemp("helsinki"), lang="zh")
-    return run(cfg)
+def helsinki_zh(helsinki_zh_run) -> StudyResult:
+    """The embedded default in Chinese (the session's run, shared with other modules)."""
+    return helsinki_zh_run
 
 
 def _save_png(src: Path, name: str) -> Path:
@@ -127,20 +128,32 @@ def check_coverage_page(
     labels = [result.labels[c][lang] for c in cats]
     comm = result.communities
     found: dict[str, Any] = {}
-    with open_page(html, width_px=1200, height_px=800, settle_ms=1000) as (page, errors, requests):
+    with open_page(html, width_px=1400, height_px=900, settle_ms=1500) as (page, errors, requests):
         assert page.evaluate("document.characterSet") == "UTF-8"
+        assert page.title().startswith(result.config.study.name)
+        radios = page.locator(".leaflet-control-layers-base label")
+        assert [t.strip() for t in radios.all_inner_texts()] == labels
         overlays = [
             t.strip()
             for t in page.locator(".leaflet-control-layers-overlays label").all_inner_texts()
         ]
-        assert overlays == [texts["tiles"], *labels, texts["isochrones"]]
-        # the first category is shown on opening, the base map and isochrones are off
-        checked = {t: _overlay(page, t).is_checked() for t in overlays}
-        assert checked == {t: t == labels[0] for t in overlays}
+        assert overlays == [texts["tiles"], texts["isochrones"], texts["streets"]]
+        # it opens on fitness (it has facilities in both studies); the base map is off,
+        # the streets and the (still empty) isochrones on
+        opening = labels[cats.index("fitness")]
+        checked = {
+            radios.nth(i).inner_text().strip(): radios.nth(i).locator("input").is_checked()
+            for i in range(radios.count())
+        }
+        assert checked == {t: t == opening for t in labels}
+        assert _overlay(page, texts["tiles"]).is_checked() is False
+        assert _overlay(page, texts["streets"]).is_checked() is True
+        assert opening in page.locator("#circles-title").inner_text()
 
         legend = page.locator("#circles-legend")
         assert legend.count() == 1
         assert texts["legend"] in legend.inner_text()
+        assert opening in legend.inner_text()  # the legend names the category
         assert legend.locator(".circles-legend-class[data-lower]").count() == 5
 
         panel = page.locator("#circles-flagged")
@@ -151,21 +164,33 @@ def check_coverage_page(
             items = panel.locator(f".circles-flagged-category[data-category='{cat}'] li")
             listed[cat] = [t.rsplit(" (", 1)[0] for t in items.all_inner_texts()]
             flags = comm[f"{cat}_flag"].eq(True).to_numpy()
-            assert listed[cat] == comm["name"][flags].tolist(), cat
+            assert listed[cat] == [in_lang(n, lang) for n in comm["name"][flags]], cat
         found["listed"] = listed
+        # the list shown is the opening category's
+        shown = panel.locator(".circles-flagged-category:visible")
+        assert shown.count() == 1
+        assert shown.get_attribute("data-category") == "fitness"
 
-        # the first category's communities are drawn (one path each, plus its markers)
-        n_paths = page.locator("path.leaflet-interactive").count()
-        assert n_paths >= len(comm)
+        # every community once, the streets drawn by level class
+        pane = ".leaflet-circles-communities-pane path.leaflet-interactive"
+        assert page.locator(pane).count() == len(comm)
+        street_classes = page.evaluate("window.circlesStreetClasses")
+        assert sum(street_classes) == len(result.edges)
         found["png"] = screenshot(page, tmp_path / "opened.png")
 
-        # isochrones: one more path per (community, level) once the layer is ticked
-        _overlay(page, texts["isochrones"]).check()
-        page.wait_for_timeout(500)
+        # clicking a community draws its own isochrones (one ring per level), nobody else's
         n_iso = int((~result.isochrones.geometry.is_empty).sum())
         assert n_iso == len(comm) * len(result.config.walk.levels_minutes)
-        assert page.locator("path.leaflet-interactive").count() == n_paths + n_iso
+        before = page.locator(".leaflet-overlay-pane path").count()
+        page.evaluate(
+            "() => { const l = Object.values(window.circlesCommunities._layers)[0];"
+            " l.fire('click', {latlng: l.getBounds().getCenter()}); }"
+        )
+        page.wait_for_timeout(500)
+        rings = page.locator(".leaflet-overlay-pane path").count() - before
+        assert rings == len(result.config.walk.levels_minutes)
         found["n_iso"] = n_iso
+        found["click_png"] = screenshot(page, tmp_path / "clicked.png")
 
         assert errors == []
         # opening the page and using the data layers fetched nothing from the network
@@ -187,11 +212,14 @@ def _more_checks(
     above can fail).
     """
     lang = result.config.study.lang
-    first = result.labels[result.categories[0]][lang]
-    other = "fitness" if "fitness" in result.categories else result.categories[-1]
-    _overlay(page, first).uncheck()
-    _overlay(page, result.labels[other][lang]).check()
-    page.wait_for_timeout(500)
+    other = "elderly_canteen"
+    labels = page.locator(".leaflet-control-layers-base label")
+    for i in range(labels.count()):
+        if labels.nth(i).inner_text().strip() == result.labels[other][lang]:
+            labels.nth(i).locator("input").check()
+    page.wait_for_timeout(800)
+    shown = page.locator(".circles-flagged-category:visible")
+    assert shown.get_attribute("data-category") == other
     second = screenshot(page, tmp_path / "second.png")
 
     page.route(
@@ -213,12 +241,14 @@ EN = {
     "legend": "Residents within a 15-minute walk",
     "tiles": "Base map (OpenStreetMap)",
     "isochrones": "Walking isochrones",
+    "streets": "Streets by walking minutes",
     "flagged": "Flagged communities (15-minute share below target)",
 }
 ZH = {
     "legend": "15分钟步行可达居民比例",
     "tiles": "底图（OpenStreetMap）",
     "isochrones": "步行等时圈",
+    "streets": "街道步行时间",
     "flagged": "未达标社区（15分钟覆盖率低于目标）",
 }
 
@@ -240,8 +270,9 @@ def test_liechtenstein_coverage_map_in_browser(liechtenstein, tmp_path):
     assert distinct_colours(png) > 50
     assert _dominant_share(png) < 0.9  # not a blank (single-colour) page
     _save_png(png, "liechtenstein_coverage.png")
-    _save_png(found["more"]["second_png"], "liechtenstein_coverage_fitness_isochrones.png")
-    assert found["more"]["other"] == "fitness"
+    _save_png(found["click_png"], "liechtenstein_coverage_fitness_isochrones.png")
+    _save_png(found["more"]["second_png"], "liechtenstein_coverage_elderly_canteen.png")
+    assert found["more"]["other"] == "elderly_canteen"
     assert found["more"]["tile_requests"], "ticking the base map asks for tiles"
 
 
@@ -252,7 +283,7 @@ def test_helsinki_default_map_in_chinese(helsinki_zh, tmp_path):
     found = check_coverage_page(result, tmp_path, texts=ZH)
     # no elderly canteen in Helsinki's OSM either: all 17 hexagons flagged
     assert not (result.facilities["category"] == "elderly_canteen").any()
-    assert found["listed"]["elderly_canteen"] == [f"Hexagon {i}" for i in range(1, 18)]
+    assert found["listed"]["elderly_canteen"] == [f"六边形{i}" for i in range(1, 18)]
     png = found["png"]
     assert distinct_colours(png) > 50
     assert _dominant_share(png) < 0.9

@@ -1,0 +1,173 @@
+"""Tests of circles.figures: report figures per category, their parts, Chinese fonts.
+
+The embedded Helsinki default (always available) is run once; the figures' artists are
+checked (title, legend naming the category and units, north arrow, metric scale bar,
+source line), not only the files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from circles import fonts
+from circles._errors import DataFileError
+from circles.figures import GIDS, FigureText, _fonts, _nice_length, category_figure, save_figure
+from circles.pipeline import StudyResult
+
+
+@pytest.fixture(scope="module")
+def helsinki(helsinki_zh_run) -> StudyResult:
+    """Helsinki in Chinese, with figures of every category (small PNGs, fast)."""
+    return helsinki_zh_run
+
+
+def _by_gid(fig, gid: str) -> list:
+    return [a for a in fig.findobj() if a.get_gid() == gid]
+
+
+def _text(result: StudyResult, cat: str, lang: str) -> FigureText:
+    return FigureText(
+        study="Helsinki",
+        label=result.labels[cat][lang],
+        date="2025-06-01",
+        speed_m_s=1.2,
+        basis=str(result.summary["residents_basis"]),
+        version="test",
+    )
+
+
+@pytest.mark.slow
+def test_a_figure_for_every_category_in_the_transaction(helsinki):
+    figs = {k: Path(p) for k, p in helsinki.outputs.items() if k.startswith("figure:")}
+    assert sorted(figs) == sorted(f"figure:{c}.png" for c in helsinki.categories)
+    for path in figs.values():
+        assert path.parent.name == "figures"
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from PIL import Image
+
+    with Image.open(figs["figure:fitness.png"]) as img:
+        # 180 mm x 150 mm at 50 dpi
+        assert img.size == (round(180 / 25.4 * 50), round(150 / 25.4 * 50))
+    man = helsinki.manifest
+    assert man["figures"] == {"formats": ["png"], "dpi": 50, "categories": []}
+    assert all(man["outputs"][k]["root"] == "maps" for k in figs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_every_category_figure_has_its_parts(helsinki, lang):
+    import matplotlib.patches
+
+    levels = helsinki.config.walk.levels_minutes
+    for cat in helsinki.categories:
+        label = helsinki.labels[cat][lang]
+        fig = category_figure(
+            helsinki.communities,
+            helsinki.edges,
+            helsinki.facilities,
+            category=cat,
+            text=_text(helsinki, cat, lang),
+            levels_minutes=levels,
+            crs=helsinki.network.crs,
+            lang=lang,
+        )
+        (title,) = _by_gid(fig, GIDS["title"])
+        assert label in title.get_text()
+        assert "15" in title.get_text()
+        (legend,) = _by_gid(fig, GIDS["legend"])
+        assert legend.get_title().get_text() == label
+        entries = [t.get_text() for t in legend.get_texts()]
+        assert any("%" in e for e in entries)  # the share's unit
+        unit = "min" if lang == "en" else "分钟"
+        assert sum(unit in e for e in entries) >= 4  # the streets' classes in minutes
+        (north,) = _by_gid(fig, GIDS["north"])
+        assert north.get_text() == ("N" if lang == "en" else "北")
+        bars = [
+            a for a in _by_gid(fig, GIDS["scale"]) if isinstance(a, matplotlib.patches.Rectangle)
+        ]
+        assert len(bars) == 4
+        # the bar is a round number of metres (the axes are in the study's UTM metres)
+        ax = fig.axes[0]
+        span = np.diff(ax.get_xlim())[0]
+        length = sum(b.get_width() for b in bars)
+        assert length == pytest.approx(_nice_length(span))
+        labels = [a.get_text() for a in _by_gid(fig, GIDS["scale"]) if hasattr(a, "get_text")]
+        (label,) = labels  # one label over the bar: its length and unit
+        units = {"m": 1, "km": 1000} if lang == "en" else {"米": 1, "千米": 1000}
+        number, unit = label.split(" ")
+        assert float(number) * units[unit] == pytest.approx(length)
+        (source,) = _by_gid(fig, GIDS["source"])
+        assert "OpenStreetMap" in source.get_text()
+        assert "2025-06-01" in source.get_text()
+        # streets are drawn: one line per piece of the edges layer
+        n_lines = sum(len(c.get_segments()) for c in ax.collections if hasattr(c, "get_segments"))
+        assert n_lines >= len(helsinki.edges)
+
+
+def test_nice_scale_lengths():
+    assert _nice_length(2400.0) == 500.0
+    assert _nice_length(1700.0) == 200.0
+    assert _nice_length(45_000.0) == 10_000.0
+    assert _nice_length(3.0) == 1.0
+
+
+@pytest.mark.slow
+def test_chinese_figure_uses_a_cjk_font(helsinki, tmp_path):
+    from fontTools.ttLib import TTFont
+    from matplotlib import font_manager
+
+    if fonts.find_cjk_font() is None:
+        pytest.skip(fonts.NO_CJK_FONT)
+    fig = category_figure(
+        helsinki.communities,
+        helsinki.edges,
+        helsinki.facilities,
+        category="elderly_canteen",
+        text=_text(helsinki, "elderly_canteen", "zh"),
+        crs=helsinki.network.crs,
+        lang="zh",
+    )
+    # drawing it must not miss a glyph (matplotlib warns, and warnings are errors here)
+    png = save_figure(fig, tmp_path / "zh.png", dpi=40)
+    assert png.stat().st_size > 1000
+    with _fonts("zh"):
+        for gid in ("title", "subtitle", "source"):
+            (text,) = _by_gid(fig, GIDS[gid])
+            chars = fonts.cjk_characters(text.get_text())
+            assert chars, gid
+            path = font_manager.findfont(text.get_fontproperties(), fallback_to_default=False)
+            entry = next(e for e in font_manager.fontManager.ttflist if e.fname == path)
+            font = TTFont(str(path), fontNumber=int(entry.index or 0), lazy=True)
+            try:
+                cmap = font.getBestCmap()
+            finally:
+                font.close()
+            assert all(ord(c) in cmap for c in chars), gid
+    assert "未达标" in _by_gid(fig, GIDS["subtitle"])[0].get_text()
+    # no English left from the data's vocabulary
+    assert "street length" not in _by_gid(fig, GIDS["source"])[0].get_text()
+
+
+def test_no_cjk_font_is_said_not_drawn_as_boxes(monkeypatch):
+    monkeypatch.setenv("CIRCLES_CJK_FONT", "none")
+    with pytest.raises(DataFileError, match=r"no CJK font found.*fonts-noto-cjk"):
+        fonts.require_cjk_font()
+    with pytest.raises(DataFileError, match="no CJK font found"), _fonts("zh"):
+        pass
+    monkeypatch.setenv("CIRCLES_CJK_FONT", "/nonexistent/font.otf")
+    with pytest.raises(DataFileError, match="no such font file"):
+        fonts.find_cjk_font()
+
+
+@pytest.mark.slow
+def test_unchanged_figures_are_kept(helsinki):
+    from circles.pipeline import run
+
+    before = {k: Path(p).stat().st_mtime_ns for k, p in helsinki.outputs.items() if "figure:" in k}
+    again = run(helsinki.config)
+    assert [k for k in again.manifest["outputs_changed"] if k.startswith("figure:")] == []
+    after = {k: Path(p).stat().st_mtime_ns for k, p in again.outputs.items() if "figure:" in k}
+    assert after == before
