@@ -209,6 +209,13 @@ class StudyResult:
     manifest : dict
         What ``manifest.json`` records: inputs with SHA-256, parameters, package
         versions, timestamps, facility counts, categories recomputed and reused.
+    access : StudyAccess, optional
+        The access stage (walking profile and edge seconds per category), for analyses
+        that rerun the engine (:mod:`circles.siting`, :mod:`circles.robustness`).
+    residents : Residents, optional
+        The residents stage (elderly residents per node where known).
+    node_choice : dict
+        Extra per-node columns of the ``nodes`` layer by category (:mod:`circles.choice`).
     """
 
     config: StudyConfig
@@ -227,6 +234,9 @@ class StudyResult:
     outputs: dict[str, str] = field(default_factory=dict)
     node_community: np.ndarray | None = None
     manifest: dict[str, Any] = field(default_factory=dict)
+    access: StudyAccess | None = None
+    residents: Residents | None = None
+    node_choice: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
     @classmethod
     def from_stages(
@@ -260,6 +270,8 @@ class StudyResult:
             service_areas,
             node_weight=residents.weight,
             node_community=residents.node_community,
+            access=access,
+            residents=residents,
         )
 
     @property

@@ -30,11 +30,16 @@ LAYERS = {
         "isochrones",
         "coverage",
         "cycling",
+        # issue 15: pure computations on arrays beside the stages
+        "covering",
+        "choice",
+        "robustness",
+        "equity",
     },
-    5: {"maps", "report", "checklist", "summary", "yuxi"},
+    5: {"maps", "report", "checklist", "summary", "yuxi", "scenario_maps"},
     6: {"outputs", "transaction"},
     7: {"pipeline"},
-    8: {"update", "batch"},
+    8: {"update", "batch", "siting", "scenarios"},
     9: {"cli"},
 }
 
