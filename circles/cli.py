@@ -352,7 +352,7 @@ def _compare(args: argparse.Namespace) -> int:
         scen = scenario_config(base, args.scenario_name)
     else:
         scen = load_config(args.scenario)
-    res = compare(base, scen, progress=_progress, wait_s=args.wait)
+    res = compare(base, scen, name=args.scenario_name, progress=_progress, wait_s=args.wait)
     print(res.summary_text())
     for name, path in res.outputs.items():
         print(f"wrote {name}: {path}")

@@ -117,6 +117,10 @@ _TEXT: Mapping[str, Mapping[str, str]] = {
         "status": "status",
         "snap": "snap distance",
         "community": "community",
+        "speed_flag": "flag over the walking-speed band",
+        "robust": "robust",
+        "fragile": "fragile: not flagged from {v} m/s",
+        "speed_share": "share at the slowest / fastest speed",
     },
     "zh": {
         "legend": "{m}分钟步行可达居民比例",
@@ -143,6 +147,10 @@ _TEXT: Mapping[str, Mapping[str, str]] = {
         "status": "状态",
         "snap": "吸附距离",
         "community": "社区",
+        "speed_flag": "步速区间内的标记",
+        "robust": "稳定",
+        "fragile": "不稳定：步速 {v} m/s 起不再标记",
+        "speed_share": "最慢 / 最快步速时的比例",
     },
 }
 
@@ -545,6 +553,7 @@ def coverage_map(
                 (_esc(text["median"]), _esc(_fmt_minutes(cols["median_min"][j], text))),
                 (_esc(text["p90"]), _esc(_fmt_minutes(cols["p90_min"][j], text))),
                 (_esc(text["flag"]), _esc(text["yes"] if flags[j] else text["no"])),
+                *_robustness_rows(comm, cat, top, j, text),
             ]
             style = {"fillColor": fills[j], "fillOpacity": 0.65, "color": "#555", "weight": 1}
             if flags[j]:
@@ -629,6 +638,24 @@ def coverage_map(
     _LayerControl(collapsed=False).add_to(m)
     m.fit_bounds([[float(south), float(west)], [float(north), float(east)]])
     return m
+
+
+def _robustness_rows(
+    comm: gpd.GeoDataFrame, cat: str, top: str, j: int, text: Mapping[str, str]
+) -> list[tuple[str, str]]:
+    """Popup rows of the walking-speed band (``[robustness]``, :mod:`circles.robustness`)
+    when the table has them."""
+    if f"{cat}_robust" not in comm.columns:
+        return []
+    robust = bool(comm[f"{cat}_robust"].iloc[j])
+    flip = float(comm[f"{cat}_flip_m_s"].iloc[j])
+    verdict = text["robust"] if robust else text["fragile"].format(v=f"{flip:.2f}")
+    rows = [(_esc(text["speed_flag"]), _esc(verdict))]
+    slow, fast = f"{cat}_share_{top}_slow", f"{cat}_share_{top}_fast"
+    if slow in comm.columns and fast in comm.columns:
+        both = f"{_fmt_share(comm[slow].iloc[j])} / {_fmt_share(comm[fast].iloc[j])}"
+        rows.append((_esc(text["speed_share"]), both))
+    return rows
 
 
 def _add_facilities(
