@@ -158,7 +158,9 @@ def two_step_fca(
     sup = pd.DataFrame({"facility": np.arange(c.size), "capacity": c})
     cost = pairs.astype({"node": np.int64, "facility": np.int64})
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # pandas idioms inside access
+        # access uses pandas idioms that newer pandas deprecate (set_index(inplace=True))
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
         acc = pysal_access.Access(
             demand_df=dem,
             demand_index="node",
