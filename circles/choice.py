@@ -27,7 +27,6 @@ from typing import Any
 
 import geopandas as gpd
 import numpy as np
-import pandas as pd
 from scipy.sparse.csgraph import dijkstra
 
 from circles._errors import ConfigError, InputDataError
@@ -35,7 +34,7 @@ from circles.access import AccessGraph, SnappedArrays
 from circles.cache import ARRAYS, digest
 from circles.config import ChoiceSection, WalkSection
 from circles.network import WalkNetwork
-from circles.result import Residents, RunContext, StudyAccess
+from circles.result import Residents, RunContext, StudyAccess, with_columns
 
 logger = logging.getLogger(__name__)
 
@@ -202,14 +201,7 @@ def study_choice(
         got = ctx.store.memo("choice", key, compute, codec=ARRAYS).value
         mean_col, grav_col = column_names(cat, section.n_closest)
         nodes[cat] = {mean_col: np.asarray(got["mean_min"]), grav_col: np.asarray(got["gravity"])}
-        e = residents.elderly if (cat in old and residents.elderly is not None) else None
-        w = residents.weight if e is None else e
+        w = residents.weights_for(cat, old)
         for col, v in nodes[cat].items():
             cols[col] = community_means(v, w, residents.node_community, n)
-    keep = table.drop(columns=[c for c in cols if c in table.columns])
-    out = gpd.GeoDataFrame(
-        pd.concat([keep, pd.DataFrame(cols, index=keep.index)], axis=1),
-        geometry=table.geometry.name,
-        crs=table.crs,
-    )
-    return out, nodes
+    return with_columns(table, cols), nodes

@@ -31,7 +31,7 @@ from circles.access import AccessGraph
 from circles.config import EquitySection, WalkSection
 from circles.facilities import STATUS_SNAPPED
 from circles.network import WalkNetwork
-from circles.result import Residents, RunContext, StudyAccess, level_key
+from circles.result import Residents, RunContext, StudyAccess, level_key, with_columns
 
 logger = logging.getLogger(__name__)
 
@@ -263,7 +263,7 @@ def study_equity(
     for cat in access.minutes.columns:
         m = np.minimum(access.minutes[cat].to_numpy(float), walk.max_minutes)
         e = residents.elderly
-        w = e if (cat in old and e is not None) else residents.weight
+        w = residents.weights_for(cat, old)
         cols[f"{cat}_share_{lk}_all"] = _shares(nc, residents.weight, m, level, n)
         if e is not None:
             cols[f"{cat}_share_{lk}_elderly"] = _shares(nc, e, m, level, n)
@@ -300,10 +300,4 @@ def study_equity(
         for scope, value, sel in scopes:
             row = _summary_row(sel & (nc >= 0), w, e, m, level, fca)
             doc["rows"].append({"scope": scope, "group": value, "category": cat, **row})
-    keep = table.drop(columns=[c for c in cols if c in table.columns])
-    out = gpd.GeoDataFrame(
-        pd.concat([keep, pd.DataFrame(cols, index=keep.index)], axis=1),
-        geometry=table.geometry.name,
-        crs=table.crs,
-    )
-    return out, doc
+    return with_columns(table, cols), doc

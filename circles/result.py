@@ -170,6 +170,13 @@ class Residents:
     info: dict[str, Any]
     key: str
 
+    def weights_for(self, category: str, elderly_categories: Any) -> np.ndarray:
+        """The residents a category's coverage counts: the elderly residents for an
+        elderly category where they are known, otherwise all residents."""
+        if category in set(elderly_categories) and self.elderly is not None:
+            return self.elderly
+        return self.weight
+
 
 @dataclass
 class StudyResult:
@@ -298,6 +305,15 @@ def roundtrip(df: pd.DataFrame) -> Any:
     run that reuses the cache writes exactly what a run that computes everything writes.
     """
     return frame_roundtrip(df)
+
+
+def with_columns(table: gpd.GeoDataFrame, cols: dict[str, np.ndarray]) -> gpd.GeoDataFrame:
+    """``table`` with ``cols`` added (or replaced) in one step (no fragmented frame)."""
+    keep = table.drop(columns=[c for c in cols if c in table.columns])
+    extra = pd.DataFrame(cols, index=keep.index)
+    return gpd.GeoDataFrame(
+        pd.concat([keep, extra], axis=1), geometry=table.geometry.name, crs=table.crs
+    )
 
 
 def normalise_rejects(rej: pd.DataFrame) -> pd.DataFrame:

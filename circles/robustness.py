@@ -29,14 +29,13 @@ from typing import Any
 
 import geopandas as gpd
 import numpy as np
-import pandas as pd
 
 from circles._errors import ConfigError
 from circles.access import compute_access
 from circles.config import CoverageSection, RobustnessSection, WalkSection
 from circles.coverage import weighted_quantile
 from circles.network import WalkNetwork
-from circles.result import Residents, RunContext, StudyAccess, level_key
+from circles.result import Residents, RunContext, StudyAccess, level_key, with_columns
 
 logger = logging.getLogger(__name__)
 
@@ -196,8 +195,7 @@ def study_robustness(
                 f"(walked at {s0} m/s): raise [walk] max_minutes to at least "
                 f"{level * hi / s0:.1f}"
             )
-        w = residents.elderly if (cat in old and residents.elderly is not None) else None
-        weight = residents.weight if w is None else w
+        weight = residents.weights_for(cat, old)
         got = flag_band(
             residents.node_community,
             weight,
@@ -220,16 +218,7 @@ def study_robustness(
             "robust_flagged": int((got["robust"] & flags).sum()),
             "robust_not_flagged": int((got["robust"] & ~flags).sum()),
         }
-    out = _with_columns(out, cols)
+    out = with_columns(out, cols)
     fragile = sum(d["fragile"] for d in doc["categories"].values())
     ctx.say(f"speed band: {fragile} community-category flags are fragile")
     return out, doc
-
-
-def _with_columns(table: gpd.GeoDataFrame, cols: dict[str, np.ndarray]) -> gpd.GeoDataFrame:
-    """``table`` with ``cols`` added (or replaced) at once (no fragmented frame)."""
-    keep = table.drop(columns=[c for c in cols if c in table.columns])
-    extra = pd.DataFrame(cols, index=keep.index)
-    return gpd.GeoDataFrame(
-        pd.concat([keep, extra], axis=1), geometry=table.geometry.name, crs=table.crs
-    )

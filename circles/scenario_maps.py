@@ -145,6 +145,10 @@ def suggestion_map(result: Any, suggestion: Any, path: str | Path) -> Path:
             marker=folium.CircleMarker(radius=9, fill=True),
         ).add_to(group)
     group.add_to(m)
+    # the layer control (and the fitting to the data) must come after every layer it lists
+    for key, child in list(m._children.items()):
+        if isinstance(child, maps._LayerControl | folium.map.FitBounds):
+            m._children.move_to_end(key)
     return maps.save_map(m, path, self_contained=cfg.map.self_contained)
 
 
@@ -192,6 +196,13 @@ def change_map(
             show=False,
         ).add_to(m)
     geo = [shapely.geometry.mapping(g) for g in comm.geometry]
+    # the categories whose flags change most first (the first one is shown on opening)
+    changes = {
+        c: int(np.isin(comm[f"{c}_change"].astype(str), ["lost_flag", "gained_flag"]).sum())
+        + int((comm[f"{c}_change"].astype(str) != "same").sum())
+        for c in categories
+    }
+    categories = sorted(categories, key=lambda c: -changes[c])
     for i, cat in enumerate(categories):
         lab = labels.get(cat, {}).get(lang) or cat
         kinds = comm[f"{cat}_change"].astype(str).to_numpy()

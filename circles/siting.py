@@ -188,8 +188,10 @@ def _setting(
     speed = float(cfg.walk.walk_profile(pname).speed_m_s)
     graph = AccessGraph.from_network(result.network, acc.costs[pname])
     res = result.residents
-    elderly = category in elderly_ids and res is not None and res.elderly is not None
-    weight = np.asarray(res.elderly if elderly and res is not None else result.node_weight, float)
+    if res is None:
+        raise InputDataError("the study result has no residents stage (run the study first)")
+    elderly = category in elderly_ids and res.elderly is not None
+    weight = np.asarray(res.weights_for(category, elderly_ids), float)
     return _Setting(category, mins, speed, graph, weight, elderly)
 
 

@@ -268,7 +268,10 @@ def test_suggest_then_update_gives_exactly_the_predicted_coverage(tmp_path: Path
     before = run(cfg, write=False)
     s = suggest(cfg, category="clinic", count=2)
     assert s.facility_file == tmp_path / "out" / "hel" / "suggestions" / "clinic_2.csv"
-    assert Path(s.outputs["map_html"]).is_file()
+    html = Path(s.outputs["map_html"]).read_text(encoding="utf-8")
+    assert "Suggested sites" in html
+    # every layer is defined before the layer control that lists it (else Leaflet stops)
+    assert html.rindex("L.featureGroup(") < html.index("L.control.layers(")
     assert not (tmp_path / "out" / "hel" / "circles.gpkg").exists()  # nothing else written
     assert len(s.sites) == 2
     assert (s.sites["newly_covered"] > 0).all()
