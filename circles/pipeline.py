@@ -28,19 +28,23 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 from circles import (
     access,
     areas,
+    choice,
     communities,
     coverage,
     cycling,
     entries,
+    equity,
     facilities,
     isochrones,
     ledger,
     outputs,
     population,
+    robustness,
     sources,
     streets,
     summary,
@@ -167,18 +171,50 @@ def run(
         table, bike = cycling.study_cycling(
             cfg.cycling, cfg.network, w, net.value, fac.table, comm.value, table, res, elderly, ctx
         )
+        table, node_choice, docs = _beyond_coverage(
+            cfg, net.value, fac, acc, res, elderly, table, ctx
+        )
         edges = streets.study_streets(net, fac, acc, w, ctx)
         result = StudyResult.from_stages(
             cfg, net.value, labels, fac, acc, res, table, iso, sa, edges
         )
+        result.node_choice = node_choice
         left_out = comm.value.attrs.get(LEFT_OUT)
         result.summary = summary.study_summary(
             result, fac, res, acc, bike, area_, elevation, ctx, left_out=left_out
         )
+        result.summary.update(docs)
         outputs.write_study(
             result, net.key, res, acc, iso, sa, fac, ctx, report=report, write=write, edges=edges
         )
         return result
+
+
+def _beyond_coverage(
+    cfg: StudyConfig,
+    network: Any,
+    fac: Any,
+    acc: Any,
+    res: Any,
+    elderly: list[str],
+    table: Any,
+    ctx: RunContext,
+) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """The optional stages after coverage (issue 15): choice and decay, the walking-speed
+    band, equity. Returns the communities table, the extra node columns per category and
+    the sections they add to ``summary.json``."""
+    w = cfg.walk
+    table, nodes = choice.study_choice(
+        cfg.choice, network, fac.table, acc, res, elderly, table, w, ctx
+    )
+    table, band = robustness.study_robustness(
+        cfg.robustness, acc, res, elderly, table, w, cfg.coverage, ctx
+    )
+    table, fair = equity.study_equity(
+        cfg.equity, network, fac.table, acc, res, elderly, table, w, ctx
+    )
+    docs = {k: v for k, v in (("robustness", band), ("equity", fair)) if v is not None}
+    return table, nodes, docs
 
 
 def _select_area(cfg: StudyConfig, area: str | None) -> StudyConfig:

@@ -174,6 +174,13 @@ class Residents:
     info: dict[str, Any]
     key: str
 
+    def weights_for(self, category: str, elderly_categories: Any) -> np.ndarray:
+        """The residents a category's coverage counts: the elderly residents for an
+        elderly category where they are known, otherwise all residents."""
+        if category in set(elderly_categories) and self.elderly is not None:
+            return self.elderly
+        return self.weight
+
 
 @dataclass
 class StudyResult:
@@ -218,6 +225,13 @@ class StudyResult:
     edges : geopandas.GeoDataFrame, optional
         Minutes along every street segment, cut at the levels (the ``edges`` layer,
         :mod:`circles.streets`).
+    access : StudyAccess, optional
+        The access stage (walking profile and edge seconds per category), for analyses
+        that rerun the engine (:mod:`circles.siting`, :mod:`circles.robustness`).
+    residents : Residents, optional
+        The residents stage (elderly residents per node where known).
+    node_choice : dict
+        Extra per-node columns of the ``nodes`` layer by category (:mod:`circles.choice`).
     """
 
     config: StudyConfig
@@ -238,6 +252,9 @@ class StudyResult:
     manifest: dict[str, Any] = field(default_factory=dict)
     entries: gpd.GeoDataFrame | None = None
     edges: gpd.GeoDataFrame | None = None
+    access: StudyAccess | None = None
+    residents: Residents | None = None
+    node_choice: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
     @classmethod
     def from_stages(
@@ -275,6 +292,8 @@ class StudyResult:
             node_community=residents.node_community,
             entries=facilities.entries,
             edges=edges.value if edges is not None else None,
+            access=access,
+            residents=residents,
         )
 
     @property
@@ -301,6 +320,15 @@ def roundtrip(df: pd.DataFrame) -> Any:
     run that reuses the cache writes exactly what a run that computes everything writes.
     """
     return frame_roundtrip(df)
+
+
+def with_columns(table: gpd.GeoDataFrame, cols: dict[str, np.ndarray]) -> gpd.GeoDataFrame:
+    """``table`` with ``cols`` added (or replaced) in one step (no fragmented frame)."""
+    keep = table.drop(columns=[c for c in cols if c in table.columns])
+    extra = pd.DataFrame(cols, index=keep.index)
+    return gpd.GeoDataFrame(
+        pd.concat([keep, extra], axis=1), geometry=table.geometry.name, crs=table.crs
+    )
 
 
 def normalise_rejects(rej: pd.DataFrame) -> pd.DataFrame:

@@ -32,6 +32,11 @@ LAYERS = {
         "coverage",
         "cycling",
         "streets",
+        # issue 15: pure computations on arrays beside the stages
+        "covering",
+        "choice",
+        "robustness",
+        "equity",
     },
     5: {
         "maps",
@@ -46,10 +51,11 @@ LAYERS = {
         "report_tables",
         "figures",
         "styles",
+        "scenario_maps",
     },
     6: {"outputs", "transaction"},
     7: {"pipeline"},
-    8: {"update", "batch", "citywide"},
+    8: {"update", "batch", "citywide", "siting", "scenarios"},
     9: {"cli"},
 }
 

@@ -27,6 +27,7 @@ STUDIES = {
     "01_quickstart.ipynb": "helsinki_default",
     "02_liechtenstein_communities.ipynb": "liechtenstein",
     "03_new_facilities.ipynb": "helsinki_new_canteens",
+    "05_siting_liechtenstein.ipynb": "liechtenstein_canteens",
 }
 EXPECTED = tuple(STUDIES)
 #: Private modules a notebook may import: the error types live in circles._errors (the
@@ -137,7 +138,7 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
     assert not {n for n in new if not n.endswith(".ipynb")}, new
     if path.name not in STUDIES:
         return  # another author's notebook: it ran without error, that is all we check
-    if path.name.startswith("02") and "SKIPPED" in text:
+    if path.name.startswith(("02", "05")) and "SKIPPED" in text:
         assert not (out / "maps").exists()
         return
     study = STUDIES[path.name]
@@ -154,6 +155,10 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
         if "text/html" in o.get("data", {}) and "leaflet" in o["data"]["text/html"].lower()
     ]
     assert html, "no inline map was displayed"
+    if path.name.startswith("05"):
+        assert "scenario coverage == predicted coverage" in text
+        assert f"data/processed/{study}/compare/three_canteens/compare.csv" in written
+        assert f"data/processed/{study}/suggestions/elderly_canteen_3.csv" in written
     if path.name.startswith("03"):
         # the planner's file: two canteens used, the swapped row rejected with its reason
         assert "outside study area" in text
@@ -161,12 +166,15 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_liechtenstein_notebook_skips_cleanly_without_data(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "name", ["02_liechtenstein_communities.ipynb", "05_siting_liechtenstein.ipynb"]
+)
+def test_liechtenstein_notebook_skips_cleanly_without_data(name, tmp_path, monkeypatch):
     out = tmp_path / "out"
     out.mkdir()
     monkeypatch.setenv("CIRCLES_NOTEBOOK_OUT", str(out))
     monkeypatch.setenv("CIRCLES_SHARED_DATA", str(tmp_path / "no_shared_data"))
-    _, text = _execute(NOTEBOOKS / "02_liechtenstein_communities.ipynb", tmp_path)
+    _, text = _execute(NOTEBOOKS / name, tmp_path)
     assert "SKIPPED: the Liechtenstein extract" in text
     assert str(tmp_path / "no_shared_data") in text
     assert not list(out.iterdir()), "nothing is written when the data is absent"
