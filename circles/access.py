@@ -601,7 +601,8 @@ class SnappedArrays:
         self._edge = facilities["edge"].to_numpy()[snapped]
         self._frac = facilities["frac"].to_numpy()[snapped]
         self._snap_m = facilities["snap_m"].to_numpy()[snapped]
-        self._ids = facilities["facility_id"].astype(str).to_numpy(dtype=object)[snapped]
+        ids = facilities.get("facility_id", facilities.index)
+        self._ids = pd.Series(ids).astype(str).to_numpy(dtype=object)[snapped]
         self._places: pd.Index | None = None
         if entries is not None and len(entries):
             e = entries.sort_values("facility_id", kind="stable")

@@ -30,7 +30,7 @@ import numpy as np
 from scipy.sparse.csgraph import dijkstra
 
 from circles._errors import ConfigError, InputDataError
-from circles.access import AccessGraph, SnappedArrays
+from circles.access import AccessGraph, Entries, SnappedArrays
 from circles.cache import ARRAYS, digest
 from circles.config import ChoiceSection, WalkSection
 from circles.network import WalkNetwork
@@ -61,9 +61,9 @@ def decay(minutes: np.ndarray, *, kind: str, half_life_minutes: float) -> np.nda
 
 def choice_measures(
     graph: AccessGraph,
-    edge: np.ndarray,
-    frac: np.ndarray,
-    access_s: np.ndarray,
+    edge: np.ndarray | Entries,
+    frac: np.ndarray | None,
+    access_s: np.ndarray | None,
     *,
     n_closest: int,
     max_minutes: float,
@@ -76,7 +76,10 @@ def choice_measures(
     ----------
     graph : AccessGraph
     edge, frac, access_s : numpy.ndarray
-        Facility snap positions (``access_s`` in seconds).
+        Facility snap positions (``access_s`` in seconds); or ``edge`` is the
+        :class:`~circles.access.Entries` of facilities entered at many places (area
+        facilities), ``frac`` and ``access_s`` None: each facility counts once, at its
+        nearest entry.
     n_closest : int
         N.
     max_minutes : float
@@ -96,12 +99,13 @@ def choice_measures(
     if not (np.isfinite(max_minutes) and max_minutes > 0):
         raise InputDataError(f"max_minutes must be positive, got {max_minutes!r}")
     n = graph.n_nodes
-    k = int(np.asarray(edge).size)
+    entries = Entries.of(edge, frac, access_s)
+    k = int(entries.n_facilities)
     nk = int(n_closest)
     closest = np.full((n, nk), np.inf)
     gravity = np.zeros(n)
     if k:
-        mat = graph.with_facilities(edge, frac, access_s)
+        mat = graph.with_entries(entries)
         chunk = max(1, CHOICE_CHUNK_BYTES // (8 * (n + k)))
         limit = 60.0 * float(max_minutes)
         for start in range(0, k, chunk):
@@ -147,6 +151,8 @@ def study_choice(
     table: gpd.GeoDataFrame,
     walk: WalkSection,
     ctx: RunContext,
+    *,
+    entries: Any = None,
 ) -> tuple[gpd.GeoDataFrame, dict[str, dict[str, np.ndarray]]]:
     """The choice stage: N-closest minutes and gravity per node and community, cached per
     category by its access key and the ``[choice]`` settings.
@@ -168,7 +174,7 @@ def study_choice(
         f"mean minutes to the {section.n_closest} closest and {section.decay} gravity "
         f"(half-life {section.half_life_minutes:g} min) for {len(cats)} categories"
     )
-    snapped = SnappedArrays(facilities)
+    snapped = SnappedArrays(facilities, entries)
     graphs: dict[str, AccessGraph] = {}
     old = set(elderly_categories)
     n = len(table)
@@ -181,12 +187,11 @@ def study_choice(
         def compute(cat: str = cat, pname: str = pname, speed: float = speed) -> dict[str, Any]:
             if pname not in graphs:
                 graphs[pname] = AccessGraph.from_network(network, access.costs[pname])
-            edge, frac, acc = snapped(cat, speed)
             got = choice_measures(
                 graphs[pname],
-                edge,
-                frac,
-                acc,
+                snapped.entries(cat, speed),
+                None,
+                None,
                 n_closest=section.n_closest,
                 max_minutes=walk.max_minutes,
                 decay_kind=section.decay,

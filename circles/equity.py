@@ -27,7 +27,7 @@ import pandas as pd
 from scipy.sparse.csgraph import dijkstra
 
 from circles._errors import InputDataError
-from circles.access import AccessGraph
+from circles.access import AccessGraph, Entries, SnappedArrays
 from circles.config import EquitySection, WalkSection
 from circles.facilities import STATUS_SNAPPED
 from circles.network import WalkNetwork
@@ -87,13 +87,17 @@ def gini_by_group(
 
 def facility_pairs(
     graph: AccessGraph,
-    edge: np.ndarray,
-    frac: np.ndarray,
-    access_s: np.ndarray,
+    edge: np.ndarray | Entries,
+    frac: np.ndarray | None,
+    access_s: np.ndarray | None,
     *,
     minutes: float,
 ) -> pd.DataFrame:
     """Walking minutes from every node to every facility within ``minutes``.
+
+    ``edge``, ``frac``, ``access_s`` are the facilities' snap positions (``access_s`` in
+    seconds), or ``edge`` is their :class:`~circles.access.Entries` (area facilities
+    entered at many places; ``frac`` and ``access_s`` None).
 
     Returns
     -------
@@ -102,10 +106,11 @@ def facility_pairs(
         long-form cost table of the floating catchment areas.
     """
     n = graph.n_nodes
-    k = int(np.asarray(edge).size)
+    entries = Entries.of(edge, frac, access_s)
+    k = int(entries.n_facilities)
     parts = []
     if k:
-        mat = graph.with_facilities(edge, frac, access_s)
+        mat = graph.with_entries(entries)
         chunk = max(1, PAIRS_CHUNK_BYTES // (8 * (n + k)))
         limit = 60.0 * float(minutes) * (1 + 1e-9) + 1e-6
         for start in range(0, k, chunk):
@@ -225,6 +230,8 @@ def study_equity(
     table: gpd.GeoDataFrame,
     walk: WalkSection,
     ctx: RunContext,
+    *,
+    entries: Any = None,
 ) -> tuple[gpd.GeoDataFrame, dict[str, Any] | None]:
     """The equity stage: per community columns and the ``equity`` section of
     ``summary.json`` (None when ``[equity]`` is not enabled).
@@ -286,9 +293,9 @@ def study_equity(
                 graphs[pname] = AccessGraph.from_network(network, access.costs[pname])
             pairs = facility_pairs(
                 graphs[pname],
-                have["edge"].to_numpy(np.int64),
-                have["frac"].to_numpy(float),
-                have["snap_m"].to_numpy(float) / speed,
+                SnappedArrays(have, entries).all_entries(speed),
+                None,
+                None,
                 minutes=level,
             )
             fca = two_step_fca(pairs, w, have[cap_col].to_numpy(float), minutes=level)

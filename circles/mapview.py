@@ -96,6 +96,10 @@ TEXT: Mapping[str, Mapping[str, str]] = {
         "clear": "clear",
         "north": "N",
         "m": "m",
+        "speed_flag": "flag over the walking-speed band",
+        "robust": "robust",
+        "fragile": "fragile: not flagged from {v} m/s",
+        "speed_share": "share at the slowest / fastest speed",
     },
     "zh": {
         "legend": "{m}分钟步行可达居民比例",
@@ -139,6 +143,10 @@ TEXT: Mapping[str, Mapping[str, str]] = {
         "clear": "清除",
         "north": "北",
         "m": "米",
+        "speed_flag": "步速区间内的标记",
+        "robust": "稳定",
+        "fragile": "不稳定：步速 {v} m/s 起不再标记",
+        "speed_share": "最慢 / 最快步速时的比例",
     },
 }
 

@@ -205,13 +205,13 @@ def _beyond_coverage(
     the sections they add to ``summary.json``."""
     w = cfg.walk
     table, nodes = choice.study_choice(
-        cfg.choice, network, fac.table, acc, res, elderly, table, w, ctx
+        cfg.choice, network, fac.table, acc, res, elderly, table, w, ctx, entries=fac.entries
     )
     table, band = robustness.study_robustness(
         cfg.robustness, acc, res, elderly, table, w, cfg.coverage, ctx
     )
     table, fair = equity.study_equity(
-        cfg.equity, network, fac.table, acc, res, elderly, table, w, ctx
+        cfg.equity, network, fac.table, acc, res, elderly, table, w, ctx, entries=fac.entries
     )
     docs = {k: v for k, v in (("robustness", band), ("equity", fair)) if v is not None}
     return table, nodes, docs
