@@ -115,7 +115,7 @@ def run_area(cfg: StudyConfig, name: str) -> AreaResult:
     return AreaResult(
         area=name,
         outputs=dict(res.outputs),
-        summary=json.loads(json.dumps(res.summary, default=str)),
+        summary=json.loads(io.json_text(res.summary, default=str)),
         recomputed=list(res.manifest.get("categories", {}).get("recomputed", [])),
         seconds=round(time.perf_counter() - t0, 3),
     )
@@ -260,7 +260,7 @@ def run_batch(
         }
         io.write_atomic_text(
             cfg.study_dir / "batch_manifest.json",
-            json.dumps(manifest, ensure_ascii=False, indent=2),
+            io.json_text(manifest, ensure_ascii=False, indent=2),
         )
         return ordered
 

@@ -51,7 +51,7 @@ import pandas as pd
 
 from circles import __version__
 from circles._errors import DataFileError
-from circles.io import atomic_path
+from circles.io import atomic_path, json_text
 from circles.network import WalkNetwork
 
 logger = logging.getLogger(__name__)
@@ -323,7 +323,7 @@ class Cache:
             "sha256": sha256_file(data),
             "info": dict(info or {}),
         }
-        write_atomic_text(side, json.dumps(meta, indent=1, default=_json_default))
+        write_atomic_text(side, json_text(meta, indent=1, default=_json_default))
 
     def exists(self, kind: str, key: str, suffix: str = ".npz") -> bool:
         """Whether the files of an entry exist (not verified: loading verifies)."""

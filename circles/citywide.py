@@ -31,7 +31,7 @@ import geopandas as gpd
 import pandas as pd
 import pyogrio
 
-from circles import maps
+from circles import io, maps
 from circles._errors import OutputError
 from circles.config import StudyConfig
 from circles.palette import opening_category
@@ -167,7 +167,7 @@ def write_city(
             ),
         )
         csv = tx.path("data", f"{CITY_FOLDER}/coverage.csv")
-        cov.to_csv(csv, index=False, encoding="utf-8-sig")
+        io.write_csv(cov, csv)
         written["city_gpkg"] = str(tx.final("data", f"{CITY_FOLDER}/circles.gpkg"))
         written["city_coverage_csv"] = str(tx.final("data", f"{CITY_FOLDER}/coverage.csv"))
         if cfg.map.enabled:

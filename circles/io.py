@@ -761,11 +761,157 @@ def write_gpkg_atomic(layers: dict[str, gpd.GeoDataFrame], path: str | os.PathLi
 
 
 def write_csv_atomic(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
-    """Write a CSV (UTF-8 with BOM, so Excel shows Chinese text) atomically."""
+    """Write a CSV (UTF-8 with BOM, so Excel shows Chinese text) atomically, its text
+    cells neutralised against formula injection (:func:`write_csv`)."""
     tmp, final = atomic_path(path)
     try:
-        df.to_csv(tmp, index=False, encoding="utf-8-sig")
+        write_csv(df, tmp)
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
     return final
+
+
+# --------------------------------------------------------------------------- safe cells
+
+#: First characters that make a spreadsheet read a text cell as a formula (OWASP, CSV
+#: injection): ``=``, ``+``, ``-``, ``@``, tab and carriage return.
+FORMULA_PREFIXES: tuple[str, ...] = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise_text(value: Any) -> Any:
+    """A text cell that a spreadsheet cannot read as a formula.
+
+    Parameters
+    ----------
+    value : Any
+        One cell's value.
+
+    Returns
+    -------
+    Any
+        ``"'" + value`` when ``value`` is a string starting with one of
+        :data:`FORMULA_PREFIXES` (the single quote OWASP recommends); any other value
+        (other strings, numbers, missing values) unchanged.
+    """
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
+def neutralise_formulas(df: pd.DataFrame) -> pd.DataFrame:
+    """The table with every text cell and header neutralised for spreadsheets.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        A table about to be written as CSV or XLSX.
+
+    Returns
+    -------
+    pandas.DataFrame
+        A copy in which the strings (in text, categorical and mixed columns, and the
+        column names) pass through :func:`neutralise_text`; numeric, boolean and date
+        columns are kept as they are, so numbers stay numbers. ``df`` itself when no
+        cell needs it.
+    """
+    out = df
+    for j in range(df.shape[1]):
+        s = df.iloc[:, j]
+        if not (
+            pd.api.types.is_object_dtype(s.dtype)
+            or pd.api.types.is_string_dtype(s.dtype)
+            or isinstance(s.dtype, pd.CategoricalDtype)
+        ):
+            continue
+        values = s.astype(object) if isinstance(s.dtype, pd.CategoricalDtype) else s
+        hit = values.map(lambda v: isinstance(v, str) and v.startswith(FORMULA_PREFIXES))
+        if not hit.to_numpy(dtype=bool).any():
+            continue
+        if out is df:
+            out = df.copy()
+        out.isetitem(j, values.map(neutralise_text).astype(object))
+    names = [neutralise_text(c) for c in df.columns]
+    if any(a is not b for a, b in zip(names, df.columns, strict=True)):
+        out = out.copy() if out is df else out
+        out.columns = pd.Index(names)
+    return out
+
+
+def write_csv(df: pd.DataFrame, path: str | os.PathLike[str]) -> None:
+    """Write a CSV output: UTF-8 with BOM (Excel shows Chinese text), no index, and
+    text cells neutralised against formula injection (:func:`neutralise_formulas`)."""
+    neutralise_formulas(df).to_csv(path, index=False, encoding="utf-8-sig")
+
+
+def neutralise_sheet(ws: Any) -> None:
+    """Make every text cell of an openpyxl worksheet a plain text cell, in place.
+
+    Parameters
+    ----------
+    ws : openpyxl.worksheet.worksheet.Worksheet
+        A sheet just written (by :meth:`pandas.DataFrame.to_excel` or cell by cell).
+
+    Notes
+    -----
+    openpyxl stores a string starting with ``=`` as a formula. Every string, and every
+    formula cell, is passed through :func:`neutralise_text` and typed as a string
+    (``data_type = "s"``), so no cell circles writes is ever a formula; numbers keep
+    their type.
+    """
+    for row in ws.iter_rows():
+        for cell in row:
+            if isinstance(cell.value, str) or cell.data_type == "f":
+                cell.value = neutralise_text(str(cell.value))
+                cell.data_type = "s"
+
+
+# --------------------------------------------------------------------------- strict JSON
+
+
+def finite_json(doc: Any) -> Any:
+    """``doc`` with NaN and infinite numbers as ``None`` (JSON ``null``), recursively.
+
+    Parameters
+    ----------
+    doc : Any
+        Dicts, lists, tuples, numbers (Python or numpy), numpy arrays and other values.
+
+    Returns
+    -------
+    Any
+        The same structure (tuples and arrays as lists, numpy scalars as Python
+        numbers) in which no float is NaN or infinite.
+    """
+    if isinstance(doc, dict):
+        return {k: finite_json(v) for k, v in doc.items()}
+    if isinstance(doc, list | tuple):
+        return [finite_json(v) for v in doc]
+    if isinstance(doc, np.ndarray):
+        return finite_json(doc.tolist())
+    if isinstance(doc, bool | np.bool_):
+        return bool(doc)
+    if isinstance(doc, np.integer):
+        return int(doc)
+    if isinstance(doc, float | np.floating):
+        return float(doc) if np.isfinite(doc) else None
+    return doc
+
+
+def json_text(doc: Any, **kwargs: Any) -> str:
+    """``doc`` as strict JSON: NaN and infinities as ``null``, never ``NaN``/``Infinity``.
+
+    Parameters
+    ----------
+    doc : Any
+        The document (see :func:`finite_json`).
+    **kwargs
+        Passed to :func:`json.dumps` (``indent``, ``ensure_ascii``, ``default``...).
+
+    Returns
+    -------
+    str
+        The text, written with ``allow_nan=False``: a non-finite number that escaped
+        :func:`finite_json` (one returned by ``default``) raises ``ValueError``.
+    """
+    return json.dumps(finite_json(doc), allow_nan=False, **kwargs)

@@ -397,7 +397,7 @@ def record_update(cfg: StudyConfig, spec: FacilityFile) -> dict[str, Any] | None
         "spec": {k: v for k, v in asdict(spec).items() if k != "path"},
     }
     io.write_atomic_text(
-        ledger_path(cfg), json.dumps([*ledger, entry], ensure_ascii=False, indent=2)
+        ledger_path(cfg), io.json_text([*ledger, entry], ensure_ascii=False, indent=2)
     )
     return entry
 

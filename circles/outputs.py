@@ -45,7 +45,7 @@ import pandas as pd
 import pyogrio.errors
 import shapely
 
-from circles import entries, gpkg_inplace, styles
+from circles import entries, gpkg_inplace, io, styles
 from circles._errors import CirclesError, OutputError
 from circles._hooks import checkpoint, fail_write
 from circles.cache import Cache, array_digest, digest, frame_digest, sha256_file
@@ -117,7 +117,7 @@ def _package_versions() -> tuple[tuple[str, str | None], ...]:
 
 def parameters(cfg: StudyConfig) -> dict[str, Any]:
     """The study configuration as JSON values (what the manifest records)."""
-    return json.loads(json.dumps(asdict(cfg), default=json_default))
+    return json.loads(io.json_text(asdict(cfg), default=json_default))
 
 
 def previous_manifest(cfg: StudyConfig) -> dict[str, Any]:
@@ -248,7 +248,7 @@ def _write_gpkg(layers: dict[str, gpd.GeoDataFrame], path: Path) -> None:
 
 
 def _write_csv(df: pd.DataFrame, path: Path) -> None:
-    df.to_csv(path, index=False, encoding="utf-8-sig")  # BOM: Excel shows Chinese text
+    io.write_csv(df, path)  # BOM for Excel; text cells neutralised (formula injection)
 
 
 def _write_text(text: str, path: Path) -> None:

@@ -643,6 +643,7 @@ def write_xlsx_atomic(
                     df.to_excel(writer, sheet_name=name[:31], index=False)
                 else:
                     tables.write_laid_out(writer, name[:31], df, layout)
+                io.neutralise_sheet(writer.sheets[name[:31]])  # text cells, never formulas
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)

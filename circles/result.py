@@ -9,7 +9,6 @@ and the small table conventions every stage follows (:func:`roundtrip`,
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
+from circles import io
 from circles._hooks import checkpoint
 from circles.cache import Cache, Inputs, frame_roundtrip
 from circles.config import StudyConfig, resolve_path
@@ -374,5 +374,6 @@ def json_default(o: Any) -> Any:
 
 
 def to_json(doc: Any) -> str:
-    """``doc`` as indented JSON, the way every JSON output is written."""
-    return json.dumps(doc, ensure_ascii=False, indent=2, default=json_default)
+    """``doc`` as indented strict JSON (NaN and infinities as null), the way every JSON
+    output is written."""
+    return io.json_text(doc, ensure_ascii=False, indent=2, default=json_default)

@@ -35,6 +35,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
+from circles import io
 from circles._errors import CirclesError, ConfigError, InputDataError
 from circles.config import StudyConfig
 from circles.pipeline import StudyResult, run
@@ -283,7 +284,7 @@ def compare(
                     "checklist_csv": "checklist_changes.csv",
                     "indicators_csv": "indicator_changes.csv",
                 }[key]
-                df.to_csv(tx.path("data", f"{folder}/{fname}"), index=False, encoding="utf-8-sig")
+                io.write_csv(df, tx.path("data", f"{folder}/{fname}"))
                 res.outputs[key] = str(tx.final("data", f"{folder}/{fname}"))
             tx.path("data", f"{folder}/compare.json").write_text(to_json(summary), encoding="utf-8")
             res.outputs["compare_json"] = str(tx.final("data", f"{folder}/compare.json"))

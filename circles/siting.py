@@ -41,7 +41,7 @@ import pandas as pd
 import shapely
 from scipy.spatial import cKDTree
 
-from circles import covering
+from circles import covering, io
 from circles._errors import ConfigError, InputDataError
 from circles.access import AccessGraph, nearest_by_group
 from circles.config import FacilityFile, StudyConfig, check_study
@@ -467,7 +467,7 @@ def suggest(
         with Transaction({"data": cfg.out_dir, "maps": cfg.map_dir}) as tx:
             rel = f"suggestions/{label}.csv"
             staged = tx.path("data", rel)
-            table.to_csv(staged, index=False, encoding="utf-8-sig")
+            io.write_csv(table, staged)
             # read back and snap exactly as `circles update` will
             rows, _, bad = read_update(
                 FacilityFile(path=str(staged)),

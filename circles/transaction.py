@@ -45,7 +45,7 @@ from typing import Any
 
 from circles._errors import OutputError, StudyBusyError
 from circles._hooks import checkpoint
-from circles.io import write_atomic_text
+from circles.io import json_text, write_atomic_text
 
 logger = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ def study_lock(
             "since": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         }
         os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(doc).encode(), 0)
+        os.pwrite(fd, json_text(doc).encode(), 0)
         yield
     finally:
         with _HELD_GUARD:
@@ -410,7 +410,7 @@ class Transaction:
         try:
             write_atomic_text(
                 first / JOURNAL_NAME,
-                json.dumps({"moves": [list(k) for k in order]}, ensure_ascii=False),
+                json_text({"moves": [list(k) for k in order]}, ensure_ascii=False),
             )
         except OSError as exc:
             self.abort()
