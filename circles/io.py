@@ -830,7 +830,10 @@ def neutralise_formulas(df: pd.DataFrame) -> pd.DataFrame:
             continue
         if out is df:
             out = df.copy()
-        out.isetitem(j, values.map(neutralise_text).astype(object))
+        cells = values.to_numpy(dtype=object, copy=True)
+        mask = hit.to_numpy(dtype=bool)
+        cells[mask] = ["'" + v for v in cells[mask]]
+        out.isetitem(j, pd.Series(cells, index=df.index, dtype=object))
     names = [neutralise_text(c) for c in df.columns]
     if any(a is not b for a, b in zip(names, df.columns, strict=True)):
         out = out.copy() if out is df else out
