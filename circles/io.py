@@ -835,16 +835,35 @@ def neutralise_formulas(df: pd.DataFrame) -> pd.DataFrame:
         cells[mask] = ["'" + v for v in cells[mask]]
         out.isetitem(j, pd.Series(cells, index=df.index, dtype=object))
     names = [neutralise_text(c) for c in df.columns]
-    if any(a is not b for a, b in zip(names, df.columns, strict=True)):
+    if any(a != b for a, b in zip(names, df.columns, strict=True)):
         out = out.copy() if out is df else out
         out.columns = pd.Index(names)
     return out
 
 
+def _has_carriage_return(df: pd.DataFrame) -> bool:
+    """Whether a header or text cell of ``df`` holds a carriage return."""
+    if any(isinstance(c, str) and "\r" in c for c in df.columns):
+        return True
+    for j in range(df.shape[1]):
+        s = df.iloc[:, j]
+        if pd.api.types.is_object_dtype(s.dtype) or pd.api.types.is_string_dtype(s.dtype):
+            if s.map(lambda v: isinstance(v, str) and "\r" in v).to_numpy(dtype=bool).any():
+                return True
+    return False
+
+
 def write_csv(df: pd.DataFrame, path: str | os.PathLike[str]) -> None:
     """Write a CSV output: UTF-8 with BOM (Excel shows Chinese text), no index, and
-    text cells neutralised against formula injection (:func:`neutralise_formulas`)."""
-    neutralise_formulas(df).to_csv(path, index=False, encoding="utf-8-sig")
+    text cells neutralised against formula injection (:func:`neutralise_formulas`).
+
+    Python's ``csv`` quotes a cell only for the characters of the line terminator, so
+    a table with a carriage return inside a cell is written with ``\r\n`` line ends
+    (RFC 4180): the cell is quoted and cannot start a row of its own.
+    """
+    safe = neutralise_formulas(df)
+    end = "\r\n" if _has_carriage_return(safe) else os.linesep
+    safe.to_csv(path, index=False, encoding="utf-8-sig", lineterminator=end)
 
 
 def neutralise_sheet(ws: Any) -> None:
