@@ -833,7 +833,7 @@ def neutralise_formulas(df: pd.DataFrame) -> pd.DataFrame:
         cells = values.to_numpy(dtype=object, copy=True)
         mask = hit.to_numpy(dtype=bool)
         cells[mask] = ["'" + v for v in cells[mask]]
-        out.isetitem(j, pd.Series(cells, index=df.index, dtype=object))
+        out.isetitem(j, cells)
     names = [neutralise_text(c) for c in df.columns]
     if any(a != b for a, b in zip(names, df.columns, strict=True)):
         out = out.copy() if out is df else out
@@ -847,9 +847,9 @@ def _has_carriage_return(df: pd.DataFrame) -> bool:
         return True
     for j in range(df.shape[1]):
         s = df.iloc[:, j]
-        if pd.api.types.is_object_dtype(s.dtype) or pd.api.types.is_string_dtype(s.dtype):
-            if s.map(lambda v: isinstance(v, str) and "\r" in v).to_numpy(dtype=bool).any():
-                return True
+        text = pd.api.types.is_object_dtype(s.dtype) or pd.api.types.is_string_dtype(s.dtype)
+        if text and s.map(lambda v: isinstance(v, str) and "\r" in v).to_numpy(dtype=bool).any():
+            return True
     return False
 
 

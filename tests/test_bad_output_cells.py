@@ -166,14 +166,21 @@ def write_study(tmp: Path) -> dict[str, Any]:
     ways = [[2 * i + 1, 2 * i + 2] for i in range(n)]
     ways += [[2 * i + 1 for i in range(n)], [2 * i + 2 for i in range(n)]]
     lines = ['<?xml version="1.0" encoding="UTF-8"?>', '<osm version="0.6">']
-    lines += [f'<node id="{k}" lat="{lat:.10f}" lon="{lon:.10f}"/>' for k, (lon, lat) in nodes.items()]
+    lines += [
+        f'<node id="{k}" lat="{lat:.10f}" lon="{lon:.10f}"/>' for k, (lon, lat) in nodes.items()
+    ]
     for w, refs in enumerate(ways, start=101):
         lines += [f'<way id="{w}">', *(f'<nd ref="{r}"/>' for r in refs)]
         lines += ['<tag k="highway" v="residential"/>', "</way>"]
     (tmp / "ladder.osm").write_text("\n".join([*lines, "</osm>"]) + "\n", encoding="utf-8")
     rungs = [
         shapely.Polygon(
-            [xy(100 * i - 50, -50), xy(100 * i + 50, -50), xy(100 * i + 50, 150), xy(100 * i - 50, 150)]
+            [
+                xy(100 * i - 50, -50),
+                xy(100 * i + 50, -50),
+                xy(100 * i + 50, 150),
+                xy(100 * i - 50, 150),
+            ]
         )
         for i in range(n)
     ]
