@@ -210,7 +210,10 @@ class FacilitiesSection:
     update files applied in order after everything else: each row's optional ``action``
     column says ``add`` (the default), ``replace`` (the facility with the same id) or
     ``remove`` (by id). Updates applied with ``circles update`` are recorded in the study
-    folder and applied after these (see :mod:`circles.update`).
+    folder and applied after these (see :mod:`circles.update`). ``datum_check`` (``warn``,
+    ``strict`` or ``off``) says what to do when a file's points in China fit the walking
+    network clearly better in another datum than its ``coord_system``
+    (:mod:`circles.datum`).
     """
 
     profile: str = "default"
@@ -219,6 +222,7 @@ class FacilitiesSection:
     files: tuple[FacilityFile, ...] = ()
     categories: tuple[str, ...] = ()
     updates: tuple[FacilityFile, ...] = ()
+    datum_check: str = "warn"
 
 
 @dataclass(frozen=True)
@@ -752,6 +756,11 @@ def _validate(cfg: StudyConfig) -> None:
         raise ConfigError(
             "study.export_coord_system must be 'wgs84' (no extra export), 'gcj02' (Amap, "
             "Tencent) or 'bd09' (Baidu)"
+        )
+    if cfg.facilities.datum_check not in {"warn", "strict", "off"}:
+        raise ConfigError(
+            "facilities.datum_check must be 'warn' (the default), 'strict' (stop when a "
+            "file's points fit another datum clearly better) or 'off'"
         )
     if cfg.isochrones.method not in {"network", "concave"}:
         raise ConfigError("isochrones.method must be 'network' (accurate) or 'concave' (fast)")

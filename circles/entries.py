@@ -42,6 +42,7 @@ the walking speed (tested on real extracts).
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -518,9 +519,7 @@ def study_entries(
             f"area facilities: {len(per)} entered at {int(per['entries'].sum())} places, "
             f"{n_in} network nodes inside them"
         )
-    return Facilities(
-        new, facilities.rejects, facilities.updates, facilities.counts, entries=entries
-    )
+    return replace(facilities, table=new, entries=entries)
 
 
 def digest_entries(entries: pd.DataFrame | None) -> str:

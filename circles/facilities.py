@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ import pandas as pd
 import shapely
 
 from circles import categories as cat_mod
-from circles import io
+from circles import datum, io
 from circles._errors import ConfigError, DataFileError, InputDataError
 from circles.cache import ARRAYS, FRAMES, Cache, Keyed, digest
 from circles.config import FacilitiesSection, FacilityFile, WalkSection
@@ -612,6 +612,96 @@ def snap_at_points(
 # --------------------------------------------------------------------------- the stage
 
 
+def street_distance(network: WalkNetwork) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """A function giving WGS84 points' distance (m) to the nearest walkable street.
+
+    The distance is to the nearest straight edge of ``network`` (its metric CRS), capped
+    at :data:`circles.datum.SEARCH_M`; it is what :func:`circles.datum.datum_fit`
+    compares between the readings of a file.
+    """
+    from pyproj import Transformer
+
+    tr = Transformer.from_crs(WGS84, network.crs, always_xy=True)
+    _, tree = edge_index(network)
+
+    def distance(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+        x, y = tr.transform(np.asarray(lon, float), np.asarray(lat, float))
+        pts = shapely.points(np.asarray(x), np.asarray(y))
+        out = np.full(len(pts), datum.SEARCH_M)
+        (qi, _), d = tree.query_nearest(
+            pts, max_distance=datum.SEARCH_M, return_distance=True, all_matches=False
+        )
+        out[qi] = d
+        return out
+
+    return distance
+
+
+def datum_fits(
+    network: WalkNetwork, facilities: gpd.GeoDataFrame, files: Sequence[FacilityFile]
+) -> list[dict[str, Any]]:
+    """The datum check's measurements (:func:`circles.datum.datum_fit`) of planner files.
+
+    Parameters
+    ----------
+    network : WalkNetwork
+    facilities : geopandas.GeoDataFrame
+        The facilities read (EPSG:4326, one point each), with ``source``.
+    files : sequence of FacilityFile
+        The planner files, paths as in ``source``.
+
+    Returns
+    -------
+    list of dict
+        :meth:`circles.datum.DatumFit.doc` of each file with enough points in China.
+    """
+    fits: list[dict[str, Any]] = []
+    if not len(files) or not len(facilities):
+        return fits
+    src = facilities["source"].astype(str).to_numpy()
+    lon, lat = facilities.geometry.x.to_numpy(), facilities.geometry.y.to_numpy()
+    dist = None
+    for spec in files:
+        rows = src == str(spec.path)
+        if rows.sum() < datum.MIN_POINTS:
+            continue
+        if dist is None:
+            dist = street_distance(network)
+        fit = datum.datum_fit(
+            lon[rows], lat[rows], spec.coord_system.lower(), dist, source=str(spec.path)
+        )
+        if fit is not None:
+            fits.append(fit.doc())
+    return fits
+
+
+def report_datum(fits: Sequence[dict[str, Any]], *, mode: str) -> None:
+    """Warn (or, ``mode="strict"``, stop) for each fit whose file fits another datum better.
+
+    Raises
+    ------
+    InputDataError
+        ``mode="strict"`` and a file's points fit another datum clearly better.
+    """
+    if datum.check_mode(mode) == "off":
+        return
+    for doc in fits:
+        if doc.get("better"):
+            fit = datum.DatumFit(
+                doc["source"],
+                doc["declared"],
+                doc["points"],
+                doc["median_m"],
+                doc["closer_share"],
+                doc["better"],
+            )
+            if mode == "strict":
+                raise InputDataError(
+                    fit.message() + ' (stopped: [facilities] datum_check = "strict")'
+                )
+            logger.warning("%s", fit.message())
+
+
 def study_categories(
     profile: Any, wanted: Sequence[str] = ()
 ) -> tuple[Any, list[str], dict[str, dict[str, str]], list[str]]:
@@ -792,7 +882,13 @@ def study_facilities(
             profile=profile,
             max_snap_m=max_snap_m,
         )
-        return {"facilities": fac, "rejects": normalise_rejects(rej), "counts": counts}
+        fits = datum_fits(network.value, fac, files) if section.datum_check != "off" else []
+        return {
+            "facilities": fac,
+            "rejects": normalise_rejects(rej),
+            "counts": counts,
+            "datum": fits,
+        }
 
     parts = [
         network.key,
@@ -803,5 +899,8 @@ def study_facilities(
         docs,
         max_snap_m,
         section.osm,
+        section.datum_check == "off",
     ]
-    return ctx.store.memo("facilities", parts, compute, codec=FRAMES)
+    got = ctx.store.memo("facilities", parts, compute, codec=FRAMES)
+    report_datum(got.value.get("datum", []), mode=section.datum_check)
+    return got

@@ -451,4 +451,6 @@ def study_updates(
         )
     counts = {k: int(v) for k, v in facilities.value["counts"].items()}
     counts["planner_rejected"] = len(rej)
-    return Facilities(fac, rej, applied, counts)
+    fits = list(facilities.value.get("datum", []))
+    fits += [a["datum"] for a in applied if a.get("datum")]
+    return Facilities(fac, rej, applied, counts, datum=fits)

@@ -110,6 +110,9 @@ class Facilities:
     entries : geopandas.GeoDataFrame, optional
         Where area facilities are entered (:func:`circles.entries.area_entries`); None
         before the entries stage.
+    datum : list of dict
+        The datum check of each planner file with points in China
+        (:meth:`circles.datum.DatumFit.doc`).
     """
 
     table: gpd.GeoDataFrame
@@ -117,6 +120,7 @@ class Facilities:
     updates: list[dict[str, Any]]
     counts: dict[str, int]
     entries: gpd.GeoDataFrame | None = None
+    datum: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -157,6 +157,8 @@ def study_summary(
         doc["area"] = area_doc
     if updates:
         doc["facility_updates"] = updates
+    if facilities.datum:
+        doc["datum_check"] = facilities.datum
     doc["seconds"] = round(seconds, 2)
     return doc
 
