@@ -350,3 +350,89 @@ def test_facility_at_the_head_of_a_one_way_edge_is_reached_from_that_node():
     sec, _ = nearest_seconds(g, np.array([e]), np.array([1.0]), np.array([5.0]))
     node2 = int(np.flatnonzero(net.node_id == 2)[0])
     assert sec[node2] == pytest.approx(5.0)
+
+
+# --------------------------------------------------------------------------- local counts
+
+
+def _many_entries(net: WalkNetwork, rng: np.random.Generator, n_fac: int):
+    """Point facilities and area-like facilities with 2-6 entries spread up to 1 km."""
+    from circles.access import Entries
+
+    fac, edge, frac, acc = [], [], [], []
+    for f in range(n_fac):
+        e0 = int(rng.integers(0, net.n_edges))
+        k = 1 if f % 3 else int(rng.integers(2, 7))
+        x0, y0 = net.x[net.u[e0]], net.y[net.u[e0]]
+        near = np.flatnonzero(np.hypot(net.x[net.u] - x0, net.y[net.u] - y0) < 1000.0)
+        for e in [e0, *rng.choice(near, k - 1).tolist()]:
+            fac.append(f)
+            edge.append(e)
+            frac.append(float(rng.random()))
+            acc.append(float(rng.uniform(0.0, 60.0)))
+    n = len(fac)
+    return Entries(
+        n_fac,
+        np.asarray(fac, np.int64),
+        np.asarray(edge, np.int64),
+        np.asarray(frac),
+        np.full(n, -1, np.int64),
+        np.asarray(acc),
+    )
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 32, 10_000])
+def test_local_counts_equal_the_whole_network_search(
+    helsinki_net: WalkNetwork, chunk, monkeypatch
+) -> None:
+    """Each chunk searches only the sub-network its walks can reach: the counts are
+    exactly those of one search per facility over the whole network."""
+    from circles import access
+
+    monkeypatch.setattr(access, "COUNT_LOCAL_MIN_PAIRS", 0)
+    monkeypatch.setattr(access, "COUNT_LOCAL_MAX_SHARE", 1.0)
+
+    net = helsinki_net
+    graph = AccessGraph.from_network(net, net.edge_seconds(1.2))
+    entries = _many_entries(net, np.random.default_rng(5), 90)
+    levels = np.array([300.0, 600.0, 900.0])
+    whole = np.zeros((net.n_nodes, 3), dtype=np.int32)
+    access._count_whole(
+        graph.with_entries(entries), np.arange(entries.n_facilities), net.n_nodes, levels, whole
+    )
+    got = counts_within(graph, entries, levels_s=levels, chunk=chunk)
+    assert whole[:, 2].sum() > 10 * net.n_nodes // 100  # the facilities reach many nodes
+    np.testing.assert_array_equal(got, whole)
+
+
+@pytest.mark.shared_data
+def test_local_counts_search_less_than_the_network(shared_network, monkeypatch) -> None:
+    """On a real network with a 5-minute level the chunks never fall back to the whole
+    network (the bound is in use), and the radius follows the walking speed."""
+    from circles import access
+
+    net = shared_network("osm/liechtenstein-latest.osm.pbf")
+    monkeypatch.setattr(access, "COUNT_LOCAL_MIN_PAIRS", 0)
+    graph = AccessGraph.from_network(net, net.edge_seconds(1.2))
+    assert graph.seconds_per_metre() == pytest.approx(1 / 1.2, rel=1e-2)
+
+    def refuse(*a, **k):
+        raise AssertionError("searched the whole network")
+
+    monkeypatch.setattr(access, "_count_whole", refuse)
+    entries = _many_entries(net, np.random.default_rng(2), 20)
+    assert counts_within(graph, entries, levels_s=(300.0,), chunk=4).sum() > 0
+
+
+def test_local_counts_without_a_bound_search_the_whole_network(t_network) -> None:
+    """An arc that costs nothing between two distinct points (no seconds-per-metre bound)
+    makes every chunk search the whole network, with the same counts."""
+    net = t_network
+    cost = net.edge_seconds(1.0).copy()
+    cost[0] = 0.0
+    graph = AccessGraph.from_network(net, cost)
+    assert graph.seconds_per_metre() == 0.0
+    e, f = at_frac(net, 2, 3, 0.5)
+    counts = counts_within(graph, np.array([e]), np.array([f]), np.array([0.0]), levels_s=(60.0,))
+    sec, _ = nearest_seconds(graph, np.array([e]), np.array([f]), np.array([0.0]))
+    np.testing.assert_array_equal(counts[:, 0], (sec <= 60.0).astype(np.int32))
