@@ -50,7 +50,7 @@ def _build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("batch", help="run every [[areas]] of a study in parallel on dask")
     b.add_argument("config", help="study TOML with [[areas]]")
     b.add_argument("--scheduler", help="existing dask scheduler, e.g. tcp://host:8786")
-    b.add_argument("--workers", type=int, help="local cluster worker processes")
+    b.add_argument("--workers", type=_positive_int, help="local cluster worker processes (>= 1)")
     b.add_argument("--area", action="append", help="run only this area (repeatable)")
     b.add_argument("--output-dir", help="override [study] output_dir")
     b.add_argument("--maps-dir", help="override [study] maps_dir")
@@ -103,7 +103,49 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CirclesError as exc:
         print(f"circles: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("circles: interrupted (outputs left as they were before this run)", file=sys.stderr)
+        return 130
+    except UnicodeDecodeError as exc:
+        if args.verbose:
+            raise
+        print(
+            f"circles: error: a file is not in the expected text encoding ({exc.reason} at "
+            f"byte {exc.start}); save it as UTF-8 and try again (-v shows which file)",
+            file=sys.stderr,
+        )
+        return 2
+    except OSError as exc:
+        if args.verbose:
+            raise
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(
+            f"circles: error: {where}{exc.strerror or exc} (check the path, that the "
+            "file exists and that you may read it and write the output folders)",
+            file=sys.stderr,
+        )
+        return 2
+    except Exception as exc:
+        if args.verbose:
+            raise
+        print(
+            f"circles: unexpected error: {type(exc).__name__}: {exc} "
+            "(rerun with -v for the full traceback, and report it)",
+            file=sys.stderr,
+        )
+        return 1
     return 1  # pragma: no cover
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not allowed; give 1 or more")
+    return value
 
 
 def _progress(msg: str) -> None:

@@ -655,6 +655,7 @@ def config_from_dict(
     data: Mapping[str, Any], *, base_dir: str | os.PathLike[str] = ".", path: str | None = None
 ) -> StudyConfig:
     """Validate a parsed TOML mapping into a :class:`StudyConfig`."""
+    check_finite(data, source=path or "study")
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         if key == "areas":
@@ -736,8 +737,7 @@ def _validate(cfg: StudyConfig) -> None:
     n = cfg.network
     if (n.source is None) == (n.place is None):
         raise ConfigError("[network] needs exactly one of `source` (a file) or `place`")
-    if not cfg.study.name or any(ch in cfg.study.name for ch in "/\\"):
-        raise ConfigError("study.name must be a non-empty name without slashes")
+    check_name(cfg.study.name, key="study.name")
     if cfg.study.lang not in {"en", "zh"}:
         raise ConfigError("study.lang must be 'en' or 'zh'")
     c = cfg.communities
@@ -768,8 +768,7 @@ def _validate(cfg: StudyConfig) -> None:
         raise ConfigError("isochrones.buffer_m must be a positive number of metres")
     names = [a.name for a in cfg.areas]
     for i, a in enumerate(cfg.areas):
-        if not a.name or any(ch in a.name for ch in "/\\") or a.name.startswith("."):
-            raise ConfigError(f"areas[{i}].name must be a non-empty name without slashes")
+        check_name(a.name, key=f"areas[{i}].name")
         if names.count(a.name) > 1:
             raise ConfigError(f"areas: the name {a.name!r} is used twice; names must be unique")
         if a.source is None and a.boundary is None:
@@ -815,8 +814,7 @@ def _validate_analyses(cfg: StudyConfig) -> None:
         )
     names = [sc.name for sc in cfg.scenarios]
     for i, sc in enumerate(cfg.scenarios):
-        if not sc.name or any(ch_ in sc.name for ch_ in "/\\") or sc.name.startswith("."):
-            raise ConfigError(f"scenarios[{i}].name must be a non-empty name without slashes")
+        check_name(sc.name, key=f"scenarios[{i}].name")
         if names.count(sc.name) > 1:
             raise ConfigError(f"scenarios: the name {sc.name!r} is used twice")
         if not sc.updates:
@@ -945,13 +943,101 @@ def load_config(path: str | os.PathLike[str]) -> StudyConfig:
         TOML syntax error, unknown key (named in the message) or invalid value.
     """
     p = Path(path)
+    if p.is_dir():
+        raise DataFileError(f"{p}: is a folder; give the study's .toml file")
     if not p.is_file():
         raise DataFileError(f"{p}: study configuration not found")
     try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise DataFileError(f"{p}: cannot be read ({exc.strerror or exc})") from exc
+    try:
+        # utf-8-sig: a byte-order mark (Windows Notepad saves one) is dropped
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{p}: not UTF-8 text (byte {exc.start}: {raw[exc.start : exc.start + 2]!r}); "
+            "save the study file as UTF-8 (in Notepad: Save as, Encoding UTF-8)"
+        ) from exc
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: invalid TOML ({exc})") from exc
     return config_from_dict(data, base_dir=p.parent.resolve(), path=str(p))
+
+
+def check_finite(data: Any, *, source: str = "config", key: str = "") -> None:
+    """Refuse ``nan`` and ``inf`` anywhere in a parsed study (TOML allows both).
+
+    Parameters
+    ----------
+    data : dict, list or scalar
+        The parsed TOML document (or a part of it).
+    source : str, optional
+        The file, named in the message.
+    key : str, optional
+        The dotted key of ``data`` (for the message).
+
+    Raises
+    ------
+    ConfigError
+        Naming the dotted key and the value.
+    """
+    if isinstance(data, dict):
+        for k, v in data.items():
+            check_finite(v, source=source, key=f"{key}.{k}" if key else str(k))
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            check_finite(v, source=source, key=f"{key}[{i}]")
+    elif isinstance(data, float) and not math.isfinite(data):
+        raise ConfigError(
+            f"{source}: {key} = {data}: numbers must be finite (nan and inf are not "
+            "allowed); give a number of minutes, metres or a share as documented"
+        )
+
+
+#: Names Windows keeps for devices: a folder of that name cannot be made there.
+_RESERVED_NAMES = {"con", "prn", "aux", "nul"} | {
+    f"{d}{i}" for d in ("com", "lpt") for i in range(1, 10)
+}
+
+
+def check_name(name: str, *, key: str) -> None:
+    """A study or area name that is one safe folder name (Chinese and spaces allowed).
+
+    Parameters
+    ----------
+    name : str
+        The name, used as a folder under ``output_dir`` and ``maps_dir``.
+    key : str
+        The config key (for the message).
+
+    Raises
+    ------
+    ConfigError
+        Empty, ``.``/``..``, a slash or backslash, a control character, a name Windows
+        reserves (``CON``, ``NUL``, ``COM1``...), or a leading or trailing dot or space.
+    """
+    why = ""
+    if not isinstance(name, str) or not name.strip():
+        why = "it is empty"
+    elif name in {".", ".."} or name.startswith("."):
+        why = "it starts with a dot (., .. and hidden folders are not allowed)"
+    elif any(ch in name for ch in "/\\"):
+        why = "it holds a slash or backslash"
+    elif any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        why = "it holds a control character"
+    elif any(ch in name for ch in '<>:"|?*'):
+        why = 'it holds one of < > : " | ? * (not allowed in Windows folder names)'
+    elif name != name.strip() or name.endswith("."):
+        why = "it starts or ends with a space, or ends with a dot"
+    elif name.split(".")[0].strip().lower() in _RESERVED_NAMES:
+        why = "Windows reserves it for a device"
+    if why:
+        raise ConfigError(
+            f"{key} = {name!r} cannot be used as a folder name: {why}; use letters, "
+            "digits, Chinese characters, spaces, '-' or '_' (e.g. \"红塔区 2025\")"
+        )
 
 
 def default_config(*, base_dir: str | os.PathLike[str] = ".") -> StudyConfig:

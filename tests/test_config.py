@@ -152,7 +152,7 @@ def test_sheet_may_be_a_name_or_a_number() -> None:
         (_cfg(coverage={"flag_threshold": 80}), "share between 0 and 1"),
         ({"study": {"name": "x"}}, "exactly one of `source`"),
         ({"network": {"source": "a.pbf", "place": "Vaduz"}}, "exactly one of `source`"),
-        (_cfg(study={"name": "a/b"}), "without slashes"),
+        (_cfg(study={"name": "a/b"}), "slash"),
         (_cfg(study={"lang": "fr"}), "'en' or 'zh'"),
     ],
 )
