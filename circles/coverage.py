@@ -31,8 +31,12 @@ BASIS_STREET_LENGTH = "street length (no population data)"
 def assign_nodes(network: WalkNetwork, communities: gpd.GeoDataFrame) -> np.ndarray:
     """Position of the community containing each node (-1 outside all communities).
 
-    A node on the shared border of two communities (or inside overlapping polygons)
-    goes to the first community in table order.
+    Every node belongs to at most one community. Where polygons overlap (a neighbourhood
+    drawn inside its district, two boundaries that disagree), the **smallest** polygon
+    containing the node wins, so a community inside another still gets its own nodes
+    and residents; ties (equal areas, a node on a shared border) go to the first
+    community in table order. :func:`circles.communities.community_overlaps` lists the
+    overlapping pairs.
     """
     if communities.crs is None:
         raise InputDataError("communities have no CRS")
@@ -41,7 +45,8 @@ def assign_nodes(network: WalkNetwork, communities: gpd.GeoDataFrame) -> np.ndar
     tree = shapely.STRtree(polys)
     node_i, poly_i = tree.query(pts, predicate="intersects")
     out = np.full(network.n_nodes, -1, dtype=np.int64)
-    order = np.lexsort((poly_i, node_i))
+    area = shapely.area(polys)
+    order = np.lexsort((poly_i, area[poly_i], node_i))
     node_i, poly_i = node_i[order], poly_i[order]
     first = np.ones(node_i.size, bool)
     first[1:] = node_i[1:] != node_i[:-1]

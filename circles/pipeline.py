@@ -53,7 +53,7 @@ from circles import (
 from circles._errors import ConfigError
 from circles.access import access_by_profile, category_profiles, compute_access
 from circles.cache import Cache
-from circles.communities import LEFT_OUT, load_communities, read_centres
+from circles.communities import LEFT_OUT, OVERLAPS, load_communities, read_centres
 from circles.config import StudyConfig, check_study, select_area
 from circles.cycling import cycling_access, link_to_network
 from circles.facilities import load_facilities, profile_keys
@@ -179,9 +179,9 @@ def run(
             cfg, net.value, labels, fac, acc, res, table, iso, sa, edges
         )
         result.node_choice = node_choice
-        left_out = comm.value.attrs.get(LEFT_OUT)
+        left_out, overlaps = (comm.value.attrs.get(k) for k in (LEFT_OUT, OVERLAPS))
         result.summary = summary.study_summary(
-            result, fac, res, acc, bike, area_, elevation, ctx, left_out=left_out
+            result, fac, res, acc, bike, area_, elevation, ctx, left_out=left_out, overlaps=overlaps
         )
         result.summary.update(docs)
         outputs.write_study(

@@ -16,7 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from circles.communities import LEFT_OUT, network_report
+from circles.communities import (
+    LEFT_OUT,
+    OVERLAP_RULE,
+    OVERLAPS,
+    network_report,
+    overlap_warning,
+)
 from circles.facilities import STATUS_SNAPPED
 from circles.result import (
     Facilities,
@@ -49,6 +55,7 @@ def study_summary(
     ctx: RunContext,
     *,
     left_out: list[dict[str, Any]] | None = None,
+    overlaps: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """What ``summary.json`` holds: counts, what was dropped, what residents rest on.
 
@@ -73,6 +80,11 @@ def study_summary(
     left_out : list of dict, optional
         Boundaries of the communities' source that are not communities (the
         communities stage's ``attrs["communities_left_out"]``).
+    overlaps : list of dict, optional
+        Overlapping pairs of communities (:func:`circles.communities.community_overlaps`;
+        default: the table's ``attrs["communities_overlaps"]``), recorded under
+        ``community_overlaps`` with the rule that assigns their nodes (the stage has
+        already warned).
     """
     profiles = access.profiles
     slope_aware = elevation_m is not None
@@ -151,6 +163,14 @@ def study_summary(
     doc["warnings"] = drop_warnings(network, detail, doc["outside_communities"])
     for text in doc["warnings"]:
         logger.warning("%s", text)
+    pairs = list(overlaps if overlaps is not None else table.attrs.get(OVERLAPS, []))
+    doc["community_overlaps"] = {
+        "pairs": len(pairs),
+        "rule": OVERLAP_RULE,
+        "overlaps": pairs[:100],
+    }
+    if pairs:
+        doc["warnings"].append(overlap_warning(pairs))  # logged by the communities stage
     if cycling is not None:
         doc["cycling"] = cycling
     if area_doc is not None:
