@@ -114,6 +114,7 @@ def load_communities(
             raise DataFileError(f"{path}: cannot read communities ({exc})") from exc
         if raw.crs is None:
             raise InputDataError(f"{path}: communities file has no CRS")
+        check_polygons(raw, path)
         for col in (c.id_column, c.name_column):
             if col not in raw:
                 raise InputDataError(
@@ -161,6 +162,41 @@ def load_communities(
     out = out.reset_index(drop=True)
     out.attrs[LEFT_OUT] = left_out
     return out
+
+
+def check_polygons(frame: gpd.GeoDataFrame, path: str | Path) -> None:
+    """Raise unless every row of a communities file is a polygon.
+
+    Points or lines give communities no area: no node would fall in them and every
+    share would be NaN. Centre points belong in ``source = "zones"`` (service zones
+    drawn on the walking network around each centre, :mod:`circles.zones`).
+
+    Raises
+    ------
+    InputDataError
+        Naming the file, how many rows are not polygons (by geometry type) and, for
+        points, how to use them as the centres of service zones.
+    """
+    kinds = frame.geometry.geom_type.fillna("no geometry").astype(str)
+    kinds = kinds.where(~frame.geometry.is_empty.fillna(False).to_numpy(), "empty")
+    bad = ~kinds.isin(["Polygon", "MultiPolygon"])
+    if not bad.any():
+        return
+    by_kind = ", ".join(f"{k}: {n}" for k, n in kinds[bad].value_counts().items())
+    points = kinds[bad].isin(["Point", "MultiPoint"]).any()
+    hint = (
+        "; if these are community centres (e.g. the 居委会/村委会 offices), set "
+        f'[communities] source = "zones" and centres = "{path}": service zones are then '
+        "drawn on the walking network around each centre (every node joins the centre "
+        "it reaches soonest on foot)"
+        if points
+        else '; give community boundary polygons, or set [communities] source = "zones" '
+        '(service zones around centre points) or "hexagons"'
+    )
+    raise InputDataError(
+        f"{path}: {int(bad.sum())} of {len(frame)} communities are not polygons "
+        f"({by_kind}); communities must be areas{hint}"
+    )
 
 
 #: ``attrs`` key of a communities table: boundaries of the source that are not
