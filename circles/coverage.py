@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 import geopandas as gpd
 import numpy as np
@@ -223,6 +224,21 @@ def hexagon_communities(network: WalkNetwork, *, width_m: float = HEX_WIDTH_M) -
         crs=network.crs,
     )
     return gdf.to_crs(WGS84)
+
+
+def computed_only(section: CoverageSection, categories: Sequence[str]) -> CoverageSection:
+    """``[coverage]`` with ``always_flag`` cut to the run's ``categories``.
+
+    ``always_flag`` reports a category flagged everywhere when the run finds no facility
+    of it; a category the run does not compute at all (left out of ``[facilities]
+    categories``, or not in the profile) is reported nowhere: not in the flags, the
+    summary, the checklist, the report tables or the map.
+    """
+    keep = tuple(c for c in section.always_flag if c in set(categories))
+    gone = [c for c in section.always_flag if c not in set(categories)]
+    if gone:
+        logger.info("not reported (not among the run's categories %s): %s", list(categories), gone)
+    return replace(section, always_flag=keep)
 
 
 def study_coverage(
