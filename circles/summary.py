@@ -24,6 +24,7 @@ from circles.communities import (
     overlap_warning,
 )
 from circles.facilities import STATUS_SNAPPED
+from circles.network import DROPPED_STREET_HINT, DROPPED_STREET_WARN_SHARE
 from circles.result import (
     Facilities,
     Residents,
@@ -126,6 +127,7 @@ def study_summary(
             "length_km": round(float(network.length_m.sum()) / 1000, 3),
             "crs": network.crs,
             **{k: v for k, v in network.report.items()},
+            "street_share_in_small_components": _dropped_share(network),
         },
         "communities": len(table),
         "communities_derived": str(table["derived"].iloc[0]) if len(table) else "",
@@ -228,6 +230,13 @@ def area_facilities(facilities: Any, entries: Any) -> dict[str, Any]:
     return doc
 
 
+def _dropped_share(network: Any) -> float:
+    """Share (0-1) of the street length dropped in small disconnected pieces."""
+    dropped_m = float(network.report.get("street_length_in_small_components_m", 0.0))
+    total_m = float(network.length_m.sum()) + dropped_m
+    return round(dropped_m / total_m, 4) if total_m > 0 else 0.0
+
+
 def drop_warnings(network: Any, detail: list[dict[str, Any]], outside: dict[str, Any]) -> list[str]:
     """What dropped out, in words: small pieces of the network and nodes outside every
     community, with the communities and shares concerned (see the module docstring)."""
@@ -236,6 +245,7 @@ def drop_warnings(network: Any, detail: list[dict[str, Any]], outside: dict[str,
     dropped_m = float(rep.get("street_length_in_small_components_m", 0.0))
     total_m = float(network.length_m.sum()) + dropped_m
     share = dropped_m / total_m if total_m > 0 else 0.0
+    big = share > DROPPED_STREET_WARN_SHARE
     hit = [d for d in detail if d["dropped_share"] >= COMMUNITY_DROPPED_WARN_SHARE]
     if share >= DROPPED_WARN_SHARE or hit:
         where = ", ".join(
@@ -247,7 +257,9 @@ def drop_warnings(network: Any, detail: list[dict[str, Any]], outside: dict[str,
             f"{rep.get('edges_in_small_components', 0)} segments, "
             f"{rep.get('nodes_in_small_components', 0)} nodes) is in small pieces not "
             "connected to the rest (e.g. cut off by roads tagged foot=no) and reaches no "
-            "facility" + (f"; most in: {where}" if where else "")
+            "facility"
+            + (f"; most in: {where}" if where else "")
+            + (f". {DROPPED_STREET_HINT[0].upper()}{DROPPED_STREET_HINT[1:]}" if big else "")
         )
     n = int(outside["nodes"])
     if n and outside["share_of_nodes"] >= OUTSIDE_WARN_SHARE:
