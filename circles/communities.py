@@ -114,6 +114,7 @@ def load_communities(
             raise DataFileError(f"{path}: cannot read communities ({exc})") from exc
         if raw.crs is None:
             raise InputDataError(f"{path}: communities file has no CRS")
+        check_polygons(raw, path)
         for col in (c.id_column, c.name_column):
             if col not in raw:
                 raise InputDataError(
@@ -163,9 +164,133 @@ def load_communities(
     return out
 
 
+def check_polygons(frame: gpd.GeoDataFrame, path: str | Path) -> None:
+    """Raise unless every row of a communities file is a polygon.
+
+    Points or lines give communities no area: no node would fall in them and every
+    share would be NaN. Centre points belong in ``source = "zones"`` (service zones
+    drawn on the walking network around each centre, :mod:`circles.zones`).
+
+    Raises
+    ------
+    InputDataError
+        Naming the file, how many rows are not polygons (by geometry type) and, for
+        points, how to use them as the centres of service zones.
+    """
+    kinds = frame.geometry.geom_type.fillna("no geometry").astype(str)
+    kinds = kinds.where(~frame.geometry.is_empty.fillna(False).to_numpy(), "empty")
+    bad = ~kinds.isin(["Polygon", "MultiPolygon"])
+    if not bad.any():
+        return
+    by_kind = ", ".join(f"{k}: {n}" for k, n in kinds[bad].value_counts().items())
+    points = kinds[bad].isin(["Point", "MultiPoint"]).any()
+    hint = (
+        "; if these are community centres (e.g. the 居委会/村委会 offices), set "
+        f'[communities] source = "zones" and centres = "{path}": service zones are then '
+        "drawn on the walking network around each centre (every node joins the centre "
+        "it reaches soonest on foot)"
+        if points
+        else '; give community boundary polygons, or set [communities] source = "zones" '
+        '(service zones around centre points) or "hexagons"'
+    )
+    raise InputDataError(
+        f"{path}: {int(bad.sum())} of {len(frame)} communities are not polygons "
+        f"({by_kind}); communities must be areas{hint}"
+    )
+
+
 #: ``attrs`` key of a communities table: boundaries of the source that are not
 #: communities (incomplete in the extract, outside ``parent``, excluded), with a reason.
 LEFT_OUT = "communities_left_out"
+
+#: ``attrs`` key of a communities table: its overlapping pairs
+#: (:func:`community_overlaps`), set by :func:`study_communities`.
+OVERLAPS = "communities_overlaps"
+
+#: Two communities overlap when their intersection is larger than this (m²) ...
+OVERLAP_MIN_M2 = 1.0
+#: ... and than this share (0-1) of the smaller one (slivers of redrawn borders are not
+#: overlaps).
+OVERLAP_MIN_SHARE = 0.001
+
+#: How a node inside overlapping communities is assigned (see
+#: :func:`circles.coverage.assign_nodes`).
+OVERLAP_RULE = "smallest containing polygon wins"
+
+
+def community_overlaps(
+    communities: gpd.GeoDataFrame,
+    *,
+    crs: str | None = None,
+    min_m2: float = OVERLAP_MIN_M2,
+    min_share: float = OVERLAP_MIN_SHARE,
+) -> list[dict[str, Any]]:
+    """Pairs of communities whose polygons overlap (more than borders touching).
+
+    Parameters
+    ----------
+    communities : geopandas.GeoDataFrame
+        With ``community_id``, ``name`` and a CRS.
+    crs : str, optional
+        Metric CRS the areas are measured in (default: the communities' UTM zone).
+    min_m2, min_share : float
+        A pair counts when its intersection exceeds ``min_m2`` square metres and
+        ``min_share`` of the smaller polygon's area.
+
+    Returns
+    -------
+    list of dict
+        Largest overlap first: ``a`` and ``b`` (community ids), ``a_name``, ``b_name``,
+        ``overlap_m2``, ``share_of_smaller`` (0-1) and ``smaller`` (the id of the
+        smaller polygon, which gets the nodes in the overlap).
+    """
+    if len(communities) < 2:
+        return []
+    if communities.crs is None:
+        raise InputDataError("communities have no CRS")
+    metric = communities.to_crs(crs if crs is not None else communities.estimate_utm_crs())
+    polys = np.asarray(metric.geometry.to_numpy())
+    i, j = shapely.STRtree(polys).query(polys, predicate="intersects")
+    keep = i < j
+    i, j = i[keep], j[keep]
+    if i.size == 0:
+        return []
+    inter = shapely.area(shapely.intersection(polys[i], polys[j]))
+    area = shapely.area(polys)
+    smaller = np.minimum(area[i], area[j])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(smaller > 0, inter / smaller, 0.0)
+    hit = (inter > min_m2) & (share > min_share)
+    ids = communities["community_id"].astype(str).to_numpy()
+    names = communities["name"].astype(str).to_numpy()
+    out = [
+        {
+            "a": str(ids[a]),
+            "b": str(ids[b]),
+            "a_name": str(names[a]),
+            "b_name": str(names[b]),
+            "overlap_m2": round(float(m2), 1),
+            "share_of_smaller": round(float(sh), 4),
+            "smaller": str(ids[a] if area[a] <= area[b] else ids[b]),
+        }
+        for a, b, m2, sh in zip(i[hit], j[hit], inter[hit], share[hit], strict=True)
+    ]
+    return sorted(out, key=lambda d: -d["overlap_m2"])
+
+
+def overlap_warning(overlaps: list[dict[str, Any]], *, shown: int = 5) -> str:
+    """The warning of :func:`community_overlaps`' pairs: how many, the first ``shown``
+    with their overlap in m², and the rule that assigns the nodes in the overlap."""
+    pairs = "; ".join(
+        f"{d['a_name']} ({d['a']}) / {d['b_name']} ({d['b']}) {d['overlap_m2']:,.0f} m²"
+        for d in overlaps[:shown]
+    )
+    more = f" and {len(overlaps) - shown} more" if len(overlaps) > shown else ""
+    return (
+        f"{len(overlaps)} pair(s) of community polygons overlap: {pairs}{more}; each node "
+        f"is counted in one community only ({OVERLAP_RULE}), so a community drawn inside "
+        "another keeps its residents and the larger one counts only the rest"
+    )
 
 
 def network_report(
@@ -203,6 +328,9 @@ def network_report(
         mid = shapely.points((d[:, 0] + d[:, 2]) / 2.0, (d[:, 1] + d[:, 3]) / 2.0)
         polys = np.asarray(communities.to_crs(WGS84).geometry.to_numpy())
         si, ci = shapely.STRtree(polys).query(mid, predicate="intersects")
+        area = shapely.area(np.asarray(communities.to_crs(network.crs).geometry.to_numpy()))
+        order = np.lexsort((ci, area[ci], si))  # as nodes: the smallest polygon wins
+        si, ci = si[order], ci[order]
         where = np.full(len(d), k)
         first = np.unique(si, return_index=True)[1]
         where[si[first]] = ci[first]
@@ -411,6 +539,10 @@ def study_communities(
         codec=FRAME,
     )
     comm = got.value
+    overlaps = community_overlaps(comm, crs=network.value.crs)
+    comm.attrs[OVERLAPS] = overlaps
+    if overlaps:
+        logger.warning("%s", overlap_warning(overlaps))
     derived = comm["derived"].iloc[0] if len(comm) else "-"
     ctx.say(f"communities: {len(comm)} ({derived})")
     return got

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 import geopandas as gpd
 import numpy as np
@@ -31,8 +32,12 @@ BASIS_STREET_LENGTH = "street length (no population data)"
 def assign_nodes(network: WalkNetwork, communities: gpd.GeoDataFrame) -> np.ndarray:
     """Position of the community containing each node (-1 outside all communities).
 
-    A node on the shared border of two communities (or inside overlapping polygons)
-    goes to the first community in table order.
+    Every node belongs to at most one community. Where polygons overlap (a neighbourhood
+    drawn inside its district, two boundaries that disagree), the **smallest** polygon
+    containing the node wins, so a community inside another still gets its own nodes
+    and residents; ties (equal areas, a node on a shared border) go to the first
+    community in table order. :func:`circles.communities.community_overlaps` lists the
+    overlapping pairs.
     """
     if communities.crs is None:
         raise InputDataError("communities have no CRS")
@@ -41,7 +46,8 @@ def assign_nodes(network: WalkNetwork, communities: gpd.GeoDataFrame) -> np.ndar
     tree = shapely.STRtree(polys)
     node_i, poly_i = tree.query(pts, predicate="intersects")
     out = np.full(network.n_nodes, -1, dtype=np.int64)
-    order = np.lexsort((poly_i, node_i))
+    area = shapely.area(polys)
+    order = np.lexsort((poly_i, area[poly_i], node_i))
     node_i, poly_i = node_i[order], poly_i[order]
     first = np.ones(node_i.size, bool)
     first[1:] = node_i[1:] != node_i[:-1]
@@ -218,6 +224,21 @@ def hexagon_communities(network: WalkNetwork, *, width_m: float = HEX_WIDTH_M) -
         crs=network.crs,
     )
     return gdf.to_crs(WGS84)
+
+
+def computed_only(section: CoverageSection, categories: Sequence[str]) -> CoverageSection:
+    """``[coverage]`` with ``always_flag`` cut to the run's ``categories``.
+
+    ``always_flag`` reports a category flagged everywhere when the run finds no facility
+    of it; a category the run does not compute at all (left out of ``[facilities]
+    categories``, or not in the profile) is reported nowhere: not in the flags, the
+    summary, the checklist, the report tables or the map.
+    """
+    keep = tuple(c for c in section.always_flag if c in set(categories))
+    gone = [c for c in section.always_flag if c not in set(categories)]
+    if gone:
+        logger.info("not reported (not among the run's categories %s): %s", list(categories), gone)
+    return replace(section, always_flag=keep)
 
 
 def study_coverage(

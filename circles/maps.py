@@ -635,6 +635,10 @@ def _add_facilities(
         return
     colour = CATEGORY_COLOURS[index % len(CATEGORY_COLOURS)]
     _add_footprints(group, fac, cat, colour, text, label)
+    if len(fac) > mapview.LEAN_MARKERS_ABOVE:  # lean rows, popups with the name only
+        sub = f"{label(cat)} · {_esc(text['lean'])}"
+        mapview.lean_markers(fac, colour=colour, subtitle=sub, name=f"{cat}_cluster").add_to(group)
+        return
     props = []
     for fid, name, source, status, snap in zip(
         fac["facility_id"], fac["name"], fac["source"], fac["status"], fac["snap_m"], strict=True

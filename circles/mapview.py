@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import branca.element
+import folium.plugins
 import geopandas as gpd
 import numpy as np
 import shapely
@@ -36,7 +37,17 @@ from circles._errors import InputDataError
 from circles.palette import FLAG_COLOUR, NO_DATA_COLOUR, SHARE_BREAKS, SHARE_COLOURS, level_colours
 from circles.streets import level_classes
 
-__all__ = ["TEXT", "MapView", "StreetData", "esc", "legend_html", "street_data", "street_layer"]
+__all__ = [
+    "LEAN_MARKERS_ABOVE",
+    "TEXT",
+    "MapView",
+    "StreetData",
+    "esc",
+    "lean_markers",
+    "legend_html",
+    "street_data",
+    "street_layer",
+]
 
 
 def esc(value: Any) -> str:
@@ -78,6 +89,7 @@ TEXT: Mapping[str, Mapping[str, str]] = {
         "source": "source",
         "status": "status",
         "snap": "snap distance",
+        "lean": "many facilities: details in circles.gpkg, layer facilities",
         "entries": "entries (inside nodes)",
         "community": "community",
         "lang": "en",
@@ -125,6 +137,7 @@ TEXT: Mapping[str, Mapping[str, str]] = {
         "source": "来源",
         "status": "状态",
         "snap": "吸附距离",
+        "lean": "设施较多：详情见 circles.gpkg 的 facilities 图层",
         "entries": "入口（内部节点）",
         "community": "社区",
         "lang": "zh",
@@ -554,3 +567,52 @@ VIEW_CSS = (
     "#circles-title{white-space:nowrap;max-width:70vw;overflow:hidden;text-overflow:ellipsis}"
     ".circles-legend-section{margin-top:4px}"
 )
+
+
+#: A category with more facilities than this is drawn as lean clustered markers
+#: (:func:`lean_markers`): one short row per facility and a popup with its name only, so
+#: 100,000 facilities make a page of about 7 MB instead of over 100 MB.
+LEAN_MARKERS_ABOVE = 2000
+
+
+def lean_markers(facilities: gpd.GeoDataFrame, *, colour: str, subtitle: str, name: str) -> Any:
+    """Many facilities as clustered circle markers built in the browser.
+
+    A ``folium.plugins.FastMarkerCluster`` (Leaflet.markercluster, inlined with the
+    page like every other asset): each facility is one row ``[lat, lon, title, s]``
+    (coordinates to 1e-6 degrees; the title its escaped name, or its id; ``s`` 1 when
+    on the network, 0 drawn grey), and its popup shows the title and ``subtitle`` (e.g.
+    the category), with no table and no tooltip.
+
+    Parameters
+    ----------
+    facilities : geopandas.GeoDataFrame
+        Points in EPSG:4326 with ``facility_id``, ``name`` and ``status``.
+    colour : str
+        The category's colour (``#rrggbb``) of the facilities on the network.
+    subtitle : str
+        Escaped HTML (:func:`esc`) under every title.
+    name : str
+        The layer's name.
+
+    Returns
+    -------
+    folium.plugins.FastMarkerCluster
+    """
+    fac = facilities
+    titles = [esc(n) or esc(i) for n, i in zip(fac["name"], fac["facility_id"], strict=True)]
+    snapped = (fac["status"].astype(str) == "snapped").to_numpy()
+    xy = shapely.get_coordinates(fac.geometry.to_numpy())
+    lon, lat = xy[:, 0], xy[:, 1]
+    rows = [
+        [round(float(y), 6), round(float(x), 6), str(t), int(bool(s))]
+        for y, x, t, s in zip(lat, lon, titles, snapped, strict=True)
+    ]
+    callback = (
+        "function (row) {"
+        " var m = L.circleMarker(new L.LatLng(row[0], row[1]), {radius: 5, color: '#222',"
+        f" weight: 1, fillOpacity: 0.9, fillColor: row[3] ? {_safe_json(colour)} : '#9e9e9e'}});"
+        f" m.bindPopup('<b>' + row[2] + '</b><br>' + {_safe_json(subtitle)});"
+        " return m; }"
+    )
+    return folium.plugins.FastMarkerCluster(rows, callback=callback, name=name, control=False)

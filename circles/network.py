@@ -132,6 +132,41 @@ SIDEWALK_PRESENT = frozenset({"both", "left", "right", "yes"})
 #: OSM tag keys that the walking rules read.
 WALK_TAG_KEYS = ("highway", "foot", "access", "area", "sidewalk", "oneway:foot")
 
+#: Warn while building a network when the small disconnected pieces dropped hold more
+#: than this share (0-1) of its street length.
+DROPPED_STREET_WARN_SHARE = 0.20
+
+#: What to check when most of the street length falls in small pieces.
+DROPPED_STREET_HINT = (
+    "is the study area (the extract, the place or the area boundary) too small, cutting "
+    "the streets into pieces? was the network fetched for walking (a GraphML saved with "
+    'osmnx network_type="drive" lacks footways)? are main roads tagged foot=no cutting '
+    "the town apart? ([network] keep_largest = false keeps every piece)"
+)
+
+
+def dropped_street_warning(report: dict[str, Any], kept_m: float) -> str | None:
+    """The warning about the street length dropped in small pieces, or None when the
+    dropped share is at most :data:`DROPPED_STREET_WARN_SHARE`.
+
+    Parameters
+    ----------
+    report : dict
+        A network's ``report`` (``street_length_in_small_components_m``).
+    kept_m : float
+        The street length kept (m).
+    """
+    dropped_m = float(report.get("street_length_in_small_components_m", 0.0))
+    total = dropped_m + float(kept_m)
+    share = dropped_m / total if total > 0 else 0.0
+    if share <= DROPPED_STREET_WARN_SHARE:
+        return None
+    return (
+        f"{100 * share:.0f}% of the street length ({dropped_m / 1000:.2f} of "
+        f"{total / 1000:.2f} km) is in small pieces not connected to the largest one and "
+        f"was dropped; only {kept_m / 1000:.2f} km are walked: {DROPPED_STREET_HINT}"
+    )
+
 
 def _first_value(series: pd.Series) -> pd.Series:
     """Normalise a tag column: lower-case, first of ``a;b`` multi-values, NaN -> ''."""
@@ -700,6 +735,15 @@ def build_network(
     highway, way_id = highway[emask], way_id[emask]
     node_id, lon, lat = node_id[keep_nodes], lon[keep_nodes], lat[keep_nodes]
 
+    kept_m = float(length.sum())
+    lost_m = rep["street_length_in_small_components_m"]
+    rep["street_share_in_small_components"] = (
+        round(lost_m / (kept_m + lost_m), 4) if kept_m + lost_m > 0 else 0.0
+    )
+    text = dropped_street_warning(rep, kept_m)
+    if text is not None:
+        rep["small_components_warning"] = text
+        logger.warning("walk network %s: %s", source, text)
     crs = utm_crs(lon, lat)
     x, y = Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(lon, lat)
     net = WalkNetwork(

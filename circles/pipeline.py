@@ -27,7 +27,9 @@ earlier versions (re-exported).
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 from circles import (
@@ -53,7 +55,7 @@ from circles import (
 from circles._errors import ConfigError
 from circles.access import access_by_profile, category_profiles, compute_access
 from circles.cache import Cache
-from circles.communities import LEFT_OUT, load_communities, read_centres
+from circles.communities import LEFT_OUT, OVERLAPS, load_communities, read_centres
 from circles.config import StudyConfig, check_study, select_area
 from circles.cycling import cycling_access, link_to_network
 from circles.facilities import load_facilities, profile_keys
@@ -71,6 +73,8 @@ from circles.result import (
 from circles.sources import network_source
 from circles.summary import summary_table
 from circles.transaction import recover, study_lock
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "PROGRESS_BAR",
@@ -149,6 +153,7 @@ def run(
         profile, cats, labels, elderly = facilities.study_categories(
             profile, cfg.facilities.categories
         )
+        cfg = _computed_only(cfg, cats)
         comm = communities.study_communities(cfg.communities, net, source, w, area_, ctx)
         net, elevation = terrain.study_terrain(net, w, ctx)
         features = sources.feature_source(cfg, source)
@@ -179,9 +184,9 @@ def run(
             cfg, net.value, labels, fac, acc, res, table, iso, sa, edges
         )
         result.node_choice = node_choice
-        left_out = comm.value.attrs.get(LEFT_OUT)
+        left_out, overlaps = (comm.value.attrs.get(k) for k in (LEFT_OUT, OVERLAPS))
         result.summary = summary.study_summary(
-            result, fac, res, acc, bike, area_, elevation, ctx, left_out=left_out
+            result, fac, res, acc, bike, area_, elevation, ctx, left_out=left_out, overlaps=overlaps
         )
         result.summary.update(docs)
         outputs.write_study(
@@ -215,6 +220,25 @@ def _beyond_coverage(
     )
     docs = {k: v for k, v in (("robustness", band), ("equity", fair)) if v is not None}
     return table, nodes, docs
+
+
+def _computed_only(cfg: StudyConfig, categories: list[str]) -> StudyConfig:
+    """``cfg`` reporting only the run's ``categories``: ``[coverage] always_flag`` and
+    ``[cycling] categories`` cut to them (:func:`circles.coverage.computed_only`)."""
+    bike = tuple(c for c in cfg.cycling.categories if c in set(categories))
+    if cfg.cycling.enabled and bike != tuple(cfg.cycling.categories):
+        logger.warning(
+            "[cycling] categories %s: only %s are among the run's categories %s and are "
+            "timed by bicycle",
+            list(cfg.cycling.categories),
+            list(bike),
+            categories,
+        )
+    return replace(
+        cfg,
+        coverage=coverage.computed_only(cfg.coverage, categories),
+        cycling=replace(cfg.cycling, categories=bike, enabled=cfg.cycling.enabled and bool(bike)),
+    )
 
 
 def _select_area(cfg: StudyConfig, area: str | None) -> StudyConfig:

@@ -134,8 +134,11 @@ def study_network(section: NetworkSection, ctx: RunContext) -> tuple[str, Keyed[
     net = parsed_network(source, keep_largest=section.keep_largest, ctx=ctx)
     n = net.value
     dropped = n.report.get("nodes_in_small_components", 0)
+    lost_m = float(n.report.get("street_length_in_small_components_m", 0.0))
+    kept_m = float(n.length_m.sum())
+    share = lost_m / (lost_m + kept_m) if lost_m + kept_m > 0 else 0.0
     ctx.say(
-        f"network: {n.n_nodes:,} nodes, {n.n_edges:,} edges "
-        f"({dropped:,} nodes in small pieces dropped)"
+        f"network: {n.n_nodes:,} nodes, {n.n_edges:,} edges ({dropped:,} nodes, "
+        f"{100 * share:.0f}% of the street length in small pieces dropped)"
     )
     return source, net

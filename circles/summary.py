@@ -16,8 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from circles.communities import LEFT_OUT, network_report
+from circles.communities import (
+    LEFT_OUT,
+    OVERLAP_RULE,
+    OVERLAPS,
+    network_report,
+    overlap_warning,
+)
 from circles.facilities import STATUS_SNAPPED
+from circles.network import DROPPED_STREET_HINT, DROPPED_STREET_WARN_SHARE
 from circles.result import (
     Facilities,
     Residents,
@@ -49,6 +56,7 @@ def study_summary(
     ctx: RunContext,
     *,
     left_out: list[dict[str, Any]] | None = None,
+    overlaps: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """What ``summary.json`` holds: counts, what was dropped, what residents rest on.
 
@@ -73,6 +81,11 @@ def study_summary(
     left_out : list of dict, optional
         Boundaries of the communities' source that are not communities (the
         communities stage's ``attrs["communities_left_out"]``).
+    overlaps : list of dict, optional
+        Overlapping pairs of communities (:func:`circles.communities.community_overlaps`;
+        default: the table's ``attrs["communities_overlaps"]``), recorded under
+        ``community_overlaps`` with the rule that assigns their nodes (the stage has
+        already warned).
     """
     profiles = access.profiles
     slope_aware = elevation_m is not None
@@ -114,6 +127,7 @@ def study_summary(
             "length_km": round(float(network.length_m.sum()) / 1000, 3),
             "crs": network.crs,
             **{k: v for k, v in network.report.items()},
+            "street_share_in_small_components": _dropped_share(network),
         },
         "communities": len(table),
         "communities_derived": str(table["derived"].iloc[0]) if len(table) else "",
@@ -151,6 +165,14 @@ def study_summary(
     doc["warnings"] = drop_warnings(network, detail, doc["outside_communities"])
     for text in doc["warnings"]:
         logger.warning("%s", text)
+    pairs = list(overlaps if overlaps is not None else table.attrs.get(OVERLAPS, []))
+    doc["community_overlaps"] = {
+        "pairs": len(pairs),
+        "rule": OVERLAP_RULE,
+        "overlaps": pairs[:100],
+    }
+    if pairs:
+        doc["warnings"].append(overlap_warning(pairs))  # logged by the communities stage
     if cycling is not None:
         doc["cycling"] = cycling
     if area_doc is not None:
@@ -208,6 +230,13 @@ def area_facilities(facilities: Any, entries: Any) -> dict[str, Any]:
     return doc
 
 
+def _dropped_share(network: Any) -> float:
+    """Share (0-1) of the street length dropped in small disconnected pieces."""
+    dropped_m = float(network.report.get("street_length_in_small_components_m", 0.0))
+    total_m = float(network.length_m.sum()) + dropped_m
+    return round(dropped_m / total_m, 4) if total_m > 0 else 0.0
+
+
 def drop_warnings(network: Any, detail: list[dict[str, Any]], outside: dict[str, Any]) -> list[str]:
     """What dropped out, in words: small pieces of the network and nodes outside every
     community, with the communities and shares concerned (see the module docstring)."""
@@ -216,6 +245,7 @@ def drop_warnings(network: Any, detail: list[dict[str, Any]], outside: dict[str,
     dropped_m = float(rep.get("street_length_in_small_components_m", 0.0))
     total_m = float(network.length_m.sum()) + dropped_m
     share = dropped_m / total_m if total_m > 0 else 0.0
+    big = share > DROPPED_STREET_WARN_SHARE
     hit = [d for d in detail if d["dropped_share"] >= COMMUNITY_DROPPED_WARN_SHARE]
     if share >= DROPPED_WARN_SHARE or hit:
         where = ", ".join(
@@ -227,7 +257,9 @@ def drop_warnings(network: Any, detail: list[dict[str, Any]], outside: dict[str,
             f"{rep.get('edges_in_small_components', 0)} segments, "
             f"{rep.get('nodes_in_small_components', 0)} nodes) is in small pieces not "
             "connected to the rest (e.g. cut off by roads tagged foot=no) and reaches no "
-            "facility" + (f"; most in: {where}" if where else "")
+            "facility"
+            + (f"; most in: {where}" if where else "")
+            + (f". {DROPPED_STREET_HINT[0].upper()}{DROPPED_STREET_HINT[1:]}" if big else "")
         )
     n = int(outside["nodes"])
     if n and outside["share_of_nodes"] >= OUTSIDE_WARN_SHARE:

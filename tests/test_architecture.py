@@ -37,6 +37,8 @@ LAYERS = {
         "choice",
         "robustness",
         "equity",
+        # issue 12: which datum a facility file's points are in
+        "datum",
     },
     5: {
         "maps",

@@ -193,8 +193,9 @@ def test_helsinki_run_with_planner_files(tmp_path: Path, monkeypatch: pytest.Mon
     assert np.isinf(res.node_minutes["clinic"]).all()  # no clinics at all: nobody covered
     assert res.communities["clinic_flag"].all()
     assert res.communities["derived"].eq("hexagon grid").all()
-    # the always-reported categories appear even when not computed
-    assert {"fitness_flag", "shelter_flag"} <= set(res.communities.columns)
+    # always-reported categories outside [facilities] categories are not computed, so
+    # not reported (issue 12: no 0% rows flagged everywhere for them)
+    assert not {"fitness_flag", "shelter_flag"} & set(res.communities.columns)
     table = summary_table(res)
     assert "elderly_canteen" in table
     assert "rejected planner rows: 3" in table
