@@ -180,8 +180,9 @@ def run(
         )
         result.node_choice = node_choice
         left_out = comm.value.attrs.get(LEFT_OUT)
+        files = fac0.value.get("files", [])
         result.summary = summary.study_summary(
-            result, fac, res, acc, bike, area_, elevation, ctx, left_out=left_out
+            result, fac, res, acc, bike, area_, elevation, ctx, left_out=left_out, files=files
         )
         result.summary.update(docs)
         outputs.write_study(

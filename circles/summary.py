@@ -49,6 +49,7 @@ def study_summary(
     ctx: RunContext,
     *,
     left_out: list[dict[str, Any]] | None = None,
+    files: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """What ``summary.json`` holds: counts, what was dropped, what residents rest on.
 
@@ -73,6 +74,9 @@ def study_summary(
     left_out : list of dict, optional
         Boundaries of the communities' source that are not communities (the
         communities stage's ``attrs["communities_left_out"]``).
+    files : list of dict, optional
+        How each planner facility file was read (the facilities stage's ``files``:
+        :attr:`circles.facilities.FileRead.record`), as ``facilities.files``.
     """
     profiles = access.profiles
     slope_aware = elevation_m is not None
@@ -137,6 +141,8 @@ def study_summary(
         "slope_aware": slope_aware,
     }
     doc["facilities"]["areas"] = area_facilities(fac, result.entries)
+    if files:
+        doc["facilities"]["files"] = list(files)
     detail = network_report(network, table, node_comm)
     outside = detail.pop()
     doc["communities_detail"] = detail
