@@ -259,8 +259,11 @@ def _harmonise(sheets: list[tuple[str, pd.DataFrame]], spec: FacilityFile) -> pd
     """Sheets stacked, each sheet's role columns renamed to the first sheet's names."""
     target: dict[str, str] = {}
     parts = []
-    for _, df in sheets:
-        cols = resolve_columns(df, spec, spatial=False)
+    for name, df in sheets:
+        try:
+            cols = resolve_columns(df, spec, spatial=False)
+        except InputDataError as exc:
+            raise InputDataError(f"{exc} (sheet {name!r})") from exc
         rename = {}
         for role, col in cols.items():
             want = target.setdefault(role, col)
@@ -337,6 +340,14 @@ def _degrees_like(gdf: gpd.GeoDataFrame) -> bool:
     return bool(inside.mean() > 0.5)
 
 
+def _same_crs(a: CRS, b: CRS) -> bool:
+    """Whether two CRSs are the same (a .prj's ESRI WKT and its EPSG code are)."""
+    if a.equals(b, ignore_axis_order=True):
+        return True
+    code = a.to_epsg(min_confidence=70)
+    return code is not None and code == b.to_epsg(min_confidence=70)
+
+
 def spatial_crs(gdf: gpd.GeoDataFrame, spec: FacilityFile) -> tuple[gpd.GeoDataFrame, str]:
     """A spatial file's rows with their CRS settled, and where the CRS came from.
 
@@ -370,7 +381,7 @@ def spatial_crs(gdf: gpd.GeoDataFrame, spec: FacilityFile) -> tuple[gpd.GeoDataF
             f"{spec.crs} (crs option)" if given else f"{WGS84} (assumed: the file has none)"
         )
     own = CRS.from_user_input(gdf.crs)
-    if given and own != option:
+    if given and not _same_crs(own, option):
         raise InputDataError(
             f"{path}: the file's CRS is {own.to_string()} but its entry says crs = "
             f"{spec.crs!r}; remove the crs option or fix the file"

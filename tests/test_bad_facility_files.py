@@ -319,6 +319,8 @@ def test_shapefile_with_prj_and_another_crs_option_disagree(tmp_path: Path) -> N
     path = _utm_shapefile(tmp_path, prj=True)
     got = read_planner_file(FacilityFile(str(path), category="clinic"), categories=CATS, area=AREA)
     assert len(got.facilities) == 2
+    same = FacilityFile(str(path), category="clinic", crs="EPSG:32635")  # the .prj's CRS
+    assert len(read_planner_file(same, categories=CATS, area=AREA).facilities) == 2
     with pytest.raises(InputDataError, match="but its entry says crs = 'EPSG:4547'"):
         read_planner_file(
             FacilityFile(str(path), category="clinic", crs="EPSG:4547"), categories=CATS
@@ -428,6 +430,7 @@ def test_summary_says_how_each_file_was_read(
         {
             "编号": ["k1", "k2"],
             "名称": ["长者食堂", "老年食堂"],
+            "地址": ["甲路1号", "乙路2号"],
             "经度": ["24.9400", "24.9450"],
             "纬度": ["60.1700", "60.1710"],
         }
@@ -453,9 +456,18 @@ def test_summary_says_how_each_file_was_read(
     )
     res = run(cfg)
     assert res.facilities["name"].tolist() == ["长者食堂", "老年食堂"]
+    assert res.facilities["address"].tolist() == ["甲路1号", "乙路2号"]
+    layer = gpd.read_file(res.outputs["gpkg"], layer="facilities")
+    assert layer["address"].tolist() == ["甲路1号", "乙路2号"]
     summary = json.loads(Path(res.outputs["summary_json"]).read_text(encoding="utf-8"))
     (doc,) = summary["facilities"]["files"]
     assert doc["file"] == "canteens.csv"
     assert doc["encoding"] == "gb18030"
-    assert doc["columns"] == {"id": "编号", "name": "名称", "lon": "经度", "lat": "纬度"}
+    assert doc["columns"] == {
+        "id": "编号",
+        "name": "名称",
+        "address": "地址",
+        "lon": "经度",
+        "lat": "纬度",
+    }
     assert (doc["rows"], doc["facilities"], doc["rejected"]) == (2, 2, 0)
