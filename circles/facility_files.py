@@ -596,7 +596,15 @@ def read_planner_file(
     df = pd.DataFrame(raw.drop(columns="geometry", errors="ignore")).reset_index(drop=True)
     if not len(raw):
         raise InputDataError(f"{src}: has a header but no rows")
-    cols = resolve_columns(df, spec, spatial=spatial)
+    try:
+        cols = resolve_columns(df, spec, spatial=spatial)
+    except InputDataError as exc:
+        if record.get("encoding") != "gb18030":
+            raise
+        raise InputDataError(
+            f"{exc} (the file was read as GB18030: if these headers look garbled it is in "
+            "another encoding; save it as UTF-8)"
+        ) from exc
     reason = np.full(len(df), "", dtype=object)  # the first reason found for each row
 
     def reject(mask: pd.Series | np.ndarray, why: str | pd.Series) -> None:

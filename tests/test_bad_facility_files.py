@@ -151,6 +151,14 @@ def test_undecodable_text_is_an_error(tmp_path: Path, data: bytes) -> None:
     assert "save the file as UTF-8" in str(exc.value)
 
 
+def test_garbled_headers_say_how_the_file_was_read(tmp_path: Path) -> None:
+    path = tmp_path / "list.csv"  # Shift-JIS that happens to decode as GB18030
+    path.write_bytes("名前,経度,緯度\n店,24.94,60.17\n".encode("shift_jis"))
+    with pytest.raises(InputDataError, match="no coordinate columns found") as exc:
+        read_planner_file(FacilityFile(str(path), category="clinic"), categories=CATS)
+    assert "read as GB18030" in str(exc.value)
+
+
 def test_full_width_digits_are_numbers(tmp_path: Path) -> None:
     df = pd.DataFrame({"编号": ["a"], "经度": ["２４．９４"], "纬度": ["６０．１７"]})
     path = _csv(tmp_path / "list.csv", df, "gbk")
