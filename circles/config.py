@@ -108,19 +108,26 @@ class FacilityFile:
         One category for every row (e.g. a list of elderly canteens); otherwise each
         row's ``category_column`` decides.
     category_column, id_column, name_column : str
-        Column names (``id_column`` may be absent: ids are then ``<file>:<row>``).
+        Column names. Left at their defaults (``category``, ``id``, ``name``), the usual
+        Chinese and English headers are recognised (类别/类型, 编号/ID/代码/编码/序号,
+        名称/机构名称/单位名称/设施名称/站点名称: :data:`circles.facility_files.HEADERS`);
+        a column named otherwise must exist. Without an id column ids are
+        ``<file>:<row>``.
     lon_column, lat_column : str, optional
-        Longitude/latitude columns (degrees) of a CSV/XLSX; detected from common names
-        (lon/lng/longitude/经度, lat/latitude/纬度) when not given.
+        Longitude/latitude columns of a CSV/XLSX; detected from common names
+        (lon/lng/longitude/经度/东经/x, lat/latitude/纬度/北纬/y) when not given.
     x_column, y_column : str, optional
         Projected coordinate columns, in ``crs``.
     crs : str
-        CRS of x/y columns or of a spatial file without one (default EPSG:4326).
+        CRS of the coordinate columns, or of a spatial file without one (a Shapefile
+        without ``.prj``; a GeoJSON, which always reports EPSG:4326); default EPSG:4326.
+        A spatial file whose own CRS differs from a ``crs`` given here is an error.
     coord_system : str
         ``"wgs84"``, ``"gcj02"`` (Amap/Gaode, Tencent) or ``"bd09"`` (Baidu): converted
         to WGS84 on the way in.
     sheet : str or int, optional
-        Excel sheet (default: the first).
+        Excel sheet, by name or 0-based number (default: every sheet with coordinate
+        columns, one after the other; the others are skipped with a warning).
     layer : str, optional
         GeoPackage layer (default: the first).
     attribute_columns : tuple of str

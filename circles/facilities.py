@@ -28,18 +28,23 @@ import shapely
 
 from circles import categories as cat_mod
 from circles import datum, io
-from circles._errors import ConfigError, DataFileError, InputDataError
+from circles._errors import ConfigError, InputDataError
 from circles.cache import ARRAYS, FRAMES, Cache, Keyed, digest
 from circles.config import FacilitiesSection, FacilityFile, WalkSection
+from circles.facility_files import FileRead as FileRead
+from circles.facility_files import read_facility_file as read_facility_file
+from circles.facility_files import read_planner_file
+from circles.facility_files import read_table as read_table
 from circles.network import AREA_TAG_KEYS, WalkNetwork, area_enclosure
 from circles.result import RunContext, normalise_rejects
 from circles.settings import MAX_SNAP_M, WGS84
 
 logger = logging.getLogger(__name__)
 
-#: Column names recognised as longitude / latitude when none are configured.
-LON_NAMES = ("lon", "lng", "long", "longitude", "x_wgs84", "经度")
-LAT_NAMES = ("lat", "latitude", "y_wgs84", "纬度")
+#: Column names recognised as longitude / latitude in a communities' centres table
+#: (planner facility files: :data:`circles.facility_files.HEADERS`).
+LON_NAMES = ("lon", "lng", "long", "longitude", "x_wgs84", "经度", "东经")
+LAT_NAMES = ("lat", "latitude", "y_wgs84", "纬度", "北纬")
 
 #: Columns of the facilities table (besides geometry).
 FACILITY_COLUMNS = (
@@ -69,222 +74,6 @@ _TREES: weakref.WeakKeyDictionary[WalkNetwork, Any] = weakref.WeakKeyDictionary(
 
 
 # --------------------------------------------------------------------------- reading
-
-
-def read_table(spec: FacilityFile) -> pd.DataFrame:
-    """The rows of a facility file as it is (CSV/XLSX as text; spatial files with geometry).
-
-    Raises
-    ------
-    DataFileError
-        The file is missing or cannot be read.
-    """
-    path = Path(spec.path)
-    if not path.exists():
-        raise DataFileError(f"{path}: facility file not found")
-    suffix = path.suffix.lower()
-    try:
-        if suffix in {".csv", ".txt", ".tsv"}:
-            sep = "\t" if suffix == ".tsv" else None
-            for enc in ("utf-8-sig", "gb18030"):
-                try:
-                    return pd.read_csv(
-                        path,
-                        sep=sep,
-                        engine="python",
-                        encoding=enc,
-                        dtype=str,
-                        keep_default_na=False,
-                        na_values=[""],
-                    )
-                except UnicodeDecodeError:
-                    continue
-            raise DataFileError(f"{path}: not UTF-8 or GB18030 text")
-        if suffix in {".xlsx", ".xlsm", ".xls"}:
-            return pd.read_excel(path, sheet_name=spec.sheet or 0, dtype=str)
-        if suffix in {".geojson", ".json", ".gpkg", ".shp", ".fgb"}:
-            gdf = gpd.read_file(path, layer=spec.layer) if spec.layer else gpd.read_file(path)
-            return gdf
-    except DataFileError:
-        raise
-    except Exception as exc:
-        raise DataFileError(
-            f"{path}: cannot read facility file ({type(exc).__name__}: {exc})"
-        ) from exc
-    raise DataFileError(
-        f"{path}: unsupported facility file type {suffix!r}; use CSV, XLSX, GeoJSON, "
-        "GeoPackage or Shapefile"
-    )
-
-
-def _pick(
-    df: pd.DataFrame, given: str | None, names: Sequence[str], what: str, path: str
-) -> str | None:
-    if given is not None:
-        if given not in df.columns:
-            raise InputDataError(
-                f"{path}: no column {given!r} for {what}; columns are {list(df.columns)}"
-            )
-        return given
-    lower = {str(c).strip().lower(): c for c in df.columns}
-    for n in names:
-        if n in lower:
-            return str(lower[n])
-    return None
-
-
-def read_facility_file(
-    spec: FacilityFile,
-    *,
-    categories: Iterable[str],
-    area: shapely.Geometry | None = None,
-    table: pd.DataFrame | None = None,
-) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
-    """Read a planner facility file into facilities and rejects.
-
-    Parameters
-    ----------
-    spec : FacilityFile
-        What to read and how.
-    categories : iterable of str
-        Known category ids; rows with another category are rejected.
-    area : shapely geometry, optional
-        Study area in EPSG:4326; rows outside it are rejected.
-    table : pandas.DataFrame, optional
-        The file's rows when already read (as the file readers of this module read
-        them), so that the file is not read twice.
-
-    Returns
-    -------
-    facilities : geopandas.GeoDataFrame
-        EPSG:4326 points (or the file's geometries) with ``facility_id``, ``category``,
-        ``name``, ``source``.
-    rejects : pandas.DataFrame
-        ``source``, ``row`` (1-based data row), ``facility_id``, ``reason`` and the
-        original columns.
-    """
-    known = set(categories)
-    raw = read_table(spec) if table is None else table
-    src = str(spec.path)
-    df = pd.DataFrame(raw.drop(columns="geometry", errors="ignore")).reset_index(drop=True)
-    reason = np.full(len(df), "", dtype=object)  # the first reason found for each row
-
-    def reject(mask: pd.Series | np.ndarray, why: str | pd.Series) -> None:
-        m = np.asarray(mask, bool) & (reason == "")
-        if isinstance(why, pd.Series):
-            reason[m] = why.to_numpy(dtype=object)[m]
-        else:
-            reason[m] = why
-
-    # geometry
-    if isinstance(raw, gpd.GeoDataFrame) and "geometry" in raw:
-        if raw.crs is None:
-            raw = raw.set_crs(spec.crs)
-        geom = raw.geometry.to_crs(WGS84).reset_index(drop=True)
-        reject(geom.isna() | geom.is_empty, "missing geometry")
-        lon = pd.Series(np.nan, index=df.index)
-        lat = pd.Series(np.nan, index=df.index)
-        ok = ~(geom.isna() | geom.is_empty)
-        rp = geom[ok].representative_point()
-        lon[ok], lat[ok] = rp.x, rp.y
-        geoms = geom.to_numpy()
-    else:
-        if spec.x_column or spec.y_column:
-            xc = _pick(df, spec.x_column, (), "x", src)
-            yc = _pick(df, spec.y_column, (), "y", src)
-            crs = spec.crs
-        else:
-            xc = _pick(df, spec.lon_column, LON_NAMES, "longitude", src)
-            yc = _pick(df, spec.lat_column, LAT_NAMES, "latitude", src)
-            crs = WGS84
-        if xc is None or yc is None:
-            raise InputDataError(
-                f"{src}: no coordinate columns found; name them lon/lat (or longitude/"
-                "latitude, 经度/纬度) or set lon_column/lat_column or x_column/y_column"
-            )
-        xs, ys = df[xc].astype("string").str.strip(), df[yc].astype("string").str.strip()
-        missing = xs.isna() | ys.isna() | (xs == "") | (ys == "")
-        reject(missing, "missing coordinates")
-        # plain float64 (NaN, not pd.NA): string columns give nullable Float64 otherwise
-        xn = pd.to_numeric(xs, errors="coerce").astype("float64")
-        yn = pd.to_numeric(ys, errors="coerce").astype("float64")
-        reject(xn.isna() | yn.isna(), "non-numeric coordinates")
-        reject(~(np.isfinite(xn) & np.isfinite(yn)), "non-finite coordinates")
-        good = np.isfinite(xn) & np.isfinite(yn)
-        pts = gpd.GeoSeries(gpd.points_from_xy(xn.where(good, 0), yn.where(good, 0)), crs=crs)
-        if crs != WGS84:
-            pts = pts.to_crs(WGS84)
-        lon, lat = pts.x.where(good), pts.y.where(good)
-        reject(good & ((lon.abs() > 180) | (lat.abs() > 90)), "coordinates out of range")
-        geoms = np.asarray(pts.to_numpy())
-    coord_system = spec.coord_system.lower()
-    if coord_system != "wgs84":
-        from circles import coords
-
-        geoms = np.asarray(
-            coords.geometry_to_wgs84(gpd.GeoSeries(geoms, crs=WGS84), coord_system).to_numpy()
-        )
-
-    # category
-    if spec.category is not None:
-        if spec.category not in known:
-            raise ConfigError(
-                f"{src}: category {spec.category!r} is not in the profile; known: {sorted(known)}"
-            )
-        cat = pd.Series(spec.category, index=df.index, dtype=object)
-    else:
-        if spec.category_column not in df.columns:
-            raise InputDataError(
-                f"{src}: no {spec.category_column!r} column; add one or set `category` "
-                "for the whole file"
-            )
-        cat = df[spec.category_column].astype("string").str.strip()
-        reject(cat.isna() | (cat == ""), "missing category")
-        unknown = ~cat.isin(known) & cat.notna()
-        reject(unknown, "unknown category " + cat.fillna("").map(repr).astype(object))
-        cat = cat.astype(object)
-
-    # ids
-    if spec.id_column in df.columns:
-        ids = df[spec.id_column].astype("string").str.strip()
-        blank = ids.isna() | (ids == "")
-        reject(blank, "missing id")
-        dup = ids.duplicated(keep="first") & ~blank
-        reject(dup, "duplicate id " + ids.fillna("").map(repr).astype(object))
-        ids = ids.astype(object)
-    else:
-        ids = pd.Series([f"{Path(src).stem}:{i + 1}" for i in df.index], dtype=object)
-    names = (
-        df[spec.name_column].astype(object)
-        if spec.name_column in df.columns
-        else pd.Series(None, index=df.index, dtype=object)
-    )
-
-    if area is not None:
-        inside = np.zeros(len(df), bool)
-        valid = np.array([g is not None and not shapely.is_empty(g) for g in geoms])
-        inside[valid] = shapely.intersects(np.asarray(geoms)[valid], area)
-        reject(valid & ~inside & (reason == ""), "outside study area")
-
-    ok = reason == ""
-    cols: dict[str, Any] = {
-        "facility_id": ids[ok].astype(str).to_numpy(),
-        "category": cat[ok].to_numpy(),
-        "name": names[ok].to_numpy(),
-        "source": src,
-    }
-    for col in spec.attribute_columns:
-        if col in df.columns:
-            cols[col] = pd.to_numeric(df.loc[ok, col], errors="coerce").to_numpy(float)
-    fac = gpd.GeoDataFrame(cols, geometry=np.asarray(geoms)[ok], crs=WGS84)
-    rej = df.loc[~ok].copy()
-    rej.insert(0, "reason", reason[~ok])
-    rej.insert(0, "facility_id", ids[~ok].to_numpy())
-    rej.insert(0, "row", (np.flatnonzero(~ok) + 1))
-    rej.insert(0, "source", src)
-    if len(rej):
-        logger.warning("%s: %d of %d rows rejected", src, len(rej), len(df))
-    return fac.reset_index(drop=True), rej.reset_index(drop=True)
 
 
 def osm_facilities(
@@ -550,21 +339,31 @@ def snap_facilities(
     return out
 
 
-def read_facility_files(
+def read_planner_files(
     specs: Sequence[FacilityFile],
     *,
     categories: Iterable[str],
     area: shapely.Geometry | None = None,
-) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
-    """Read several planner files; ids must be unique across files too."""
+) -> tuple[gpd.GeoDataFrame, pd.DataFrame, list[dict[str, Any]]]:
+    """Read several planner files; ids must be unique across files too.
+
+    Returns
+    -------
+    tuple
+        Facilities, rejects (a repeated id across files with the row it is on) and
+        :attr:`FileRead.record` of each file.
+    """
     cats = list(categories)
-    facs, rejs = [], []
+    facs, rejs, rows, records = [], [], [], []
     for spec in specs:
-        f, r = read_facility_file(spec, categories=cats, area=area)
-        facs.append(f)
-        rejs.append(r)
+        got = read_planner_file(spec, categories=cats, area=area)
+        facs.append(got.facilities)
+        rejs.append(got.rejects)
+        rows.append(got.rows)
+        records.append(got.record)
     fac = pd.concat(facs, ignore_index=True) if facs else empty_facilities()
     fac = gpd.GeoDataFrame(fac, geometry="geometry", crs=WGS84)
+    row = np.concatenate(rows) if rows else np.zeros(0, np.int64)
     rej = (
         pd.concat(rejs, ignore_index=True)
         if rejs
@@ -575,13 +374,32 @@ def read_facility_files(
         extra = pd.DataFrame(
             {
                 "source": fac.loc[dup, "source"],
-                "row": np.nan,
+                "row": row[dup.to_numpy()],
                 "facility_id": fac.loc[dup, "facility_id"],
                 "reason": "duplicate id " + fac.loc[dup, "facility_id"].map(repr) + " across files",
             }
         )
+        if "name" in fac:
+            extra["name"] = fac.loc[dup, "name"]
         rej = pd.concat([rej, extra], ignore_index=True)
         fac = fac.loc[~dup].reset_index(drop=True)
+        for rec in records:
+            n = int((extra["source"] == rec["source"]).sum())
+            if n:
+                rec["facilities"] -= n
+                rec["rejected"] += n
+    return fac, rej, records
+
+
+def read_facility_files(
+    specs: Sequence[FacilityFile],
+    *,
+    categories: Iterable[str],
+    area: shapely.Geometry | None = None,
+) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
+    """Read several planner files; ids must be unique across files too
+    (:func:`read_planner_files` without the records)."""
+    fac, rej, _ = read_planner_files(specs, categories=categories, area=area)
     return fac, rej
 
 
@@ -798,6 +616,27 @@ def load_facilities(
     tuple
         Facilities, rejected planner rows, and counts for the summary.
     """
+    fac, rej, counts, _ = _load_facilities(
+        network,
+        features=features,
+        files=files,
+        categories=categories,
+        profile=profile,
+        max_snap_m=max_snap_m,
+    )
+    return fac, rej, counts
+
+
+def _load_facilities(
+    network: WalkNetwork,
+    *,
+    features: str | None,
+    files: Sequence[FacilityFile],
+    categories: list[str],
+    profile: Any,
+    max_snap_m: float = MAX_SNAP_M,
+) -> tuple[gpd.GeoDataFrame, pd.DataFrame, dict[str, int], list[dict[str, Any]]]:
+    """:func:`load_facilities`, with the record of each planner file read."""
     counts: dict[str, int] = {}
     parts = []
     if features is not None:
@@ -808,13 +647,15 @@ def load_facilities(
         counts["osm_features_read"] = len(feats)
         counts["osm_facilities"] = len(osm)
         parts.append(osm)
-    planner, rejects = read_facility_files(files, categories=categories, area=study_area(network))
+    planner, rejects, records = read_planner_files(
+        files, categories=categories, area=study_area(network)
+    )
     counts["planner_facilities"] = len(planner)
     counts["planner_rejected"] = len(rejects)
     parts.append(planner)
     fac = pd.concat(parts, ignore_index=True) if parts else empty_facilities()
     fac = gpd.GeoDataFrame(fac, geometry="geometry", crs=WGS84)
-    return snap_at_points(network, fac, max_snap_m=max_snap_m), rejects, counts
+    return snap_at_points(network, fac, max_snap_m=max_snap_m), rejects, counts, records
 
 
 def spec_doc(spec: FacilityFile, sha256: str) -> dict[str, Any]:
@@ -853,7 +694,9 @@ def study_facilities(
     Returns
     -------
     Keyed
-        ``{"facilities": ..., "rejects": ..., "counts": {...}}`` and its key.
+        ``{"facilities": ..., "rejects": ..., "counts": {...}, "datum": [...],
+        "files": [...]}`` (``files``: how each planner file was read,
+        :attr:`FileRead.record`) and its key.
     """
     ctx.stage("facilities")
     ctx.say("reading and snapping facilities")
@@ -873,8 +716,11 @@ def study_facilities(
     files = [replace(s, path=ctx.resolve(s.path) or s.path) for s in section.files]
     docs = [spec_doc(s, ctx.inputs.sha(f"facility_file:{s.path}", s.path)) for s in files]
 
+    computed = []
+
     def compute() -> dict[str, Any]:
-        fac, rej, counts = load_facilities(
+        computed.append(True)
+        fac, rej, counts, records = _load_facilities(
             network.value,
             features=use,
             files=files,
@@ -888,6 +734,7 @@ def study_facilities(
             "rejects": normalise_rejects(rej),
             "counts": counts,
             "datum": fits,
+            "files": records,
         }
 
     parts = [
@@ -902,5 +749,11 @@ def study_facilities(
         section.datum_check == "off",
     ]
     got = ctx.store.memo("facilities", parts, compute, codec=FRAMES)
+    if not computed:  # read from the cache: say again what reading the files found
+        for rec in got.value.get("files", []):
+            for skip in rec.get("skipped_sheets", []):
+                logger.warning(
+                    "%s: sheet %r %s; skipped", rec["source"], skip["sheet"], skip["reason"]
+                )
     report_datum(got.value.get("datum", []), mode=section.datum_check)
     return got

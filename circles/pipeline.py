@@ -185,8 +185,19 @@ def run(
         )
         result.node_choice = node_choice
         left_out, overlaps = (comm.value.attrs.get(k) for k in (LEFT_OUT, OVERLAPS))
+        files = fac0.value.get("files", [])
         result.summary = summary.study_summary(
-            result, fac, res, acc, bike, area_, elevation, ctx, left_out=left_out, overlaps=overlaps
+            result,
+            fac,
+            res,
+            acc,
+            bike,
+            area_,
+            elevation,
+            ctx,
+            left_out=left_out,
+            overlaps=overlaps,
+            files=files,
         )
         result.summary.update(docs)
         outputs.write_study(

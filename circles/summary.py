@@ -57,6 +57,7 @@ def study_summary(
     *,
     left_out: list[dict[str, Any]] | None = None,
     overlaps: list[dict[str, Any]] | None = None,
+    files: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """What ``summary.json`` holds: counts, what was dropped, what residents rest on.
 
@@ -86,6 +87,9 @@ def study_summary(
         default: the table's ``attrs["communities_overlaps"]``), recorded under
         ``community_overlaps`` with the rule that assigns their nodes (the stage has
         already warned).
+    files : list of dict, optional
+        How each planner facility file was read (the facilities stage's ``files``:
+        :attr:`circles.facilities.FileRead.record`), as ``facilities.files``.
     """
     profiles = access.profiles
     slope_aware = elevation_m is not None
@@ -151,6 +155,8 @@ def study_summary(
         "slope_aware": slope_aware,
     }
     doc["facilities"]["areas"] = area_facilities(fac, result.entries)
+    if files:
+        doc["facilities"]["files"] = list(files)
     detail = network_report(network, table, node_comm)
     outside = detail.pop()
     doc["communities_detail"] = detail
