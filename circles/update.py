@@ -8,17 +8,24 @@
    facility, ``replace`` replaces every facility with the same id (its new row is added
    at the end), ``remove`` removes every facility with that id (coordinates are not
    needed). An ``add`` of an existing id, or a ``replace``/``remove`` of an unknown id,
-   lands in the rejects file with its reason;
+   lands in the rejects file with its reason (and unknown ids are listed in a warning).
+   The whole file is checked first (:func:`circles.ledger.check_update`): a file with no
+   data rows or no usable row is an error and nothing is recorded;
 2. records it in the study folder: the file is copied to
    ``<output_dir>/<study>/updates/NNNN-<sha256[:12]>-<name>`` and listed (with its
-   SHA-256, original path, column options and time) in ``updates/ledger.json``. Every
-   later ``circles run`` of the study applies the recorded updates in order, after the
-   configured ``[[facilities.updates]]``; the same file (same bytes) is recorded only
-   once;
-3. runs the study (:func:`circles.pipeline.run`). Everything upstream is reused from the
+   SHA-256, original path, column options, ``coord_system`` and time) in
+   ``updates/ledger.json``. Every later ``circles run`` of the study applies the
+   recorded updates in order, after the configured ``[[facilities.updates]]``; the same
+   file (same bytes) read the same way (category, ``coord_system``, column options) is
+   recorded only once;
+3. runs the study (:func:`circles.pipeline.run`); when that run fails (a strict datum
+   check included) the record is taken back. Everything upstream is reused from the
    cache: only the categories whose snapped facilities changed get new walking minutes
    and service areas; coverage, reports and the map are refreshed; outputs whose content
    did not change are left as they are.
+
+:func:`recorded_updates` lists the ledger (``circles update --list``) and :func:`revert`
+removes an update from it and reruns (``circles update --revert N``).
 
 The result is identical to a full run whose configuration lists the same file under
 ``[[facilities.updates]]`` (or, for a file of additions only, under
