@@ -689,7 +689,18 @@ def study_updates(
     counts = {k: int(v) for k, v in facilities.value["counts"].items()}
     counts["planner_rejected"] = len(rej)
     fits = list(facilities.value.get("datum", []))
-    update_fits = [a["datum"] for a in applied if a.get("datum")]
-    report_datum(update_fits, mode=datum_check)
-    fits += update_fits
+    for e, a in zip(entries, applied, strict=True):
+        if not a.get("datum"):
+            continue
+        fits.append(a["datum"])
+        try:
+            report_datum([a["datum"]], mode=datum_check)
+        except InputDataError as exc:
+            if "number" not in e:
+                raise
+            raise LedgerError(
+                f"{e['where']}: {exc}; or " + revert_hint(e["number"]),
+                number=e["number"],
+                reason=str(exc),
+            ) from exc
     return Facilities(fac, rej, applied, counts, datum=fits)

@@ -45,7 +45,7 @@ from typing import Any
 
 import pandas as pd
 
-from circles._errors import CirclesError, ConfigError, LedgerError
+from circles._errors import CirclesError, ConfigError, InputDataError, LedgerError
 from circles.categories import load_profile
 from circles.config import StudyConfig, check_study, select_area
 from circles.datum import DATUMS
@@ -163,8 +163,10 @@ def update(
             result = run(cfg, progress=progress)
         except CirclesError as exc:
             remove_update(cfg, number)
-            why = exc.reason if isinstance(exc, LedgerError) else str(exc)
-            raise type(exc)(f"{path}: not recorded, the run applying it failed: {why}") from exc
+            why, kind = str(exc), type(exc)
+            if isinstance(exc, LedgerError):  # about this update: no ledger entry to name
+                why, kind = exc.reason, InputDataError
+            raise kind(f"{path}: not recorded, the run applying it failed: {why}") from exc
         except BaseException:
             remove_update(cfg, number)
             raise

@@ -417,6 +417,10 @@ def test_update_datum(
     with caplog.at_level(logging.WARNING):
         run(load_config(toml))
     assert any("--coord-system gcj02" in r.getMessage() for r in caplog.records)
+    # made strict later, the study names the recorded update and how to take it out
+    strict = _futian(tmp_path, "amap", "strict")
+    with pytest.raises(LedgerError, match=r"update 1 of .*--coord-system gcj02.*--revert 1"):
+        run(load_config(strict))
 
 
 def test_cli_update_needs_one_action(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
