@@ -39,3 +39,22 @@ class OutputError(CirclesError, OSError):
 
 class StudyBusyError(CirclesError, OSError):
     """Another process is running, updating or writing the same study (its lock is held)."""
+
+
+class LedgerError(CirclesError, ValueError):
+    """A recorded update of a study (``updates/ledger.json``) cannot be applied: its copy
+    is missing or changed, or it no longer reads.
+
+    Attributes
+    ----------
+    number : int
+        The update's number in the ledger (1-based: ``circles update STUDY.toml --revert
+        N`` removes it).
+    reason : str
+        What is wrong, without the ledger entry's name.
+    """
+
+    def __init__(self, message: str, *, number: int, reason: str) -> None:
+        super().__init__(message)
+        self.number = number
+        self.reason = reason

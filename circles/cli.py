@@ -36,13 +36,23 @@ def _build_parser() -> argparse.ArgumentParser:
         "update", help="apply a facility update file (add/replace/remove) and refresh outputs"
     )
     u.add_argument("config", help="study TOML")
-    u.add_argument(
+    what = u.add_mutually_exclusive_group(required=True)
+    what.add_argument(
         "--facilities",
-        required=True,
         help="update file (CSV/XLSX/GeoJSON/GPKG/SHP); optional `action` column: add "
         "(default), replace (same id) or remove (by id)",
     )
+    what.add_argument("--list", action="store_true", help="list the recorded updates")
+    what.add_argument(
+        "--revert", type=int, metavar="N", help="remove recorded update N and refresh outputs"
+    )
     u.add_argument("--category", help="category of every row (else the file's category column)")
+    u.add_argument(
+        "--coord-system",
+        choices=["wgs84", "gcj02", "bd09"],  # circles.datum.DATUMS
+        help="datum of the file's coordinates: wgs84 (GPS, OSM; default), gcj02 "
+        "(Amap/Gaode, Tencent) or bd09 (Baidu)",
+    )
     u.add_argument("--area", help="the area of a study with [[areas]]")
     u.add_argument("--output-dir", help="override [study] output_dir")
     u.add_argument("--maps-dir", help="override [study] maps_dir")
@@ -200,18 +210,49 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _update(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from circles.update import update
+    from circles.update import recorded_updates, revert, update
 
     cfg = _config(args)
+    if args.list:
+        _print_updates(recorded_updates(cfg, area=args.area))
+        return 0
     _tqdm_bars()
-    path = Path(args.facilities).resolve()
-    result = update(
-        cfg, path, category=args.category, progress=_progress, area=args.area, wait_s=args.wait
-    )
+    if args.revert is not None:
+        result = revert(cfg, args.revert, progress=_progress, area=args.area, wait_s=args.wait)
+    else:
+        result = update(
+            cfg,
+            Path(args.facilities).resolve(),
+            category=args.category,
+            coord_system=args.coord_system,
+            progress=_progress,
+            area=args.area,
+            wait_s=args.wait,
+        )
     _print_result(result)
     return 0
+
+
+def _print_updates(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        print("no recorded updates")
+        return
+
+    def cell(v: Any) -> str:
+        return "-" if v is None else str(v)
+
+    print(
+        f"{'N':>3}  {'applied (UTC)':<25} {'category':<18} {'coord':<6} "
+        f"{'added':>5} {'replaced':>8} {'removed':>7} {'rejected':>8}  file"
+    )
+    for r in rows:
+        print(
+            f"{r['number']:>3}  {cell(r['applied_utc']):<25} {cell(r['category']):<18} "
+            f"{cell(r['coord_system']):<6} {cell(r['added']):>5} {cell(r['replaced']):>8} "
+            f"{cell(r['removed']):>7} {cell(r['rejected']):>8}  {r['file']} "
+            f"(from {r['original']})"
+        )
+    print("(counts from the last run; - : not applied by it)")
 
 
 def _batch(args: argparse.Namespace) -> int:

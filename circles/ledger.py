@@ -30,13 +30,16 @@ import numpy as np
 import pandas as pd
 
 from circles import io
-from circles._errors import DataFileError, InputDataError
+from circles._errors import CirclesError, ConfigError, DataFileError, InputDataError, LedgerError
 from circles.cache import FRAMES, Cache, Keyed, digest, sha256_file
 from circles.config import StudyConfig, WalkSection
 from circles.facilities import (
     FacilityFile,
+    datum_fits,
+    empty_facilities,
     read_facility_file,
     read_table,
+    report_datum,
     snap_at_points,
     study_area_cached,
 )
@@ -84,11 +87,41 @@ def update_entries(cfg: StudyConfig) -> list[dict[str, Any]]:
     for s in cfg.facilities.updates:
         path = cfg.resolve(s.path) or s.path
         out.append({"spec": replace(s, path=path), "label": str(path), "source": str(path)})
-    folder = ledger_path(cfg).parent
-    for e in read_ledger(cfg):
-        spec = FacilityFile(**{**e["spec"], "path": str(folder / e["file"])})
-        out.append({"spec": spec, "label": e["file"], "source": e["original"]})
+    book = ledger_path(cfg)
+    for n, e in enumerate(read_ledger(cfg), 1):
+        where = f"update {n} of {book}"
+        try:
+            where += f" ({e['file']}, from {e['original']})"
+            copy = book.parent / e["file"]
+            spec = FacilityFile(**{**e["spec"], "path": str(copy)})
+        except (KeyError, TypeError) as exc:
+            raise LedgerError(
+                f"{where}: not a valid ledger entry ({type(exc).__name__}: {exc}); "
+                + revert_hint(n),
+                number=n,
+                reason=str(exc),
+            ) from exc
+        if not copy.is_file():
+            why = f"its recorded copy {copy} is missing"
+            raise LedgerError(
+                f"{where}: {why}; put it back or " + revert_hint(n), number=n, reason=why
+            )
+        out.append(
+            {
+                "spec": spec,
+                "label": e["file"],
+                "source": e["original"],
+                "number": n,
+                "where": where,
+                "sha256": e.get("sha256"),
+            }
+        )
     return out
+
+
+def revert_hint(number: int) -> str:
+    """The advice that ends the message of a recorded update that cannot be applied."""
+    return f"remove the update with `circles update STUDY.toml --revert {number}`"
 
 
 def _actions(raw: pd.DataFrame, src: str) -> np.ndarray:
@@ -107,6 +140,9 @@ def read_update(
 ) -> tuple[gpd.GeoDataFrame, np.ndarray, pd.DataFrame]:
     """Read an update file.
 
+    A file of removals only needs no coordinate or category columns: only rows with
+    action ``add`` or ``replace`` are read as facilities.
+
     Returns
     -------
     rows : geopandas.GeoDataFrame
@@ -115,20 +151,19 @@ def read_update(
     remove_ids : numpy.ndarray
         Ids to remove (str).
     rejects : pandas.DataFrame
-        Unusable rows with their reasons.
+        Unusable rows with their reasons (every row of the file is in exactly one of
+        ``rows``, ``remove_ids`` and ``rejects``).
+
+    Raises
+    ------
+    InputDataError
+        Rows with action ``remove`` and no id column; rows to add or replace and no
+        coordinate or category column (see :func:`circles.facilities.read_facility_file`).
     """
     src = source or str(spec.path)
     raw = read_table(spec)
-    actions = _actions(pd.DataFrame(raw), src)
-    fac, rej = read_facility_file(spec, categories=categories, area=area, table=raw)
     n = len(raw)
-    rejected_pos = set((rej["row"].astype(int) - 1).tolist()) if len(rej) else set()
-    ok_pos = np.array([i for i in range(n) if i not in rejected_pos], dtype=np.int64)
-    fac = fac.copy()
-    fac["action"] = actions[ok_pos] if len(ok_pos) else np.zeros(0, dtype=object)
-    fac["row"] = ok_pos + 1
-    unknown = ~np.isin(actions, ACTIONS)
-    # removals need only an id; whatever else is wrong with the row does not matter
+    actions = _actions(pd.DataFrame(raw), src)
     id_col = spec.id_column
     ids = (
         raw[id_col].astype("string").str.strip().fillna("").to_numpy(dtype=object)
@@ -138,29 +173,104 @@ def read_update(
     is_remove = actions == "remove"
     if is_remove.any() and id_col not in raw.columns:
         raise InputDataError(f"{src}: rows with action=remove need an {id_col!r} column")
+    unknown = ~np.isin(actions, ACTIONS)
+    if (~is_remove & ~unknown).any():
+        fac, rej = read_facility_file(spec, categories=categories, area=area, table=raw)
+        rejected_pos = set((rej["row"].astype(int) - 1).tolist()) if len(rej) else set()
+        ok_pos = np.array([i for i in range(n) if i not in rejected_pos], dtype=np.int64)
+    else:
+        # nothing to place (removals only, or no rows): no coordinates or categories needed
+        fac, rej = empty_facilities(), pd.DataFrame(columns=_REJECT_COLUMNS)
+        ok_pos = np.zeros(0, dtype=np.int64)
+    fac = fac.copy()
+    fac["action"] = actions[ok_pos] if len(ok_pos) else np.zeros(0, dtype=object)
+    fac["row"] = ok_pos + 1
+    # removals need only an id; whatever else is wrong with the row does not matter
     remove_pos = np.flatnonzero(is_remove & (ids != ""))
     remove_ids = np.asarray([str(ids[i]) for i in remove_pos], dtype=object)
     keep_rej = np.ones(len(rej), bool)
     if len(rej):
         rpos = rej["row"].astype(int).to_numpy() - 1
-        keep_rej = ~np.isin(rpos, remove_pos) & ~unknown[rpos]
+        keep_rej = ~is_remove[rpos] & ~unknown[rpos]
     rej = rej.loc[keep_rej].copy()
     extra = []
-    for i in np.flatnonzero(unknown):
+    for i in np.flatnonzero(unknown | (is_remove & (ids == ""))):
+        why = (
+            "remove: missing id"
+            if is_remove[i]
+            else f"unknown action {actions[i]!r} (use add, replace or remove)"
+        )
         extra.append(
-            {
-                "source": src,
-                "row": i + 1,
-                "facility_id": str(ids[i]) or None,
-                "reason": f"unknown action {actions[i]!r} (use add, replace or remove)",
-            }
+            {"source": src, "row": i + 1, "facility_id": str(ids[i]) or None, "reason": why}
         )
     rows = fac[fac["action"].isin(["add", "replace"])].reset_index(drop=True)
-    rej = pd.concat([rej, pd.DataFrame(extra, columns=_REJECT_COLUMNS)], ignore_index=True)
+    rej = pd.concat(
+        [rej, pd.DataFrame(extra, columns=_REJECT_COLUMNS)] if extra else [rej],
+        ignore_index=True,
+    )
     rej["source"] = src
     if len(rows):
         rows["source"] = src
     return rows, remove_ids, rej
+
+
+def check_update(
+    spec: FacilityFile, *, categories: Iterable[str], source: str | None = None
+) -> dict[str, Any]:
+    """Read an update file completely and say whether it can be recorded.
+
+    Parameters
+    ----------
+    spec : FacilityFile
+        The update file (path resolved).
+    categories : iterable of str
+        The categories of the study's profile.
+    source : str, optional
+        The file's name in messages (default: its path).
+
+    Returns
+    -------
+    dict
+        Row counts: ``rows``, ``add``, ``replace``, ``remove`` and ``rejected``, and
+        ``rejects`` (the rejected rows: ``row``, ``facility_id``, ``reason``).
+
+    Raises
+    ------
+    DataFileError
+        The file cannot be read.
+    InputDataError, ConfigError
+        The file has no data rows, none of its rows can be used (the first reasons are
+        listed), or it lacks a column its rows need.
+    """
+    src = source or str(spec.path)
+    rows, remove_ids, rej = read_update(spec, categories=categories, source=src)
+    n = len(rows) + len(remove_ids) + len(rej)
+    if n == 0:
+        raise InputDataError(
+            f"{src}: the update file has no data rows (only a header?); add at least one "
+            "row (action add, replace or remove); nothing was recorded"
+        )
+    if len(rows) + len(remove_ids) == 0:
+        raise InputDataError(
+            f"{src}: none of its {n} rows can be used ({reject_reasons(rej)}); fix the "
+            "rows and try again; nothing was recorded"
+        )
+    act = rows["action"].astype(str) if len(rows) else pd.Series([], dtype=str)
+    return {
+        "rows": n,
+        "add": int((act == "add").sum()),
+        "replace": int((act == "replace").sum()),
+        "remove": len(remove_ids),
+        "rejected": len(rej),
+        "rejects": rej[["row", "facility_id", "reason"]].to_dict("records"),
+    }
+
+
+def reject_reasons(rej: pd.DataFrame, *, most: int = 5) -> str:
+    """``row 2: missing coordinates; row 3: ...`` for the first ``most`` rejects."""
+    items = [f"row {r['row']}: {r['reason']}" for r in rej.head(most).to_dict("records")]
+    more = f"; and {len(rej) - most} more" if len(rej) > most else ""
+    return "; ".join(items) + more
 
 
 def apply_update(
@@ -230,9 +340,15 @@ def apply_update_cached(
     store: Cache,
     key: str,
     source_label: str,
-) -> tuple[gpd.GeoDataFrame, pd.DataFrame, dict[str, int]]:
+    datum_check: str = "warn",
+) -> tuple[gpd.GeoDataFrame, pd.DataFrame, dict[str, Any]]:
     """Read (or reuse from the cache, under ``key``: see :func:`_update_key`) and snap an
-    update file, then apply it."""
+    update file, then apply it.
+
+    The counts returned also hold ``datum``, the datum check of the file's added and
+    replacing points (:func:`circles.facilities.datum_fits`), when it has enough points
+    in China and ``datum_check`` is not ``"off"``.
+    """
 
     def compute() -> dict[str, Any]:
         rows, remove_ids, file_rej = read_update(
@@ -241,10 +357,14 @@ def apply_update_cached(
             area=area() if callable(area) else area,
             source=source_label,
         )
+        snapped = snap_at_points(network, rows, max_snap_m=max_snap_m)
+        as_source = replace(spec, path=source_label)
+        fits = datum_fits(network, snapped, [as_source]) if datum_check != "off" else []
         return {
-            "update_rows": snap_at_points(network, rows, max_snap_m=max_snap_m),
+            "update_rows": snapped,
             "update_rejects": normalise_rejects(file_rej),
             "remove_ids": remove_ids.tolist(),
+            "datum": fits,
         }
 
     got = store.memo("update_rows", [key], compute, codec=FRAMES).value
@@ -252,8 +372,10 @@ def apply_update_cached(
     remove_ids = np.asarray(got["remove_ids"], dtype=object)
     new, step_rej, counts = apply_update(facilities, rows, remove_ids, source=source_label)
     all_rej = pd.concat([rejects, file_rej, step_rej], ignore_index=True)
-    counts["rejected"] = len(file_rej) + len(step_rej)
-    return new, all_rej, counts
+    out: dict[str, Any] = {**counts, "rejected": len(file_rej) + len(step_rej)}
+    if got.get("datum"):
+        out["datum"] = got["datum"][0]
+    return new, all_rej, out
 
 
 def apply_updates(
@@ -269,6 +391,7 @@ def apply_updates(
     area: Any,
     store: Any,
     track: Any,
+    datum_check: str = "warn",
 ) -> tuple[gpd.GeoDataFrame, pd.DataFrame, list[dict[str, Any]]]:
     """Apply update files in order, reusing the cached state after the longest known prefix.
 
@@ -294,6 +417,8 @@ def apply_updates(
         Cache key of the network (part of each update's key).
     track : callable
         ``track(name, path) -> sha256`` records an input file (for the manifest).
+    datum_check : {"warn", "strict", "off"}, default "warn"
+        ``[facilities] datum_check``: ``off`` measures nothing.
 
     Returns
     -------
@@ -301,11 +426,29 @@ def apply_updates(
         After all updates.
     applied : list of dict
         Per update: ``file``, ``sha256``, ``added``, ``replaced``, ``removed``,
-        ``rejected``.
+        ``rejected`` and, when measured, ``datum`` (:meth:`circles.datum.DatumFit.doc`).
+
+    Raises
+    ------
+    LedgerError
+        A recorded update (``number`` in its entry) is not the file that was recorded
+        or cannot be applied; the message names the ledger entry.
     """
     shas = [track(f"update:{e['label']}", str(e["spec"].path)) for e in entries]
+    for e, sha in zip(entries, shas, strict=True):
+        if e.get("sha256") and sha != e["sha256"]:
+            why = (
+                f"its recorded copy {e['spec'].path} has changed since it was recorded "
+                f"(SHA-256 {sha[:12]}..., recorded {e['sha256'][:12]}...)"
+            )
+            raise LedgerError(
+                f"{e['where']}: {why}; restore it or " + revert_hint(e["number"]),
+                number=e["number"],
+                reason=why,
+            )
+    off = datum_check == "off"
     keys = [
-        _update_key(e["spec"], net_key, sha, categories, max_snap_m, e["source"])
+        _update_key(e["spec"], net_key, sha, categories, max_snap_m, e["source"], off)
         for e, sha in zip(entries, shas, strict=True)
     ]
     chain = [base_key]
@@ -325,18 +468,30 @@ def apply_updates(
             break
     for k in range(start, len(entries)):
         e = entries[k]
-        facilities, rejects, step = apply_update_cached(
-            facilities,
-            rejects,
-            e["spec"],
-            network=network,
-            categories=categories,
-            max_snap_m=max_snap_m,
-            area=area,
-            store=store,
-            key=keys[k],
-            source_label=e["source"],
-        )
+        try:
+            facilities, rejects, step = apply_update_cached(
+                facilities,
+                rejects,
+                e["spec"],
+                network=network,
+                categories=categories,
+                max_snap_m=max_snap_m,
+                area=area,
+                store=store,
+                key=keys[k],
+                source_label=e["source"],
+                datum_check=datum_check,
+            )
+        except Exception as exc:
+            if "number" not in e:
+                raise
+            why = str(exc) if isinstance(exc, CirclesError) else f"{type(exc).__name__}: {exc}"
+            raise LedgerError(
+                f"{e['where']} cannot be applied: {why}; fix the file or "
+                + revert_hint(e["number"]),
+                number=e["number"],
+                reason=why,
+            ) from exc
         applied.append({"file": e["label"], "sha256": shas[k], **step})
         state = FRAMES.save(
             store,
@@ -359,28 +514,66 @@ def _update_key(
     categories: list[str],
     max_snap_m: float,
     source_label: str,
+    datum_off: bool = False,
 ) -> str:
     spec_doc = {k: v for k, v in asdict(spec).items() if k != "path"}
-    return digest("update", net_key, sha256, spec_doc, categories, max_snap_m, source_label)
+    parts = [net_key, sha256, spec_doc, categories, max_snap_m, source_label, datum_off]
+    return digest("update", *parts)
 
 
-def record_update(cfg: StudyConfig, spec: FacilityFile) -> dict[str, Any] | None:
+def _spec_doc(spec: FacilityFile) -> dict[str, Any]:
+    """A spec's column options as the ledger keeps them (JSON values, no path)."""
+    doc = {k: v for k, v in asdict(spec).items() if k != "path"}
+    return dict(json.loads(json.dumps(doc)))
+
+
+def _same_update(entry: dict[str, Any], sha: str, doc: dict[str, Any]) -> bool:
+    """Whether a ledger entry is the same file (bytes) read the same way (category,
+    coord_system and every other column option)."""
+    if entry.get("sha256") != sha:
+        return False
+    recorded = {**_spec_doc(FacilityFile(path="")), **dict(entry.get("spec") or {})}
+    return json.dumps(recorded, sort_keys=True) == json.dumps(doc, sort_keys=True)
+
+
+def _next_number(ledger: list[dict[str, Any]]) -> int:
+    """One more than the highest ``NNNN-`` prefix of the recorded copies (numbers of
+    removed updates are not reused, so that no copy is overwritten)."""
+    used = [int(str(e.get("file", ""))[:4]) for e in ledger if str(e.get("file", ""))[:4].isdigit()]
+    return max([len(ledger), *used]) + 1
+
+
+def record_update(
+    cfg: StudyConfig, spec: FacilityFile, *, rows: dict[str, int] | None = None
+) -> dict[str, Any] | None:
     """Copy an update file into the study folder and add it to the ledger (atomically).
 
-    Returns the new ledger entry, or None when the same file (same SHA-256) is already
-    recorded.
+    Parameters
+    ----------
+    cfg : StudyConfig
+    spec : FacilityFile
+        The update file and how to read it.
+    rows : dict of str to int, optional
+        The file's row counts (:func:`check_update`), kept in the entry.
+
+    Returns
+    -------
+    dict or None
+        The new ledger entry, or None when the same file (same SHA-256) read the same way
+        (same category, coord_system and column options) is already recorded.
     """
     src = Path(cfg.resolve(spec.path) or spec.path)
     if not src.is_file():
         raise DataFileError(f"{src}: update file not found")
     sha = sha256_file(src)
+    doc = _spec_doc(spec)
     ledger = read_ledger(cfg)
-    if any(e.get("sha256") == sha for e in ledger):
+    if any(_same_update(e, sha, doc) for e in ledger):
         logger.info("%s is already recorded in %s", src, ledger_path(cfg))
         return None
     folder = ledger_path(cfg).parent
     folder.mkdir(parents=True, exist_ok=True)
-    name = f"{len(ledger) + 1:04d}-{sha[:12]}-{src.name}"
+    name = f"{_next_number(ledger):04d}-{sha[:12]}-{src.name}"
     tmp, final = io.atomic_path(folder / name)
     try:
         shutil.copyfile(src, tmp)
@@ -388,17 +581,47 @@ def record_update(cfg: StudyConfig, spec: FacilityFile) -> dict[str, Any] | None
     finally:
         tmp.unlink(missing_ok=True)
     if sha256_file(final) != sha:
+        final.unlink(missing_ok=True)
         raise DataFileError(f"{src}: changed while being copied; try again")
-    entry = {
+    entry: dict[str, Any] = {
         "file": name,
         "sha256": sha,
         "original": str(src.resolve()),
         "applied_utc": utc_now(),
-        "spec": {k: v for k, v in asdict(spec).items() if k != "path"},
+        "spec": doc,
     }
+    if rows is not None:
+        entry["rows"] = {k: int(v) for k, v in rows.items()}
     io.write_atomic_text(
         ledger_path(cfg), io.json_text([*ledger, entry], ensure_ascii=False, indent=2)
     )
+    return entry
+
+
+def remove_update(cfg: StudyConfig, number: int) -> dict[str, Any]:
+    """Remove update ``number`` (1-based) from the ledger (atomically) and its copy.
+
+    Returns
+    -------
+    dict
+        The removed entry.
+
+    Raises
+    ------
+    ConfigError
+        The ledger has no update ``number``.
+    """
+    ledger = read_ledger(cfg)
+    if not 1 <= number <= len(ledger):
+        raise ConfigError(
+            f"{ledger_path(cfg)}: no update {number}; the study has {len(ledger)} recorded "
+            "update(s) (list them with `circles update STUDY.toml --list`)"
+        )
+    entry = ledger.pop(number - 1)
+    io.write_atomic_text(ledger_path(cfg), io.json_text(ledger, ensure_ascii=False, indent=2))
+    name = str(entry.get("file", ""))
+    if name and name not in {str(e.get("file")) for e in ledger}:
+        (ledger_path(cfg).parent / name).unlink(missing_ok=True)
     return entry
 
 
@@ -409,6 +632,8 @@ def study_updates(
     categories: list[str],
     walk: WalkSection,
     ctx: RunContext,
+    *,
+    datum_check: str = "warn",
 ) -> Facilities:
     """The updates stage: ``entries`` (:func:`update_entries`) applied to the facilities.
 
@@ -425,6 +650,17 @@ def study_updates(
     walk : WalkSection
         ``[walk]`` (its ``max_snap_m``).
     ctx : RunContext
+    datum_check : {"warn", "strict", "off"}, default "warn"
+        ``[facilities] datum_check``: the update files' points are checked as a study
+        file's are (:func:`circles.facilities.report_datum`).
+
+    Raises
+    ------
+    LedgerError
+        A recorded update cannot be applied (:func:`apply_updates`).
+    InputDataError
+        ``datum_check = "strict"`` and an update file's points fit another datum clearly
+        better.
     """
     ctx.stage("updates")
     fac, rej, applied = apply_updates(
@@ -439,6 +675,7 @@ def study_updates(
         area=lambda: study_area_cached(network, ctx.store),
         store=ctx.store,
         track=ctx.inputs.sha,
+        datum_check=datum_check,
     )
     if applied:
         ctx.say(
@@ -452,5 +689,18 @@ def study_updates(
     counts = {k: int(v) for k, v in facilities.value["counts"].items()}
     counts["planner_rejected"] = len(rej)
     fits = list(facilities.value.get("datum", []))
-    fits += [a["datum"] for a in applied if a.get("datum")]
+    for e, a in zip(entries, applied, strict=True):
+        if not a.get("datum"):
+            continue
+        fits.append(a["datum"])
+        try:
+            report_datum([a["datum"]], mode=datum_check)
+        except InputDataError as exc:
+            if "number" not in e:
+                raise
+            raise LedgerError(
+                f"{e['where']}: {exc}; or " + revert_hint(e["number"]),
+                number=e["number"],
+                reason=str(exc),
+            ) from exc
     return Facilities(fac, rej, applied, counts, datum=fits)

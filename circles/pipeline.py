@@ -160,7 +160,9 @@ def run(
         fac0 = facilities.study_facilities(
             cfg.facilities, net, source, features, profile, cats, w, ctx
         )
-        fac = ledger.study_updates(fac0, ledger.update_entries(cfg), net, cats, w, ctx)
+        upd = ledger.update_entries(cfg)
+        check = cfg.facilities.datum_check
+        fac = ledger.study_updates(fac0, upd, net, cats, w, ctx, datum_check=check)
         fac = entries.study_entries(fac, net, source, features, w.max_snap_m, ctx)
         profiles = access.category_profiles(w, profile, cats)
         acc = access.study_access(net, fac.table, profiles, w, elevation, ctx, fac.entries)
