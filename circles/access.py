@@ -39,6 +39,7 @@ from circles._errors import InputDataError
 from circles.cache import ARRAYS, Cache, Keyed, array_digest
 from circles.config import WalkSection
 from circles.facilities import STATUS_SNAPPED
+from circles.geometry import morton_order
 from circles.network import WalkNetwork
 from circles.result import RunContext, StudyAccess, progress_iter
 
@@ -46,15 +47,12 @@ logger = logging.getLogger(__name__)
 
 #: Bytes of dense distance rows held at once when counting facilities within levels.
 COUNT_CHUNK_BYTES = 32 * 1024 * 1024
-
 #: Facilities searched together by :func:`counts_within` (neighbours, one sub-network).
 COUNT_CHUNK_FACILITIES = 32
-
 #: Above this share of the network's nodes a chunk's sub-network is not worth cutting.
 COUNT_LOCAL_MAX_SHARE = 0.25
-
-#: Below this many (node, facility) pairs one search per facility over the whole network
-#: is as fast as cutting sub-networks (measured on Liechtenstein, 53k nodes, and Porto).
+#: Below this many (node, facility) pairs a whole-network search per facility is as fast
+#: (measured on Liechtenstein, 53k nodes, and Porto).
 COUNT_LOCAL_MIN_PAIRS = 20_000_000
 
 
@@ -228,13 +226,9 @@ class AccessGraph:
         return self.network.n_nodes
 
     def seconds_per_metre(self) -> float:
-        """Least seconds per metre of straight-line distance over the network's arcs.
-
-        By the triangle inequality no walk of ``t`` seconds ends farther than
-        ``t / seconds_per_metre()`` metres, as the crow flies, from where it started
-        (node coordinates in the network's projected CRS). 0.0 where an arc costs
-        nothing between two distinct points (no such bound).
-        """
+        """Least seconds per metre of straight line over the arcs (projected CRS): no
+        walk of ``t`` s ends farther than ``t / seconds_per_metre()`` m from its start.
+        0.0 where an arc costs nothing between two distinct points (no bound)."""
         if "per_m" not in self._cache:
             net = self.network
             heads = np.repeat(np.arange(self.n_nodes), np.diff(self.indptr))
@@ -251,8 +245,7 @@ class AccessGraph:
         if "tree" not in self._cache:
             from scipy.spatial import cKDTree
 
-            net = self.network
-            self._cache["tree"] = cKDTree(np.column_stack([net.x, net.y]))
+            self._cache["tree"] = cKDTree(np.column_stack([self.network.x, self.network.y]))
         return self._cache["tree"]
 
     def reversed_matrix(self) -> sp.csr_matrix:
@@ -487,14 +480,11 @@ def counts_within(
     ``edge``, ``frac``, ``access_s``), one virtual node per facility, so a facility with
     many entries is counted once.
 
-    Each facility's search is bounded in time (``limit`` = the largest level) and in
-    space: no walk of ``L`` seconds gets farther from its start, as the crow flies,
-    than ``L`` divided by the network's least seconds per metre of straight-line
-    distance (:meth:`AccessGraph.seconds_per_metre`). The facilities are taken a
-    ``chunk`` of neighbours at a time (in Morton order of their entries), and each
-    chunk searches only the sub-network within that radius of its entries, so the
-    work grows with the nodes a facility can reach, not with the whole network; the
-    counts are exactly those of a search over the whole network. Where no bound
+    Each search is bounded in time (``limit`` = the largest level) and in space: no
+    walk of ``L`` seconds ends farther than ``L /`` :meth:`AccessGraph.seconds_per_metre`
+    metres from its start as the crow flies. A ``chunk`` of neighbouring facilities
+    (Morton order) searches only the sub-network within that radius of its entries,
+    with exactly the counts of a whole-network search. Where no bound
     exists (an arc of zero seconds between distinct points), where the network and
     the facilities are small (fewer than :data:`COUNT_LOCAL_MIN_PAIRS` node-facility
     pairs) or where a chunk's sub-network would hold more than
@@ -508,7 +498,7 @@ def counts_within(
     levels_s : sequence of float
         Levels in seconds.
     chunk : int, optional
-        Facilities searched together (default :data:`COUNT_CHUNK_FACILITIES`).
+        Facilities searched together.
 
     Returns
     -------
@@ -542,7 +532,7 @@ def counts_within(
     np.maximum.at(spread, owner, np.hypot(sx - cx[owner], sy - cy[owner]))
     reach = radius + spread
     tree = graph.node_tree()
-    order = _morton_order(cx, cy)
+    order = morton_order(cx, cy)
     whole_share = COUNT_LOCAL_MAX_SHARE * n
     mark = np.zeros(n, dtype=bool)
     for start in range(0, k, max(1, int(chunk))):
@@ -572,24 +562,9 @@ def _count_whole(
     """Add the counts of facilities ``facs`` searched over the whole network to ``out``."""
     step = max(1, COUNT_CHUNK_BYTES // (8 * mat.shape[0]))
     for start in range(0, facs.size, step):
-        idx = n + facs[start : start + step]
-        dist = dijkstra(mat, directed=True, indices=idx, limit=levels[-1])[:, :n]
+        dist = dijkstra(mat, indices=n + facs[start : start + step], limit=levels[-1])[:, :n]
         for j, lev in enumerate(levels):
             out[:, j] += (dist <= lev).sum(axis=0, dtype=np.int32)
-
-
-def _morton_order(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Order of points along a Morton (Z-order) curve: neighbours come together."""
-    if x.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    span = max(float(np.ptp(x)), float(np.ptp(y)), 1e-9)
-    ix = ((x - x.min()) / span * 65535).astype(np.uint64)
-    iy = ((y - y.min()) / span * 65535).astype(np.uint64)
-    code = np.zeros(x.size, dtype=np.uint64)
-    for b in range(16):
-        bit = np.uint64(1 << b)
-        code |= ((ix & bit) << np.uint64(b)) | ((iy & bit) << np.uint64(b + 1))
-    return np.argsort(code, kind="stable")
 
 
 @dataclass(frozen=True)

@@ -919,3 +919,17 @@ def reach_polygons(
         by_level[level] = poly
         prev = poly
     return [by_level[float(lev)] for lev in levels_s]
+
+
+def morton_order(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Order of points along a Morton (Z-order) curve: neighbours come together."""
+    if x.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    span = max(float(np.ptp(x)), float(np.ptp(y)), 1e-9)
+    ix = ((x - x.min()) / span * 65535).astype(np.uint64)
+    iy = ((y - y.min()) / span * 65535).astype(np.uint64)
+    code = np.zeros(x.size, dtype=np.uint64)
+    for b in range(16):
+        bit = np.uint64(1 << b)
+        code |= ((ix & bit) << np.uint64(b)) | ((iy & bit) << np.uint64(b + 1))
+    return np.argsort(code, kind="stable")

@@ -101,6 +101,14 @@ __all__ = [
 ]
 
 
+def _summary(result: StudyResult, comm: Any, fac0: Any, *stages: Any) -> dict[str, Any]:
+    """:func:`circles.summary.study_summary` with what the communities stage left out
+    or found overlapping and how each facility file was read."""
+    left_out, overlaps = (comm.value.attrs.get(k) for k in (LEFT_OUT, OVERLAPS))
+    files = fac0.value.get("files", [])
+    return summary.study_summary(result, *stages, left_out=left_out, overlaps=overlaps, files=files)
+
+
 def run(
     cfg: StudyConfig,
     *,
@@ -186,21 +194,7 @@ def run(
             cfg, net.value, labels, fac, acc, res, table, iso, sa, edges
         )
         result.node_choice = node_choice
-        left_out, overlaps = (comm.value.attrs.get(k) for k in (LEFT_OUT, OVERLAPS))
-        files = fac0.value.get("files", [])
-        result.summary = summary.study_summary(
-            result,
-            fac,
-            res,
-            acc,
-            bike,
-            area_,
-            elevation,
-            ctx,
-            left_out=left_out,
-            overlaps=overlaps,
-            files=files,
-        )
+        result.summary = _summary(result, comm, fac0, fac, res, acc, bike, area_, elevation, ctx)
         result.summary.update(docs)
         outputs.write_study(
             result, net.key, res, acc, iso, sa, fac, ctx, report=report, write=write, edges=edges

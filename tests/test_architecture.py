@@ -13,7 +13,7 @@ PKG = Path(__file__).resolve().parents[1] / "circles"
 #: Layer of each module: a module may import only its own layer or lower ones.
 LAYERS = {
     0: {"settings", "_errors", "_hooks", "__init__"},
-    1: {"walking", "network", "coords", "categories", "datum"},
+    1: {"walking", "network", "coords", "categories", "datum", "checks"},
     2: {"config", "io", "fetch", "gpkg_inplace"},
     3: {"cache", "result"},
     4: {
@@ -38,8 +38,6 @@ LAYERS = {
         "choice",
         "robustness",
         "equity",
-        # issue 12: which datum a facility file's points are in
-        "datum",
     },
     5: {
         "maps",
