@@ -5,7 +5,8 @@ What drops out is said loudly: a run warns (and ``summary.json`` lists under
 length, overall or in a community, and when many nodes lie outside every community
 (naming the boundaries that are not communities: incomplete in the extract, outside
 ``parent``, excluded). ``communities_detail`` gives, per community, its nodes, street
-length and the street length dropped as small pieces.
+length and the street length dropped as small pieces; ``community_overlaps`` the pairs
+of overlapping community polygons and the rule that gives each node one community.
 """
 
 from __future__ import annotations
