@@ -110,10 +110,7 @@ def _fmt_minutes(value: Any, text: Mapping[str, str]) -> str:
 
 def _table(rows: Sequence[tuple[str, str]]) -> str:
     """An HTML table of already-escaped (label, value) pairs."""
-    cells = "".join(
-        f"<tr><th style='text-align:left;padding-right:6px'>{k}</th><td>{v}</td></tr>"
-        for k, v in rows
-    )
+    cells = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
     return f"<table class='circles-popup'>{cells}</table>"
 
 
@@ -463,7 +460,7 @@ def coverage_map(
         "legend": text["legend"].format(m=top),
         "flagged": text["flagged"].format(m=top),
     }
-    fills_all, flags_all, popups_all, tips_all = [], [], [], []
+    fills_all, flags_all, popups_all, tips_all, popup_rows = [], [], [], [], []
     flagged_html = []
     groups: dict[str, str] = {}
     for cat in cats:
@@ -477,8 +474,6 @@ def coverage_map(
         popups, tips = [], []
         for j in range(len(comm)):
             rows = [
-                (_esc(text["id"]), ids[j]),
-                (_esc(text["basis"]), basis[j]),
                 *[
                     (_esc(text["share"].format(m=mm)), _fmt_share(cols[f"share_{mm}"][j]))
                     for mm in lev_keys
@@ -488,7 +483,9 @@ def coverage_map(
                 (_esc(text["flag"]), _esc(text["yes"] if flags[j] else text["no"])),
                 *_robustness_rows(comm, cat, top, j, text),
             ]
-            popups.append(f"<b>{names[j]}</b> · {label(cat)}" + _table(rows))
+            if j == 0:  # the same labels for every community: sent once per category
+                popup_rows.append([k for k, _ in rows])
+            popups.append([v for _, v in rows])
             tips.append(f"{names[j]}: {_fmt_share(share15[j])}")
         fills_all.append(fills.tolist())
         flags_all.append(flags.tolist())
@@ -525,6 +522,7 @@ def coverage_map(
             "properties": {
                 "id": ids[j],
                 "name": names[j],
+                "basis": basis[j],
                 "fill": [f[j] for f in fills_all],
                 "flag": [f[j] for f in flags_all],
                 "popup": [p[j] for p in popups_all],
@@ -533,7 +531,7 @@ def coverage_map(
         }
         for j, g in enumerate(comm.geometry)
     ]
-    iso_by_comm: dict[str, list[dict[str, Any]]] = {}
+    iso_by_comm: dict[str, list[dict[str, Any]]] = {}  # rings as mapview.encode_rings
     if iso is not None and len(iso):
         minutes = iso["minutes"].to_numpy(dtype=float)
         iso = iso.iloc[np.argsort(-minutes, kind="stable")]  # largest below, 5 min on top
@@ -544,9 +542,8 @@ def coverage_map(
                 continue
             iso_by_comm.setdefault(cid, []).append(
                 {
-                    "type": "Feature",
-                    "geometry": shapely.geometry.mapping(geom),
-                    "properties": {"m": int(mins) if float(mins).is_integer() else mins},
+                    "m": int(mins) if float(mins).is_integer() else mins,
+                    "p": mapview.encode_rings(geom),
                 }
             )
     street_doc = mapview.street_layer(edges, cats, levels) if edges is not None else None
@@ -593,6 +590,8 @@ def coverage_map(
                 "isoHint": _esc(text["iso_hint"].format(levels=level_txt)),
                 "isoOf": _esc(text["iso_of"].format(name="{name}", levels=level_txt)),
                 "isoNone": _esc(text["iso_none"]),
+                "popupCommon": [_esc(text["id"]), _esc(text["basis"])],
+                "popupRows": popup_rows,
             },
             north_html=mapview.NORTH_HTML.format(n=_esc(text["north"])),
             bounds=bounds_ll,

@@ -317,6 +317,14 @@ streetPane.style.zIndex = 380;
 streetPane.style.pointerEvents = 'none';
 const canvas = L.canvas({pane: 'circles-streets', padding: 0.2});
 
+function popupOf(p) {  // mirrors popup_html() in circles/mapview.py; texts pre-escaped
+  const i = index[current];
+  const labs = [...D.text.popupCommon, ...D.text.popupRows[i]];
+  const vals = [p.id, p.basis, ...p.popup[i]];
+  const rows = labs.map((k, n) => `<tr><th>${k}</th><td>${vals[n]}</td></tr>`).join('');
+  const title = D.labels[D.categories[i]];
+  return `<b>${p.name}</b> · ${title}<table class='circles-popup'>${rows}</table>`;
+}
 function styleOf(feature) {
   const i = index[current];
   const p = feature.properties;
@@ -329,7 +337,7 @@ const communities = L.geoJSON(D.communities, {
   style: styleOf,
   pointToLayer: (f, latlng) => L.circleMarker(latlng, {radius: 6, pane: 'circles-communities'}),
   onEachFeature: (f, layer) => {
-    layer.bindPopup(() => f.properties.popup[index[current]], {maxWidth: 320});
+    layer.bindPopup(() => popupOf(f.properties), {maxWidth: 320});
     layer.bindTooltip(() => f.properties.tooltip[index[current]], {sticky: true});
     layer.on('click', () => showIsochrones(f.properties.id, f.properties.name));
   },
@@ -338,6 +346,17 @@ window.circlesCommunities = communities;
 
 // isochrones of the community clicked
 const isoLayer = L.layerGroup().addTo(map);
+function isoFeature(f) {  // decodes encode_rings() in circles/mapview.py
+  const u = D.isoUnit;
+  const polys = f.p.map(poly => poly.map(r => {
+    const out = [];
+    let x = 0, y = 0;
+    for (let k = 0; k < r.length; k += 2) { x += r[k]; y += r[k + 1]; out.push([x * u, y * u]); }
+    return out;
+  }));
+  return {type: 'Feature', geometry: {type: 'MultiPolygon', coordinates: polys},
+          properties: {m: f.m}};
+}
 if (control) control.addOverlay(isoLayer, D.text.isochrones);
 function showIsochrones(id, name) {
   isoLayer.clearLayers();
@@ -347,7 +366,7 @@ function showIsochrones(id, name) {
     if (note) note.innerHTML = D.text.isoNone;
     return;
   }
-  L.geoJSON({type: 'FeatureCollection', features: rings}, {
+  L.geoJSON({type: 'FeatureCollection', features: rings.map(isoFeature)}, {
     interactive: false,
     style: f => ({color: D.isoColours[f.properties.m] || '#888', weight: 2,
                   fillColor: D.isoColours[f.properties.m] || '#888', fillOpacity: 0.12}),
@@ -436,6 +455,65 @@ if (D.bounds) map.fitBounds(D.bounds, {padding: [12, 12], animate: false});
 """
 
 
+def popup_html(data: Mapping[str, Any], feature: Mapping[str, Any], index: int) -> str:
+    """A community's popup for category ``index``, as the page's ``popupOf`` builds it.
+
+    The page sends each label once per category (``text.popupRows``) and each
+    community's values (``properties.popup``), all escaped in Python, and joins them in
+    the browser; this is the same join, for tests and notebooks.
+    """
+    p = feature["properties"]
+    labs = [*data["text"]["popupCommon"], *data["text"]["popupRows"][index]]
+    vals = [p["id"], p["basis"], *p["popup"][index]]
+    rows = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in zip(labs, vals, strict=True))
+    title = data["labels"][data["categories"][index]]
+    return f"<b>{p['name']}</b> · {title}<table class='circles-popup'>{rows}</table>"
+
+
+#: Isochrone vertices on the page: whole multiples of this many degrees (about 1 m; the
+#: GeoPackage keeps them exact).
+ISO_UNIT_DEG = 1e-5
+
+
+def encode_rings(geom: Any, *, unit_deg: float = ISO_UNIT_DEG) -> list[list[list[int]]]:
+    """A (Multi)Polygon in EPSG:4326 as compact integer rings for the page.
+
+    Parameters
+    ----------
+    geom : shapely.Polygon or shapely.MultiPolygon
+        Lon/lat degrees.
+    unit_deg : float, optional
+        Degrees per integer step (default :data:`ISO_UNIT_DEG`, about 1 m).
+
+    Returns
+    -------
+    list
+        Per polygon, per ring (exterior first), the flat list ``[x0, y0, dx1, dy1, ...]``:
+        the first vertex in whole units, then each vertex's offset from the one before.
+        Repeated vertices after rounding are dropped, and so are rings left with fewer
+        than four (a polygon whose outline goes, with its holes).
+    """
+    polys = getattr(geom, "geoms", [geom])
+    out: list[list[list[int]]] = []
+    for poly in polys:
+        rings: list[list[int]] = []
+        for k, ring in enumerate([poly.exterior, *poly.interiors]):
+            c = np.round(np.asarray(ring.coords)[:, :2] / unit_deg).astype(np.int64)
+            keep = np.ones(len(c), dtype=bool)
+            keep[1:] = np.any(c[1:] != c[:-1], axis=1)
+            c = c[keep]
+            if len(c) < 4:
+                if k == 0:
+                    break
+                continue
+            d = c.copy()
+            d[1:] -= c[:-1]
+            rings.append(d.ravel().tolist())
+        if rings:
+            out.append(rings)
+    return out
+
+
 def view_data(
     *,
     categories: Sequence[str],
@@ -468,6 +546,7 @@ def view_data(
         "isoColours": {str(k): v for k, v in iso_colours.items()},
         "streets": streets.doc() if streets is not None else None,
         "streetUnit": _STREET_UNIT_DEG,
+        "isoUnit": ISO_UNIT_DEG,
         "streetColours": list(street_colours),
         "streetsShown": bool(streets_shown),
         "flagStyle": dict(flag_style),
@@ -564,6 +643,7 @@ NORTH_HTML = (
 
 VIEW_CSS = (
     ".circles-north{padding:2px 4px;text-align:center;position:static!important}"
+    ".circles-popup th{text-align:left;padding-right:6px}"
     "#circles-title{white-space:nowrap;max-width:70vw;overflow:hidden;text-overflow:ellipsis}"
     ".circles-legend-section{margin-top:4px}"
 )

@@ -108,6 +108,8 @@ def view(m: folium.Map) -> dict:
 
 def community_features(m: folium.Map, cat: str) -> list[dict]:
     """The communities' GeoJSON features with one category's fill, flag and popup."""
+    from circles.mapview import popup_html
+
     data = view(m)
     i = data["categories"].index(cat)
     out = []
@@ -119,7 +121,11 @@ def community_features(m: folium.Map, cat: str) -> list[dict]:
         out.append(
             {
                 "geometry": f["geometry"],
-                "properties": {"style": style, "popup": p["popup"][i], "tooltip": p["tooltip"][i]},
+                "properties": {
+                    "style": style,
+                    "popup": popup_html(data, f, i),
+                    "tooltip": p["tooltip"][i],
+                },
             }
         )
     return out
@@ -733,3 +739,30 @@ def test_notebook_inline_map_works_offline(en_map, tmp_path):
     assert all(url.split(":", 1)[0] in {"file", "data", "about"} for url in requests), requests
     with pytest.raises(InputDataError, match="no such map page"):
         inline(tmp_path / "missing.html")
+
+
+def test_isochrone_rings_on_the_page_round_trip_to_a_metre() -> None:
+    """The page's integer rings decode (as its ``isoFeature`` does) to the isochrone,
+    holes included, within half a unit (about 0.5 m)."""
+    import shapely
+
+    from circles.mapview import ISO_UNIT_DEG, encode_rings
+
+    outer = shapely.Point(102.54, 24.35).buffer(0.01, quad_segs=32)
+    hole = shapely.Point(102.541, 24.351).buffer(0.002, quad_segs=8)
+    far = shapely.Point(102.60, 24.35).buffer(0.004)
+    geom = shapely.MultiPolygon([outer.difference(hole), far])
+    enc = encode_rings(geom)
+    polys = []
+    for poly in enc:
+        rings = []
+        for r in poly:
+            xy = np.cumsum(np.asarray(r, dtype=np.int64).reshape(-1, 2), axis=0) * ISO_UNIT_DEG
+            rings.append(xy)
+        polys.append(shapely.Polygon(rings[0], rings[1:]))
+    back = shapely.MultiPolygon(polys)
+    assert [len(p) for p in enc] == [2, 1]  # the hole is kept
+    assert back.symmetric_difference(geom).area < 1e-5 * geom.length
+    assert shapely.hausdorff_distance(back, geom) <= ISO_UNIT_DEG
+    # a sliver ring that rounds to nothing goes, and so does its polygon
+    assert encode_rings(shapely.box(0, 0, 1e-7, 1e-7)) == []
