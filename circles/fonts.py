@@ -22,6 +22,7 @@ import functools
 import io
 import logging
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,14 +200,18 @@ def cjk_characters(text: str) -> str:
     too: the browser shows them as the characters.
     """
     import html
-    import re
 
-    found = {ch for ch in text if _is_cjk(ord(ch))}
+    found = set(_CJK_RE.findall(text))  # one C-speed pass (a Python loop per character
+    # took 1-2 s on a 7 MB county map)
     for hexa in re.findall(r"\\u([0-9a-fA-F]{4})", text):
         found.add(chr(int(hexa, 16)))
     for ref in re.findall(r"&#(?:x[0-9a-fA-F]+|[0-9]+);", text):
         found.add(html.unescape(ref))
     return "".join(sorted(ch for ch in found if len(ch) == 1 and _is_cjk(ord(ch))))
+
+
+#: The ranges of :func:`_is_cjk` as one regular expression.
+_CJK_RE = re.compile("[\u2e80-\u9fff\uf900-\ufaff\ufe30-\ufe4f\uff00-\uffef\U00020000-\U0002fa1f]")
 
 
 def _is_cjk(cp: int) -> bool:

@@ -766,3 +766,15 @@ def test_isochrone_rings_on_the_page_round_trip_to_a_metre() -> None:
     assert shapely.hausdorff_distance(back, geom) <= ISO_UNIT_DEG
     # a sliver ring that rounds to nothing goes, and so does its polygon
     assert encode_rings(shapely.box(0, 0, 1e-7, 1e-7)) == []
+
+
+def test_cjk_characters_one_pass_equals_the_code_point_ranges() -> None:
+    """The page scan (one regular expression) finds exactly the characters of the CJK
+    ranges, over every code point, and still reads JavaScript escapes and HTML
+    references."""
+    from circles import fonts
+
+    every = "".join(chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF)
+    want = "".join(sorted({ch for ch in every if fonts._is_cjk(ord(ch))}))
+    assert fonts.cjk_characters(every) == want
+    assert fonts.cjk_characters("abc 老年，\\u98df &#x5802; &#22530;") == "堂年老食，"
