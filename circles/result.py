@@ -352,8 +352,19 @@ def normalise_rejects(rej: pd.DataFrame) -> pd.DataFrame:
 
 
 def finite_or_nan(a: pd.DataFrame) -> pd.DataFrame:
-    """``a`` with infinite values as NaN (missing in every output format)."""
-    return a.replace([np.inf, -np.inf], np.nan)
+    """``a`` with infinite values as NaN (missing in every output format).
+
+    Only float columns can hold them; the others (geometry, text) are not scanned, which
+    ``DataFrame.replace`` would do object by object (seconds on a county's streets).
+    Returns a new frame (sharing the unchanged columns).
+    """
+    out = a.copy(deep=False)
+    for name in a.columns[[dt.kind == "f" for dt in a.dtypes]]:
+        v = a[name].to_numpy()
+        bad = np.isinf(v)
+        if bad.any():
+            out[name] = np.where(bad, np.nan, v)
+    return out
 
 
 def level_key(level: float) -> str:
