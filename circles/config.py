@@ -78,7 +78,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from circles import settings
+from circles import datum, settings
 from circles._errors import ConfigError, DataFileError, InputDataError
 from circles.checks import check_finite, check_name
 from circles.settings import WGS84
@@ -765,11 +765,7 @@ def _validate(cfg: StudyConfig) -> None:
             "study.export_coord_system must be 'wgs84' (no extra export), 'gcj02' (Amap, "
             "Tencent) or 'bd09' (Baidu)"
         )
-    if cfg.facilities.datum_check not in {"warn", "strict", "off"}:
-        raise ConfigError(
-            "facilities.datum_check must be 'warn' (the default), 'strict' (stop when a "
-            "file's points fit another datum clearly better) or 'off'"
-        )
+    datum.check_mode(cfg.facilities.datum_check)
     if cfg.isochrones.method not in {"network", "concave"}:
         raise ConfigError("isochrones.method must be 'network' (accurate) or 'concave' (fast)")
     if not cfg.isochrones.buffer_m > 0:

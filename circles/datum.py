@@ -111,6 +111,18 @@ class DatumFit:
             "better": self.better,
         }
 
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> DatumFit:
+        """The fit back from :meth:`doc` (as the run summary and the cache hold it)."""
+        return cls(
+            doc["source"],
+            doc["declared"],
+            doc["points"],
+            doc["median_m"],
+            doc["closer_share"],
+            doc["better"],
+        )
+
     def message(self) -> str:
         """One paragraph naming the file, both medians and the line to add."""
         if self.better is None:
@@ -136,8 +148,26 @@ def check_mode(mode: object) -> str:
         Any other value.
     """
     if mode not in MODES:
-        raise ConfigError(f"facilities.datum_check must be one of {list(MODES)}, got {mode!r}")
+        raise ConfigError(
+            "facilities.datum_check must be 'warn' (the default), 'strict' (stop when a "
+            f"file's points fit another datum clearly better) or 'off'; got {mode!r}"
+        )
     return str(mode)
+
+
+def report(fit: DatumFit | None, *, mode: str) -> None:
+    """Warn, or with ``mode="strict"`` stop, when ``fit`` found a clearly better datum.
+
+    Raises
+    ------
+    InputDataError
+        ``mode="strict"`` and another datum fits clearly better.
+    """
+    if check_mode(mode) == "off" or fit is None or fit.better is None:
+        return
+    if mode == "strict":
+        raise InputDataError(fit.message() + ' (stopped: [facilities] datum_check = "strict")')
+    logger.warning("%s", fit.message())
 
 
 def datum_fit(
@@ -222,9 +252,5 @@ def check(
     if check_mode(mode) == "off":
         return None
     fit = datum_fit(lon, lat, declared, street_m, source=source)
-    if fit is None or fit.better is None:
-        return fit
-    if mode == "strict":
-        raise InputDataError(fit.message() + ' (stopped: [facilities] datum_check = "strict")')
-    logger.warning("%s", fit.message())
+    report(fit, mode=mode)
     return fit

@@ -501,23 +501,9 @@ def report_datum(fits: Sequence[dict[str, Any]], *, mode: str) -> None:
     InputDataError
         ``mode="strict"`` and a file's points fit another datum clearly better.
     """
-    if datum.check_mode(mode) == "off":
-        return
+    datum.check_mode(mode)
     for doc in fits:
-        if doc.get("better"):
-            fit = datum.DatumFit(
-                doc["source"],
-                doc["declared"],
-                doc["points"],
-                doc["median_m"],
-                doc["closer_share"],
-                doc["better"],
-            )
-            if mode == "strict":
-                raise InputDataError(
-                    fit.message() + ' (stopped: [facilities] datum_check = "strict")'
-                )
-            logger.warning("%s", fit.message())
+        datum.report(datum.DatumFit.from_doc(doc), mode=mode)
 
 
 def study_categories(
