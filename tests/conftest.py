@@ -149,6 +149,36 @@ def at_frac(net: WalkNetwork, a: int, b: int, frac_from_a: float) -> tuple[int, 
     return e, (1.0 - frac_from_a) if flipped else frac_from_a
 
 
+def points_near_streets(net: WalkNetwork, n: int, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` WGS84 points 3-30 m (random direction) from random streets of ``net``."""
+    import shapely
+    from pyproj import Transformer
+
+    from circles.facilities import edge_index
+
+    rng = np.random.default_rng(seed)
+    lines, _ = edge_index(net)
+    e = rng.choice(len(lines), n)
+    p = shapely.line_interpolate_point(lines[e], rng.uniform(0, 1, n), normalized=True)
+    off, ang = rng.uniform(3, 30, n), rng.uniform(0, 2 * np.pi, n)
+    tr = Transformer.from_crs(net.crs, "EPSG:4326", always_xy=True)
+    lon, lat = tr.transform(
+        shapely.get_x(p) + off * np.cos(ang), shapely.get_y(p) + off * np.sin(ang)
+    )
+    return np.asarray(lon), np.asarray(lat)
+
+
+def as_map_service(datum: str, lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """WGS84 points as a Chinese map service gives them: ``gcj02`` (Amap) or ``bd09``
+    (Baidu), converted by prcoords (independent of circles.coords); ``wgs84`` as is."""
+    if datum == "wgs84":
+        return lon, lat
+    prcoords = pytest.importorskip("prcoords")
+    conv = prcoords.wgs_gcj if datum == "gcj02" else prcoords.wgs_bd
+    out = np.array([tuple(conv((la, lo))) for lo, la in zip(lon, lat, strict=True)])
+    return out[:, 1], out[:, 0]
+
+
 def square_points() -> dict[int, tuple[float, float]]:
     """Corners of a ~100 m square: 1 (origin), 2 (100 m east), 3 (2 + 100 m north), 4.
 

@@ -21,8 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-import shapely
-from conftest import SHARED
+from conftest import SHARED, as_map_service, points_near_streets
 from pyproj import Transformer
 
 from circles._errors import CirclesError, InputDataError, LedgerError
@@ -317,27 +316,7 @@ SHENZHEN = SHARED / "china" / "shenzhen_futian_walk.graphml"
 @pytest.fixture(scope="module")
 def futian_points(shared_network: Any) -> tuple[np.ndarray, np.ndarray]:
     """24 WGS84 points 3-30 m from random streets of the Futian network."""
-    from circles.facilities import edge_index
-
-    net = shared_network("china/shenzhen_futian_walk.graphml")
-    rng = np.random.default_rng(7)
-    lines, _ = edge_index(net)
-    n = 24
-    e = rng.choice(len(lines), n)
-    p = shapely.line_interpolate_point(lines[e], rng.uniform(0, 1, n), normalized=True)
-    off, ang = rng.uniform(3, 30, n), rng.uniform(0, 2 * np.pi, n)
-    tr = Transformer.from_crs(net.crs, "EPSG:4326", always_xy=True)
-    lon, lat = tr.transform(
-        shapely.get_x(p) + off * np.cos(ang), shapely.get_y(p) + off * np.sin(ang)
-    )
-    return np.asarray(lon), np.asarray(lat)
-
-
-def _gcj02(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """WGS84 points as Amap gives them (prcoords: not circles.coords)."""
-    prcoords = pytest.importorskip("prcoords")
-    out = np.array([tuple(prcoords.wgs_gcj((la, lo))) for lo, la in zip(lon, lat, strict=True)])
-    return out[:, 1], out[:, 0]
+    return points_near_streets(shared_network("china/shenzhen_futian_walk.graphml"), 24, seed=7)
 
 
 def _futian(tmp: Path, name: str, mode: str = "warn") -> Path:
@@ -372,7 +351,7 @@ def test_update_datum(
         pytest.skip(f"real data {SHENZHEN} not present (../shared/data is optional)")
     lon, lat = futian_points
     ids = [f"C{i}" for i in range(len(lon))]
-    glon, glat = _gcj02(lon, lat)
+    glon, glat = as_map_service("gcj02", lon, lat)
     amap = _csv(tmp_path / "canteens_amap.csv", id=ids, lon=glon, lat=glat)
     truth = _csv(tmp_path / "canteens_wgs.csv", id=ids, lon=lon, lat=lat)
     ref = update(load_config(_futian(tmp_path, "ref")), truth, category=CANTEEN)

@@ -14,14 +14,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import shapely
-from pyproj import Transformer
+from conftest import as_map_service, points_near_streets
 
 from circles import datum
 from circles._errors import ConfigError, InputDataError
-from circles.facilities import edge_index, street_distance
+from circles.facilities import street_distance
 
-prcoords = pytest.importorskip("prcoords")
+pytest.importorskip("prcoords")  # as_map_service converts with it
 
 SHENZHEN = "china/shenzhen_futian_walk.graphml"
 
@@ -31,29 +30,6 @@ pytestmark = pytest.mark.shared_data
 @pytest.fixture(scope="module")
 def futian(shared_network):
     return shared_network(SHENZHEN)
-
-
-def _points(net, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` WGS84 points 3-30 m from random streets of ``net``."""
-    rng = np.random.default_rng(seed)
-    lines, _ = edge_index(net)
-    e = rng.choice(len(lines), n)
-    p = shapely.line_interpolate_point(lines[e], rng.uniform(0, 1, n), normalized=True)
-    off, ang = rng.uniform(3, 30, n), rng.uniform(0, 2 * np.pi, n)
-    tr = Transformer.from_crs(net.crs, "EPSG:4326", always_xy=True)
-    lon, lat = tr.transform(
-        shapely.get_x(p) + off * np.cos(ang), shapely.get_y(p) + off * np.sin(ang)
-    )
-    return np.asarray(lon), np.asarray(lat)
-
-
-def _as(datum_name: str, lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """WGS84 points as a Chinese map service would give them (prcoords)."""
-    if datum_name == "wgs84":
-        return lon, lat
-    conv = prcoords.wgs_gcj if datum_name == "gcj02" else prcoords.wgs_bd
-    out = np.array([tuple(conv((la, lo))) for lo, la in zip(lon, lat, strict=True)])
-    return out[:, 1], out[:, 0]
 
 
 def _read_as(declared: str, lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -77,8 +53,8 @@ CASES = [
 
 @pytest.mark.parametrize(("real", "declared", "found"), CASES)
 def test_datum_fit_finds_the_datum_of_a_file(futian, real, declared, found) -> None:
-    lon, lat = _points(futian, 30, seed=7)
-    flon, flat = _as(real, lon, lat)
+    lon, lat = points_near_streets(futian, 30, seed=7)
+    flon, flat = as_map_service(real, lon, lat)
     rlon, rlat = _read_as(declared, flon, flat)
     fit = datum.datum_fit(rlon, rlat, declared, street_distance(futian), source="canteens.csv")
     assert fit is not None
@@ -96,8 +72,8 @@ def test_datum_fit_finds_the_datum_of_a_file(futian, real, declared, found) -> N
 
 
 def test_datum_check_modes(futian, caplog) -> None:
-    lon, lat = _points(futian, 20, seed=3)
-    glon, glat = _as("gcj02", lon, lat)  # declared WGS84: read as is
+    lon, lat = points_near_streets(futian, 20, seed=3)
+    glon, glat = as_map_service("gcj02", lon, lat)  # declared WGS84: read as is
     dist = street_distance(futian)
     with caplog.at_level(logging.WARNING, logger="circles.datum"):
         fit = datum.check(glon, glat, "wgs84", dist, source="a.csv", mode="warn")
@@ -112,8 +88,8 @@ def test_datum_check_modes(futian, caplog) -> None:
 
 
 def test_no_verdict_on_few_points_or_outside_china(futian) -> None:
-    lon, lat = _points(futian, 20, seed=5)
-    glon, glat = _as("gcj02", lon, lat)
+    lon, lat = points_near_streets(futian, 20, seed=5)
+    glon, glat = as_map_service("gcj02", lon, lat)
     dist = street_distance(futian)
     few = datum.datum_fit(glon[:4], glat[:4], "wgs84", dist, source="a.csv")
     assert few is None
@@ -156,8 +132,8 @@ def test_run_warns_with_both_figures_and_the_fixed_file_is_right(futian, tmp_pat
     from circles.config import load_config
     from circles.pipeline import run
 
-    lon, lat = _points(futian, 40, seed=11)
-    glon, glat = _as("gcj02", lon, lat)
+    lon, lat = points_near_streets(futian, 40, seed=11)
+    glon, glat = as_map_service("gcj02", lon, lat)
     csv = tmp_path / "canteens_amap.csv"
     pd.DataFrame(
         {"编号": [f"C{i}" for i in range(40)], "名称": "老年幸福食堂", "经度": glon, "纬度": glat}
