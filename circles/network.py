@@ -145,6 +145,21 @@ DROPPED_STREET_HINT = (
 )
 
 
+def dropped_street_share(report: Mapping[str, Any], kept_m: float) -> float:
+    """Share (0-1) of the street length that was dropped in small disconnected pieces.
+
+    Parameters
+    ----------
+    report : dict
+        A network's ``report`` (``street_length_in_small_components_m``, metres).
+    kept_m : float
+        The street length kept (m).
+    """
+    dropped_m = float(report.get("street_length_in_small_components_m", 0.0))
+    total = dropped_m + float(kept_m)
+    return dropped_m / total if total > 0 else 0.0
+
+
 def dropped_street_warning(report: dict[str, Any], kept_m: float) -> str | None:
     """The warning about the street length dropped in small pieces, or None when the
     dropped share is at most :data:`DROPPED_STREET_WARN_SHARE`.
@@ -156,11 +171,11 @@ def dropped_street_warning(report: dict[str, Any], kept_m: float) -> str | None:
     kept_m : float
         The street length kept (m).
     """
-    dropped_m = float(report.get("street_length_in_small_components_m", 0.0))
-    total = dropped_m + float(kept_m)
-    share = dropped_m / total if total > 0 else 0.0
+    share = dropped_street_share(report, kept_m)
     if share <= DROPPED_STREET_WARN_SHARE:
         return None
+    dropped_m = float(report.get("street_length_in_small_components_m", 0.0))
+    total = dropped_m + float(kept_m)
     return (
         f"{100 * share:.0f}% of the street length ({dropped_m / 1000:.2f} of "
         f"{total / 1000:.2f} km) is in small pieces not connected to the largest one and "
@@ -736,10 +751,7 @@ def build_network(
     node_id, lon, lat = node_id[keep_nodes], lon[keep_nodes], lat[keep_nodes]
 
     kept_m = float(length.sum())
-    lost_m = rep["street_length_in_small_components_m"]
-    rep["street_share_in_small_components"] = (
-        round(lost_m / (kept_m + lost_m), 4) if kept_m + lost_m > 0 else 0.0
-    )
+    rep["street_share_in_small_components"] = round(dropped_street_share(rep, kept_m), 4)
     text = dropped_street_warning(rep, kept_m)
     if text is not None:
         rep["small_components_warning"] = text

@@ -25,7 +25,7 @@ from circles.communities import (
     overlap_warning,
 )
 from circles.facilities import STATUS_SNAPPED
-from circles.network import DROPPED_STREET_HINT, DROPPED_STREET_WARN_SHARE
+from circles.network import DROPPED_STREET_HINT, DROPPED_STREET_WARN_SHARE, dropped_street_share
 from circles.result import (
     Facilities,
     Residents,
@@ -132,7 +132,9 @@ def study_summary(
             "length_km": round(float(network.length_m.sum()) / 1000, 3),
             "crs": network.crs,
             **{k: v for k, v in network.report.items()},
-            "street_share_in_small_components": _dropped_share(network),
+            "street_share_in_small_components": round(
+                dropped_street_share(network.report, network.length_m.sum()), 4
+            ),
         },
         "communities": len(table),
         "communities_derived": str(table["derived"].iloc[0]) if len(table) else "",
@@ -237,21 +239,13 @@ def area_facilities(facilities: Any, entries: Any) -> dict[str, Any]:
     return doc
 
 
-def _dropped_share(network: Any) -> float:
-    """Share (0-1) of the street length dropped in small disconnected pieces."""
-    dropped_m = float(network.report.get("street_length_in_small_components_m", 0.0))
-    total_m = float(network.length_m.sum()) + dropped_m
-    return round(dropped_m / total_m, 4) if total_m > 0 else 0.0
-
-
 def drop_warnings(network: Any, detail: list[dict[str, Any]], outside: dict[str, Any]) -> list[str]:
     """What dropped out, in words: small pieces of the network and nodes outside every
     community, with the communities and shares concerned (see the module docstring)."""
     out = []
     rep = network.report
     dropped_m = float(rep.get("street_length_in_small_components_m", 0.0))
-    total_m = float(network.length_m.sum()) + dropped_m
-    share = dropped_m / total_m if total_m > 0 else 0.0
+    share = dropped_street_share(rep, network.length_m.sum())
     big = share > DROPPED_STREET_WARN_SHARE
     hit = [d for d in detail if d["dropped_share"] >= COMMUNITY_DROPPED_WARN_SHARE]
     if share >= DROPPED_WARN_SHARE or hit:
