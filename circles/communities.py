@@ -23,7 +23,7 @@ from circles._errors import DataFileError, InputDataError
 from circles.areas import Area, communities_in_area
 from circles.cache import FRAME, Keyed
 from circles.config import CommunitiesSection, WalkSection, resolve_path
-from circles.coverage import hexagon_communities
+from circles.coverage import hexagon_communities, smallest_containing
 from circles.facilities import LAT_NAMES, LON_NAMES
 from circles.network import WalkNetwork
 from circles.result import RunContext
@@ -327,13 +327,9 @@ def network_report(
         _, _, length = GEOD.inv(d[:, 0], d[:, 1], d[:, 2], d[:, 3])
         mid = shapely.points((d[:, 0] + d[:, 2]) / 2.0, (d[:, 1] + d[:, 3]) / 2.0)
         polys = np.asarray(communities.to_crs(WGS84).geometry.to_numpy())
-        si, ci = shapely.STRtree(polys).query(mid, predicate="intersects")
         area = shapely.area(np.asarray(communities.to_crs(network.crs).geometry.to_numpy()))
-        order = np.lexsort((ci, area[ci], si))  # as nodes: the smallest polygon wins
-        si, ci = si[order], ci[order]
-        where = np.full(len(d), k)
-        first = np.unique(si, return_index=True)[1]
-        where[si[first]] = ci[first]
+        where = smallest_containing(mid, polys, area)  # as nodes: the smallest wins
+        where[where < 0] = k
         dropped = np.bincount(where, weights=np.abs(length), minlength=k + 1) / 1000.0
     elif len(d):
         _, _, length = GEOD.inv(d[:, 0], d[:, 1], d[:, 2], d[:, 3])

@@ -43,15 +43,33 @@ def assign_nodes(network: WalkNetwork, communities: gpd.GeoDataFrame) -> np.ndar
         raise InputDataError("communities have no CRS")
     polys = np.asarray(communities.to_crs(network.crs).geometry.to_numpy())
     pts = shapely.points(network.x, network.y)
-    tree = shapely.STRtree(polys)
-    node_i, poly_i = tree.query(pts, predicate="intersects")
-    out = np.full(network.n_nodes, -1, dtype=np.int64)
-    area = shapely.area(polys)
-    order = np.lexsort((poly_i, area[poly_i], node_i))
-    node_i, poly_i = node_i[order], poly_i[order]
-    first = np.ones(node_i.size, bool)
-    first[1:] = node_i[1:] != node_i[:-1]
-    out[node_i[first]] = poly_i[first]
+    return smallest_containing(pts, polys, shapely.area(polys))
+
+
+def smallest_containing(points: np.ndarray, polys: np.ndarray, area: np.ndarray) -> np.ndarray:
+    """Position of the smallest polygon that each point lies in or on (-1: none).
+
+    Parameters
+    ----------
+    points, polys : numpy.ndarray
+        shapely points and polygons, in one CRS.
+    area : numpy.ndarray
+        Each polygon's area (any unit: only their order counts), e.g. in a metric CRS
+        when ``polys`` are in degrees.
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 per point; ties (equal areas, a point on a shared border) go to the first
+        polygon in order (:func:`assign_nodes`' rule).
+    """
+    pt_i, poly_i = shapely.STRtree(polys).query(points, predicate="intersects")
+    out = np.full(len(points), -1, dtype=np.int64)
+    order = np.lexsort((poly_i, area[poly_i], pt_i))
+    pt_i, poly_i = pt_i[order], poly_i[order]
+    first = np.ones(pt_i.size, bool)
+    first[1:] = pt_i[1:] != pt_i[:-1]
+    out[pt_i[first]] = poly_i[first]
     return out
 
 
