@@ -43,6 +43,7 @@ from circles.facilities import (
     snap_at_points,
     study_area_cached,
 )
+from circles.facility_files import resolve_columns
 from circles.network import WalkNetwork
 from circles.result import Facilities, RunContext, normalise_rejects, utc_now
 from circles.settings import WGS84
@@ -164,7 +165,8 @@ def read_update(
     raw = read_table(spec)
     n = len(raw)
     actions = _actions(pd.DataFrame(raw), src)
-    id_col = spec.id_column
+    # the id column as the facility-file reader finds it (编号, ID, ...: HEADERS)
+    id_col = resolve_columns(pd.DataFrame(raw), spec, spatial=True).get("id", spec.id_column)
     ids = (
         raw[id_col].astype("string").str.strip().fillna("").to_numpy(dtype=object)
         if id_col in raw.columns

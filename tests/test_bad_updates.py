@@ -139,6 +139,22 @@ def case_remove_only(tmp: Path, pts: list[tuple[float, float]]) -> None:
     assert entry["rows"]["remove"] == 1
 
 
+def case_remove_only_chinese_headers(tmp: Path, pts: list[tuple[float, float]]) -> None:
+    """A removal file whose ids are under 编号 (as the study's own list): applied."""
+    base = _csv(
+        tmp / "canteens.csv",
+        **{"编号": ["c1", "c2"], "经度": [p[0] for p in pts[:2]], "纬度": [p[1] for p in pts[:2]]},
+    )
+    toml = _toml(tmp, "s", files=[{"path": base, "category": CANTEEN}])
+    run(load_config(toml))
+    gone = _csv(tmp / "closed.csv", **{"编号": ["c1"], "action": ["remove"]})
+    res = update(load_config(toml), gone)
+    (u,) = res.manifest["updates"]
+    assert (u["added"], u["removed"], u["rejected"]) == (0, 1, 0)
+    ids = res.facilities.loc[res.facilities["category"] == CANTEEN, "facility_id"]
+    assert ids.tolist() == ["c2"]
+
+
 def case_unknown_ids(tmp: Path, pts: list[tuple[float, float]], caplog: Any) -> None:
     """Removing ids the study does not have: a warning listing them, and rejects."""
     base = _csv(tmp / "canteens.csv", id=["c1"], lon=[pts[0][0]], lat=[pts[0][1]])
@@ -284,6 +300,7 @@ HELSINKI_CASES: dict[str, Callable[..., None]] = {
     "header_only": case_header_only,
     "no_usable_row": case_no_usable_row,
     "remove_only": case_remove_only,
+    "remove_only_chinese_headers": case_remove_only_chinese_headers,
     "unknown_ids": case_unknown_ids,
     "other_category": case_other_category,
     "list": case_list,
