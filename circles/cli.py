@@ -306,7 +306,7 @@ def _add_report_parser(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser(
         "report", help="run a study and write the Yuxi plan indicators and checklist"
     )
-    r.add_argument("config", help="study TOML")
+    r.add_argument("config", nargs="?", help="study TOML; omit for the embedded default")
     r.add_argument(
         "--attributes",
         help="CSV of community attributes joined on community_id (county, street, kind, "
@@ -318,17 +318,13 @@ def _add_report_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from dataclasses import replace
 
     import pandas as pd
 
-    from circles.config import load_config
     from circles.pipeline import run
     from circles.report import ReportRequest
 
-    cfg = load_config(args.config)
-    if args.output_dir:
-        cfg = replace(cfg, study=replace(cfg.study, output_dir=args.output_dir))
+    cfg = _config(args)
     attributes = None
     if args.attributes:
         attributes = str(Path(args.attributes).resolve())

@@ -79,3 +79,14 @@ def test_version_and_usage(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit, match="2"):
         main([])
     assert "usage: circles" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["run", "figures", "report"])
+def test_the_embedded_default_needs_no_config(command: str) -> None:
+    """``circles run``, ``figures`` and ``report`` take the embedded default study when no
+    TOML is given (the README's quick start runs them bare)."""
+    from circles.cli import _build_parser, _config
+
+    args = _build_parser().parse_args([command])
+    assert args.config is None
+    assert _config(args).study.name == "helsinki_default"
