@@ -121,6 +121,37 @@ def run_area(cfg: StudyConfig, name: str) -> AreaResult:
     )
 
 
+@contextlib.contextmanager
+def areas_locked(cfg: StudyConfig, names: Sequence[str], *, wait_s: float = 0.0) -> Iterator[None]:
+    """Every named area's lock, held while the areas' outputs are merged for the city.
+
+    A ``circles run --area X`` (or ``circles update`` of an area) started meanwhile waits
+    or stops with the usual message, so no area commits new outputs while the city's
+    layer, table and map are read from them.
+
+    Parameters
+    ----------
+    cfg : StudyConfig
+        The study (no area selected).
+    names : sequence of str
+        The areas.
+    wait_s : float
+        Seconds to wait for an area held by another process (0: stop at once).
+
+    Raises
+    ------
+    StudyBusyError
+        An area is in use by another process (after ``wait_s``).
+    """
+    with contextlib.ExitStack() as held:
+        for n in names:
+            area_dir = select_area(cfg, n).out_dir
+            held.enter_context(
+                study_lock(area_dir, study=f"{cfg.study.name} (area {n})", wait_s=wait_s)
+            )
+        yield
+
+
 def prepare_shared(cfg: StudyConfig) -> None:
     """Parse and cache each distinct OSM source once, before the areas fan out."""
     ctx = RunContext(Cache(cfg.cache_dir))
@@ -236,17 +267,18 @@ def run_batch(
         if city and set(names) == {a.name for a in cfg.areas}:
             say("merging the areas into the city's communities layer, table and map")
             _, cats, labels, _ = study_categories(profile, cfg.facilities.categories)
-            city_outputs = write_city(
-                cfg,
-                {n: r.outputs["gpkg"] for n, r in ordered.items() if "gpkg" in r.outputs},
-                {
-                    n: r.outputs["coverage_csv"]
-                    for n, r in ordered.items()
-                    if "coverage_csv" in r.outputs
-                },
-                categories=list(cats),
-                labels=labels,
-            )
+            with areas_locked(cfg, names, wait_s=wait_s):
+                city_outputs = write_city(
+                    cfg,
+                    {n: r.outputs["gpkg"] for n, r in ordered.items() if "gpkg" in r.outputs},
+                    {
+                        n: r.outputs["coverage_csv"]
+                        for n, r in ordered.items()
+                        if "coverage_csv" in r.outputs
+                    },
+                    categories=list(cats),
+                    labels=labels,
+                )
         manifest = {
             "study": cfg.study.name,
             "started_utc": started,

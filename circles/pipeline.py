@@ -21,7 +21,8 @@ stages in order, each in the module of its subject, each cached by content
 ``docs/architecture.md`` describes the modules, what each may import and the data that
 flows between the stages. The names users import from here stay here:
 :func:`run`, :class:`StudyResult`, :func:`summary_table` and the stage functions of
-earlier versions (re-exported).
+earlier versions (re-exported; :mod:`circles.compat` accepts their earlier calls, with
+the whole ``StudyConfig`` first).
 """
 
 from __future__ import annotations
@@ -53,14 +54,24 @@ from circles import (
     terrain,
 )
 from circles._errors import ConfigError
-from circles.access import access_by_profile, category_profiles, compute_access
+from circles.access import compute_access
 from circles.cache import Cache
-from circles.communities import LEFT_OUT, OVERLAPS, load_communities, read_centres
+from circles.communities import LEFT_OUT, OVERLAPS
+from circles.compat import (
+    MANIFEST_PACKAGES,
+    access_by_profile,
+    category_profiles,
+    compute_isochrones,
+    load_communities,
+    load_facilities,
+    node_weights,
+    prepare_terrain,
+    read_centres,
+)
 from circles.config import StudyConfig, check_study, select_area
 from circles.cycling import cycling_access, link_to_network
-from circles.facilities import load_facilities, profile_keys
+from circles.facilities import profile_keys
 from circles.outputs import coverage_long, package_versions, write_map, write_outputs
-from circles.population import node_weights
 from circles.report import ReportRequest
 from circles.result import (
     PROGRESS_BAR,
@@ -77,12 +88,14 @@ from circles.transaction import recover, study_lock
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "MANIFEST_PACKAGES",
     "PROGRESS_BAR",
     "Progress",
     "StudyResult",
     "access_by_profile",
     "category_profiles",
     "compute_access",
+    "compute_isochrones",
     "coverage_long",
     "cycling_access",
     "link_to_network",
@@ -91,6 +104,7 @@ __all__ = [
     "network_source",
     "node_weights",
     "package_versions",
+    "prepare_terrain",
     "profile_keys",
     "read_centres",
     "roundtrip",
@@ -180,6 +194,7 @@ def run(
             net, comm, fac.table, res.weight, cost, cfg.isochrones, w, ctx, fac.entries
         )
         sa.start()  # service areas missing from the cache are drawn in a thread from here on
+        ctx.stage("coverage")
         table = coverage.study_coverage(
             comm.value, acc.minutes, res, elderly, w.levels_minutes, cfg.coverage
         )
@@ -194,6 +209,7 @@ def run(
             cfg, net.value, labels, fac, acc, res, table, iso, sa, edges
         )
         result.node_choice = node_choice
+        ctx.stage("summary")
         result.summary = _summary(result, comm, fac0, fac, res, acc, bike, area_, elevation, ctx)
         result.summary.update(docs)
         outputs.write_study(

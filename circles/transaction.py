@@ -57,6 +57,12 @@ STAGING_NAME = ".circles-staging"
 JOURNAL_NAME = ".circles-commit.json"
 #: Temporary files of :func:`circles.io.atomic_path`: ``.<name>.<pid>.<random><suffix>``.
 _TEMP = re.compile(r"^\..+\.(?P<pid>\d+)\.[A-Za-z0-9_]{8}(\.[^.]+)?$")
+#: Temporary files of the versions before the transaction (``tempfile.mkstemp``:
+#: ``.<name>.<8 random characters><suffix>``, no process id): removed once they are
+#: older than :data:`OLD_TEMP_AGE_S`, since their process cannot be known.
+_OLD_TEMP = re.compile(r"^\.[^.]+\.[a-z0-9_]{8}\.[A-Za-z0-9]+$")
+#: Seconds after which an old-style temporary file counts as left by a killed run.
+OLD_TEMP_AGE_S = 3600.0
 #: Seconds between attempts while waiting for a lock.
 POLL_S = 0.2
 
@@ -220,15 +226,26 @@ def _alive(pid: int) -> bool:
 def remove_temp_files(folder: str | os.PathLike[str]) -> list[Path]:
     """Remove temporary files of :func:`circles.io.atomic_path` whose process is gone.
 
-    Returns the files removed.
+    Also removes the temporary files earlier versions of circles left behind
+    (``.circles.k3j4h5g6.gpkg``: no process id in the name) once they are older than
+    :data:`OLD_TEMP_AGE_S`. Returns the files removed.
     """
     out: list[Path] = []
     root = Path(folder)
     if not root.is_dir():
         return out
+    now = time.time()
     for p in root.iterdir():
         m = _TEMP.match(p.name)
-        if m is None or not p.is_file() or _alive(int(m["pid"])):
+        if m is None:
+            if not _OLD_TEMP.match(p.name) or not p.is_file():
+                continue
+            with contextlib.suppress(OSError):
+                if now - p.stat().st_mtime > OLD_TEMP_AGE_S:
+                    p.unlink()
+                    out.append(p)
+            continue
+        if not p.is_file() or _alive(int(m["pid"])):
             continue
         with contextlib.suppress(OSError):
             p.unlink()

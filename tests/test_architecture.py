@@ -54,7 +54,7 @@ LAYERS = {
         "styles",
         "scenario_maps",
     },
-    6: {"outputs", "transaction"},
+    6: {"outputs", "transaction", "compat"},
     7: {"pipeline"},
     8: {"update", "batch", "citywide", "siting", "scenarios"},
     9: {"cli"},

@@ -228,3 +228,56 @@ def test_dask_batch_equals_sequential_and_alone(tmp_path: Path) -> None:
         _same_outputs(a, seq_cfg.study_dir / name)
         _same_outputs(a, alone.study_dir / name)
         assert Path(got[name].outputs["gpkg"]).parent == a
+
+
+def test_the_city_merge_holds_every_area_lock(tmp_path: Path) -> None:
+    """While the areas are merged for the city, an area held by another process (here:
+    another thread, as a `circles run --area` would) stops the merge with a message
+    naming the area; and while the merge holds them, an area run cannot start."""
+    import threading
+
+    from circles._errors import StudyBusyError
+    from circles.batch import areas_locked
+    from circles.transaction import study_lock
+
+    cfg = config_from_dict(
+        {
+            "study": {"name": "city", "output_dir": str(tmp_path)},
+            "network": {"source": HEL},
+            "areas": [{"name": "west", "boundary": "w.geojson"}, {"name": "east", "boundary": "e"}],
+        }
+    )
+    east = select_area(cfg, "east").out_dir
+    holding, release = threading.Event(), threading.Event()
+
+    def area_run() -> None:
+        with study_lock(east, study="city"):
+            holding.set()
+            release.wait(10)
+
+    t = threading.Thread(target=area_run)
+    t.start()
+    try:
+        assert holding.wait(10)
+        with (
+            pytest.raises(StudyBusyError, match=r"city \(area east\)"),
+            areas_locked(cfg, ["west", "east"]),
+        ):
+            pass
+    finally:
+        release.set()
+        t.join()
+    with areas_locked(cfg, ["west", "east"]):
+        errors: list[Exception] = []
+
+        def late_area_run() -> None:
+            try:
+                with study_lock(east, study="city"):
+                    pass
+            except StudyBusyError as exc:
+                errors.append(exc)
+
+        other = threading.Thread(target=late_area_run)
+        other.start()
+        other.join()
+        assert len(errors) == 1

