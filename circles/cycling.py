@@ -19,7 +19,7 @@ import pandas as pd
 
 from circles._errors import ConfigError
 from circles.access import AccessGraph, SnappedArrays, nearest_by_group
-from circles.cache import array_digest, digest
+from circles.cache import ARRAYS, Cache, array_digest
 from circles.config import CyclingSection, NetworkSection, WalkSection
 from circles.coverage import coverage_table
 from circles.facilities import STATUS_SNAPPED, snap_facilities
@@ -137,14 +137,15 @@ def cycling_access(
     graph: AccessGraph | None = None
     out: dict[str, np.ndarray] = {}
     snapped_arrays = SnappedArrays(fac)
+    cache = store if store is not None else Cache(None)
     for cat in categories:
         edge, frac, snap_m = snapped_arrays(cat, 1.0)
         edge, frac, acc = _at_one_way_ends(bike_net, edge, frac, snap_m / walk_speed_m_s)
-        key = digest("bike_access", bike_key, speed_m_s, array_digest(edge, frac, acc), max_minutes)
-        got = store.load_arrays("bike_access", key) if store is not None else None
-        if got is not None:
-            bike_min = np.asarray(got[0]["minutes"])
-        else:
+
+        def compute(
+            cat: str = cat, edge: np.ndarray = edge, frac: np.ndarray = frac, acc: np.ndarray = acc
+        ) -> dict[str, Any]:
+            nonlocal graph
             if graph is None:
                 graph = AccessGraph.from_network(bike_net, cost)
             group = np.full(edge.size, cat, dtype=object)
@@ -152,13 +153,16 @@ def cycling_access(
                 near = nearest_by_group(
                     graph, edge, frac, acc, group, limit_s=60.0 * max_minutes, groups=[cat]
                 )
-            bike_min = near[cat][0] / 60.0
+            minutes = near[cat][0] / 60.0
             # a facility at a node: that node is there already (one-way heads, above)
             head = np.where(frac >= 1.0, bike_net.v[edge], bike_net.u[edge])
             at_node = (frac <= 0.0) | (frac >= 1.0)
-            np.minimum.at(bike_min, head[at_node], acc[at_node] / 60.0)
-            if store is not None:
-                store.save_arrays("bike_access", key, {"minutes": bike_min})
+            np.minimum.at(minutes, head[at_node], acc[at_node] / 60.0)
+            return {"minutes": minutes}
+
+        parts = [bike_key, speed_m_s, array_digest(edge, frac, acc), max_minutes]
+        got = cache.memo("bike_access", parts, compute, codec=ARRAYS)
+        bike_min = np.asarray(got.value["minutes"])
         m = np.full(walk_net.n_nodes, np.inf)
         m[linked] = link_min[linked] + bike_min[pos[linked]]
         m[m > max_minutes] = np.inf

@@ -48,7 +48,7 @@ import shapely
 from circles import entries, gpkg_inplace, io, styles
 from circles._errors import CirclesError, OutputError
 from circles._hooks import checkpoint, fail_write
-from circles.cache import Cache, array_digest, digest, frame_digest, sha256_file
+from circles.cache import FRAME, Cache, array_digest, digest, frame_digest, sha256_file
 from circles.config import StudyConfig
 from circles.coverage import assign_nodes
 from circles.facilities import STATUS_SNAPPED
@@ -266,19 +266,18 @@ def display_geometry(gdf: gpd.GeoDataFrame, tol_m: float, store: Any) -> gpd.Geo
     if len(gdf) == 0 or gdf.crs is None:
         return gdf
     wkb = shapely.to_wkb(np.asarray(gdf.geometry.array, dtype=object))
-    key = digest("map_geometry", array_digest(wkb), gdf.crs.to_string(), tol_m)
-    got = store.load_frame("map_geometry", key) if store is not None else None
-    if got is not None:
-        simple = got[0]
-    else:
+
+    def compute() -> gpd.GeoDataFrame:
         g = gpd.GeoDataFrame(
             {"pos": np.arange(len(gdf), dtype=np.int64)},
             geometry=np.asarray(gdf.geometry.array, dtype=object),
             crs=gdf.crs,
         )
-        simple = maps._simplify(g, tol_m).reset_index(drop=True)
-        if store is not None:
-            store.save_frame("map_geometry", key, simple)
+        return maps._simplify(g, tol_m).reset_index(drop=True)
+
+    cache = store if store is not None else Cache(None)
+    parts = [array_digest(wkb), gdf.crs.to_string(), tol_m]
+    simple = cache.memo("map_geometry", parts, compute, codec=FRAME).value
     out = gdf.iloc[simple["pos"].to_numpy()]
     return out.set_geometry(
         gpd.GeoSeries(np.asarray(simple.geometry.array, dtype=object), index=out.index, crs=4326)
