@@ -20,8 +20,9 @@ entry                  where
 ``crossing``           where a walkable way crosses into the footprint (a footway
                        through the outline), for every area that is not fenced
 ``outline``            for an *open* area (a park, square, pitch... without fence or
-                       wall, ``access`` not private): every other place where the
-                       walking network meets its outline (a street along a park)
+                       wall, ``access`` not private), with or without mapped gates:
+                       every other place where the walking network meets its outline
+                       (a street along a park; see below)
 ``inside``             every network node inside the footprint: at the facility
 ``nearest``            none of the above: the nearest point of the network, with the
                        straight access walk (how every area was joined before)
@@ -30,7 +31,10 @@ entry                  where
 A *fenced* area (``barrier=fence|wall|hedge|city_wall`` on it, or such ways along at
 least :data:`FENCED_SHARE` of its outline, within :data:`FENCE_NEAR_M`) with mapped gates
 is entered only through its gates (OSM wiki Tag:barrier=fence, Tag:barrier=wall); without
-gates it is entered where ways cross into it. An area way cut by the extract's edge
+gates it is entered where ways cross into it. An *open* area with mapped gates is entered
+at them and also wherever the network meets its outline (a deliberate choice: no fence or
+wall is mapped, so its gates are its main ways in, not the only ones; the README's "What
+the numbers mean" says why). An area way cut by the extract's edge
 (``outline = "cut"``, :func:`circles.io.read_osm_features`) has no known interior: it is
 entered at gates on its known outline, or, if open, where the network meets that line.
 

@@ -188,6 +188,79 @@ def test_three_gates_count_once() -> None:
     assert sec[pos(net, 3)] == pytest.approx(110.0, abs=TOL_S)
 
 
+def park_with_two_gates_and_a_street(
+    enclosure: str,
+) -> tuple[WalkNetwork, gpd.GeoDataFrame, gpd.GeoDataFrame]:
+    """A park (0,0)-(100,100) with gates 11 (south) and 12 (east) on footways to the
+    inside node 10, and a street spur from the street node 8 that ends on its west
+    outline at 21 (0, 50), where no gate is mapped."""
+    net = network(
+        {10: (50, 50), 11: (50, 0), 12: (100, 50), 21: (0, 50)},
+        [(5, 11), (11, 10), (6, 12), (12, 10), (8, 21)],
+    )
+    fac = facilities(net, [("park", "park", square(0, 0, 100, 100), enclosure)])
+    return net, fac, gates({11: (50, 0), 12: (100, 50)})
+
+
+def test_an_open_park_with_gates_is_also_entered_where_a_street_meets_it() -> None:
+    """The rule for open areas with mapped gates: the gates, the ways crossing in, the
+    nodes inside and every place the network meets the outline (no fence is mapped, so
+    the street at 21 steps onto the grass); a fenced one only through its gates."""
+    net, fac, gate_nodes = park_with_two_gates_and_a_street("open")
+    ent, per = area_entries(net, fac, gate_nodes)
+    assert per.loc["park", "entry_rule"] == "open"
+    assert ent.groupby("kind").size().to_dict() == {"gate": 2, "inside": 1, "outline": 1}
+    assert ent.loc[ent["kind"] == "outline", "node_id"].tolist() == [21]
+    sec = seconds(net, fac, ent, "park")
+    # 8 is 30 m from the outline at 21 (with the gates only, 190 m: round to gate 11)
+    expected = {10: 0.0, 11: 0.0, 12: 0.0, 21: 0.0, 5: 30.0, 6: 30.0, 8: 30.0}
+    expected.update({1: 110.0, 2: 110.0, 3: 110.0, 4: 110.0})  # 80 m to a middle, 30 m
+    expected[7] = 190.0  # the north side has no way in: 80 m to a corner, 110 m more
+    assert sec == pytest.approx(expected, abs=TOL_S)
+
+    # the same park with a fence: the street at 21 ends at the fence
+    f_net, f_fac, f_gates = park_with_two_gates_and_a_street("fenced")
+    f_ent, f_per = area_entries(f_net, f_fac, f_gates)
+    assert f_per.loc["park", "entry_rule"] == "gates"
+    assert sorted(f_ent["kind"]) == ["gate", "gate", "inside"]
+    f_sec = seconds(f_net, f_fac, f_ent, "park")
+    assert f_sec[8] == pytest.approx(80.0 + 80.0 + 30.0, abs=TOL_S)  # round to gate 11
+    assert f_sec[21] == pytest.approx(30.0 + 190.0, abs=TOL_S)
+
+
+def test_service_area_of_the_three_gate_park_reaches_beyond_each_gate() -> None:
+    """One facility, several entries: its service area at 36 s (0.6 min) holds the
+    streets beyond the south and east gates (30 m of footway from gates 11 and 12 to
+    the street nodes 5 and 6) and beyond the north gate (30 m of grass from gate 13 to
+    the street node 7), and not the west street node 8 (190 m round a corner); with
+    the old single point it reached no street at all."""
+    from circles.isochrones import service_areas
+
+    net, fac, gate_nodes = park_with_three_gates()
+    ent, _ = area_entries(net, fac, gate_nodes)
+    graph = AccessGraph.from_network(net, net.edge_seconds(SPEED))
+
+    def area(entries: pd.DataFrame | None) -> gpd.GeoDataFrame:
+        return service_areas(
+            graph, fac, np.ones(net.n_nodes), levels_minutes=[0.6], speed_m_s=SPEED,
+            entries=entries,
+        )  # fmt: skip
+
+    got = area(ent)
+    rows = got[got["kind"] == "facility"]
+    assert rows["facility_id"].tolist() == ["park"]  # one row, however many entries
+    poly = rows.geometry.iloc[0]
+    street = {k: shapely.Point(net.lon[pos(net, k)], net.lat[pos(net, k)]) for k in LOOP}
+    assert {k for k, p in street.items() if poly.covers(p)} == {5, 6, 7}
+    # the nodes within 36 s: the inside node, the two gates on the network, 5, 6 and 7
+    assert rows["residents"].iloc[0] == 6.0
+    category = got[got["kind"] == "category"].geometry.iloc[0]
+    assert category.equals(poly)
+    old = area(None)
+    old_poly = old[old["kind"] == "facility"].geometry.iloc[0]
+    assert not any(old_poly.covers(p) for p in street.values())
+
+
 def fenced_ground(enclosure: str | None) -> tuple[WalkNetwork, gpd.GeoDataFrame]:
     """A ground (0,0)-(100,100) with one gate 11 (south) on a footway to the inside node
     10, and a footway 8-7 that cuts across its north-west corner (in at (0, 80), out at
@@ -439,12 +512,19 @@ def test_engine_equals_networkx_with_entries(extract: str, request: pytest.Fixtu
     assert (net.highway == "steps").sum() > 0  # steps are part of the cost compared
 
 
+#: A node this close to a footprint is in it ("inside (or within 1 m of) a park footprint").
+INSIDE_MARGIN_M = 1.0
+
+
 def _inside_nodes(net: WalkNetwork, fac: gpd.GeoDataFrame, cat: str) -> np.ndarray:
+    """Positions of the nodes inside or within :data:`INSIDE_MARGIN_M` of a polygonal
+    footprint of ``cat`` (buffered in the network's metric CRS)."""
     rows = fac[(fac["category"] == cat) & fac["footprint_wkb"].notna()]
     fp = gpd.GeoSeries(shapely.from_wkb(rows["footprint_wkb"].to_numpy()), crs=WGS84)
     fp = fp.to_crs(net.crs).to_numpy()
+    near = shapely.buffer(fp[np.isin(shapely.get_type_id(fp), [3, 6])], INSIDE_MARGIN_M)
     tree = shapely.STRtree(shapely.points(net.x, net.y))
-    _, nodes = tree.query(fp[np.isin(shapely.get_type_id(fp), [3, 6])], predicate="intersects")
+    _, nodes = tree.query(near, predicate="intersects")
     return np.unique(nodes)
 
 

@@ -15,6 +15,7 @@ import folium
 import folium.plugins
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pytest
 import shapely
 from shapely.geometry import Point, box
@@ -30,6 +31,7 @@ from circles.maps import (
     coverage_map,
     save_map,
 )
+from circles.palette import CATEGORY_COLOURS
 
 sys.path.insert(0, str(Path(__file__).parent))
 from browser import distinct_colours, open_page, screenshot
@@ -219,6 +221,51 @@ def test_clustering_threshold():
     assert clusters(coverage_map(comm, make_facilities(50), categories=CATS, tiles=False)) == 0
     m = coverage_map(comm, make_facilities(3), categories=CATS, tiles=False, cluster_threshold=2)
     assert clusters(m) == 1
+
+
+#: A park (fitness) polygon in the third community: the area facility of the map tests.
+PARK = box(X0 + 0.021, Y0 + 0.002, X0 + 0.027, Y0 + 0.006)
+
+
+def with_park(fac: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """``fac`` and a park drawn as its representative point, its footprint in
+    ``footprint_wkb`` (as :func:`circles.facilities.snap_at_points` keeps it); the
+    point facilities have no footprint."""
+    park = gpd.GeoDataFrame(
+        {
+            "facility_id": ["park"],
+            "category": ["fitness"],
+            "name": ["Park"],
+            "source": "osm",
+            "status": "snapped",
+            "snap_m": 0.0,
+            "entries": 3,
+            "inside_nodes": 1,
+        },
+        geometry=[PARK.representative_point()],
+        crs=4326,
+    )
+    out = gpd.GeoDataFrame(pd.concat([fac, park], ignore_index=True), crs=4326)
+    out["footprint_wkb"] = [None] * len(fac) + [shapely.to_wkb(PARK)]
+    return out
+
+
+def test_area_facilities_draw_their_footprints():
+    m = coverage_map(make_communities(), with_park(make_facilities()), categories=CATS, tiles=False)
+    layers = geojson_layers(m)
+    # only the category with an area facility has a footprint layer: points draw none
+    assert [k for k in layers if k.endswith("_footprints")] == ["fitness_footprints"]
+    features = layers["fitness_footprints"].data["features"]
+    assert len(features) == 1
+    drawn = shapely.geometry.shape(features[0]["geometry"])
+    assert drawn.geom_type == "Polygon"
+    assert drawn.symmetric_difference(PARK).area < 1e-12  # the footprint itself
+    assert "3 (1)" in features[0]["properties"]["popup"]  # entries (inside nodes)
+    # without footprints (point facilities only) no footprint layer at all
+    plain = geojson_layers(
+        coverage_map(make_communities(), make_facilities(), categories=CATS, tiles=False)
+    )
+    assert not [k for k in plain if k.endswith("_footprints")]
 
 
 def test_simplify_tolerance_in_metres():
@@ -778,3 +825,29 @@ def test_cjk_characters_one_pass_equals_the_code_point_ranges() -> None:
     want = "".join(sorted({ch for ch in every if fonts._is_cjk(ord(ch))}))
     assert fonts.cjk_characters(every) == want
     assert fonts.cjk_characters("abc 老年，\\u98df &#x5802; &#22530;") == "堂年老食，"
+
+
+#: The SVG paths the footprint style draws (fill opacity 0.3, outline 1.5 px).
+FOOTPRINT_PATHS = "path.leaflet-interactive[fill-opacity='0.3'][stroke-width='1.5']"
+
+
+def test_browser_draws_the_park_footprint_with_its_category(tmp_path):
+    m = coverage_map(
+        make_communities(), with_park(make_facilities()), categories=CATS, labels=LABELS,
+        tiles=False,
+    )  # fmt: skip
+    path = save_map(m, tmp_path / "park.html")
+    with open_page(path) as (page, errors, _):
+        shown = page.locator(FOOTPRINT_PATHS)
+        fitness = shown.count()
+        box_px = shown.first.bounding_box() if fitness else None
+        fill = shown.first.get_attribute("fill") if fitness else None
+        show_category(page, "Elderly canteen")  # a category of point facilities only
+        canteen = page.locator(FOOTPRINT_PATHS).count()
+    assert fitness == 1  # the park's polygon, not only its dot
+    assert box_px is not None
+    assert box_px["width"] > 10  # a polygon of some 600 m x 450 m, not a dot
+    assert box_px["height"] > 5
+    assert fill == CATEGORY_COLOURS[CATS.index("fitness")]  # in its category's colour
+    assert canteen == 0
+    assert errors == []
