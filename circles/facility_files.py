@@ -489,11 +489,42 @@ class FileRead:
     record: dict[str, Any] = field(default_factory=dict)
 
 
-def _text(s: pd.Series) -> pd.Series:
-    """Cells as stripped text, full-width digits and signs made plain (NFKC)."""
+def plain_text(s: pd.Series) -> pd.Series:
+    """Cells as stripped text, full-width digits, signs and commas made plain (NFKC)."""
     t = s.astype("string")
     t = t.map(lambda v: unicodedata.normalize("NFKC", v) if isinstance(v, str) else v)
     return t.astype("string").str.strip()
+
+
+#: A number written with thousands separators: ``12,345`` or ``1,234,567.5``.
+_GROUPED = r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$"
+
+
+def plain_numbers(s: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Cells as numbers, as a planner's spreadsheet writes them.
+
+    Full-width digits and commas are made plain (:func:`plain_text`) and thousands
+    separators are dropped (``12,345`` and ``１２，３４５`` are 12345); a comma anywhere
+    else (``12,34``) is not a number.
+
+    Parameters
+    ----------
+    s : pandas.Series
+        The cells (text or numbers).
+
+    Returns
+    -------
+    values : pandas.Series
+        float64, NaN where a cell is blank or not a number.
+    bad : pandas.Series
+        bool: the cells that are not blank and not a number.
+    """
+    t = plain_text(s)
+    blank = t.isna() | (t == "")
+    grouped = t.str.fullmatch(_GROUPED).fillna(False).astype(bool)
+    t = t.where(~grouped, t.str.replace(",", "", regex=False))
+    values = pd.to_numeric(t, errors="coerce").astype("float64")
+    return values, (values.isna() & ~blank).astype(bool)
 
 
 def _blank_rows(df: pd.DataFrame) -> np.ndarray:
@@ -525,7 +556,7 @@ def _point_geometry(
         crs = CRS.from_user_input(spec.crs)
     except Exception as exc:
         raise ConfigError(f"{src}: crs = {spec.crs!r} is not a CRS ({exc})") from exc
-    xs, ys = _text(df[cols["lon"]]), _text(df[cols["lat"]])
+    xs, ys = plain_text(df[cols["lon"]]), plain_text(df[cols["lat"]])
     missing = xs.isna() | ys.isna() | (xs == "") | (ys == "")
     reject(missing, "missing coordinates")
     # plain float64 (NaN, not pd.NA): string columns give nullable Float64 otherwise
