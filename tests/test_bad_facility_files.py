@@ -349,6 +349,122 @@ def test_projected_numbers_in_lon_lat_columns_are_an_error(tmp_path: Path) -> No
     np.testing.assert_allclose(got.facilities.geometry.x, [24.94, 24.95], atol=1e-9)
 
 
+# --------------------------------------------------------------------------- bad files
+
+YUXI = shapely.box(102.4, 24.2, 102.7, 24.5)  # around Hongta, EPSG:4326
+
+
+def _swapped_china(tmp_path: Path) -> tuple[Path, shapely.Geometry | None]:
+    """Yuxi points with 经度 holding latitudes: 'latitudes' above 90."""
+    df = pd.DataFrame({"编号": ["a", "b"], "经度": ["24.35", "24.36"], "纬度": ["102.5", "102.6"]})
+    return _csv(tmp_path / "swapped.csv", df, "gbk"), None
+
+
+def _swapped_in_area(tmp_path: Path) -> tuple[Path, shapely.Geometry | None]:
+    """Helsinki points with lon/lat swapped: valid degrees, but outside the study area."""
+    df = pd.DataFrame({"id": ["a", "b", "c"], "lon": ["60.17", "60.18", "60.19"]})
+    df["lat"] = ["24.94", "24.95", "24.96"]
+    return _csv(tmp_path / "swapped.csv", df, "utf-8"), AREA
+
+
+def _swapped_geojson(tmp_path: Path) -> tuple[Path, shapely.Geometry | None]:
+    """A GeoJSON written latitude first."""
+    gdf = gpd.GeoDataFrame(
+        {"id": ["a", "b"]}, geometry=[shapely.Point(24.35, 102.5), shapely.Point(24.4, 102.6)]
+    )
+    path = tmp_path / "swapped.geojson"
+    path.write_text(gdf.to_json(), encoding="utf-8")
+    return path, YUXI
+
+
+@pytest.mark.parametrize("make", [_swapped_china, _swapped_in_area, _swapped_geojson])
+def test_swapped_coordinates_are_said_to_be_swapped(tmp_path: Path, make) -> None:
+    path, area = make(tmp_path)
+    spec = FacilityFile(str(path), category="clinic")
+    with pytest.raises(InputDataError, match=r"swapped\.\w+: longitude and latitude look swapped"):
+        read_planner_file(spec, categories=CATS, area=area)
+    try:
+        read_planner_file(spec, categories=CATS, area=area)
+    except InputDataError as exc:
+        text = str(exc)
+    assert "projected" not in text
+    if path.suffix == ".csv":
+        lon, lat = ("经度", "纬度") if make is _swapped_china else ("lon", "lat")
+        assert f"set lon_column = '{lat}' and lat_column = '{lon}'" in text
+        fixed = FacilityFile(str(path), category="clinic", lon_column=lat, lat_column=lon)
+        got = read_planner_file(fixed, categories=CATS, area=area)
+        assert got.rejects.empty
+        assert (got.facilities.geometry.y.abs() < 90).all()
+    else:
+        assert "longitude as x" in text
+
+
+def test_one_swapped_row_is_still_a_reject_not_an_error(tmp_path: Path) -> None:
+    df = pd.DataFrame(
+        {
+            "id": ["a", "b", "c"],
+            "lon": ["24.94", "60.18", "24.96"],
+            "lat": ["60.17", "24.95", "60.19"],
+        }
+    )
+    path = _csv(tmp_path / "list.csv", df, "utf-8")
+    got = read_planner_file(FacilityFile(str(path), category="clinic"), categories=CATS, area=AREA)
+    assert got.rejects["reason"].tolist() == ["outside study area"]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 504, b"id,lon,lat\n1,24.9,60.1\n"],
+    ids=["old_xls", "csv_named_xls"],
+)
+@pytest.mark.parametrize("suffix", [".xls", ".xlsx"])
+def test_a_file_that_is_no_xlsx_workbook(tmp_path: Path, data: bytes, suffix: str) -> None:
+    path = tmp_path / f"book{suffix}"
+    path.write_bytes(data)
+    with pytest.raises(DataFileError) as exc:
+        read_planner_file(FacilityFile(str(path), category="clinic"), categories=CATS)
+    text = str(exc.value)
+    assert text.startswith(f"{path}: cannot read facility file as an .xlsx workbook")
+    assert "save it as .xlsx" in text
+    assert "CSV (UTF-8)" in text
+    assert ("old Excel 97-2003" in text) == data.startswith(b"\xd0\xcf")
+    assert "engine" not in text
+
+
+def test_a_folder_is_not_a_facility_file(tmp_path: Path) -> None:
+    folder = tmp_path / "canteens"
+    folder.mkdir()
+    with pytest.raises(DataFileError, match=r"canteens: is a folder; give the facility file"):
+        read_planner_file(FacilityFile(str(folder), category="clinic"), categories=CATS)
+    from circles.cache import Inputs  # what a run hashes first
+
+    with pytest.raises(DataFileError, match=r"canteens: is a folder; a file is needed here"):
+        Inputs().sha("facility_file:canteens", folder)
+
+
+def test_a_title_row_above_the_headers_is_said(tmp_path: Path) -> None:
+    openpyxl = pytest.importorskip("openpyxl")
+    book = openpyxl.Workbook()
+    ws = book.active
+    ws["A1"] = "红塔区长者食堂一览表（2024年）"
+    ws.merge_cells("A1:D1")
+    ws.append([])
+    ws.append(["编号", "名称", "经度", "纬度"])
+    ws.append(["YX001", "红塔区长者食堂", "24.94", "60.17"])
+    path = tmp_path / "titled.xlsx"
+    book.save(path)
+    with pytest.raises(InputDataError, match="no coordinate columns found") as exc:
+        read_planner_file(FacilityFile(str(path), category="clinic"), categories=CATS)
+    text = str(exc.value)
+    assert "a title row seems to sit above the headers (row 3 looks like the headers)" in text
+    assert "delete the rows above the headers" in text
+    # a plain file without coordinate columns gets no such hint
+    plain = _csv(tmp_path / "plain.csv", pd.DataFrame({"编号": ["a"], "名称": ["x"]}), "utf-8")
+    with pytest.raises(InputDataError, match="no coordinate columns found") as exc:
+        read_planner_file(FacilityFile(str(plain), category="clinic"), categories=CATS)
+    assert "title row" not in str(exc.value)
+
+
 # --------------------------------------------------------------------------- bad rows
 
 GOOD = ("g1", "clinic", "好的", "24.94", "60.17")
