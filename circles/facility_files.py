@@ -76,8 +76,9 @@ class Table:
         The rows as read (text cells; spatial files with their geometry), every sheet
         read one after the other.
     record : dict
-        ``file``, ``format`` and, as they apply, ``encoding``, ``sheets`` (name and rows
-        of each sheet read), ``skipped_sheets`` and ``crs`` (for the run summary).
+        ``file``, ``format`` and, as they apply, ``encoding``, ``sheets`` (name, rows and
+        ``columns``, role -> the sheet's own column, of each sheet read),
+        ``skipped_sheets`` and ``crs`` (for the run summary).
     sheet : numpy.ndarray, optional
         The sheet of each row (a workbook), else None.
     sheet_row : numpy.ndarray, optional
@@ -275,22 +276,27 @@ def _pick_sheets(names: Sequence[str], sheet: str | int | None, path: Path) -> l
     return [sheet]
 
 
-def _harmonise(sheets: list[tuple[str, pd.DataFrame]], spec: FacilityFile) -> pd.DataFrame:
-    """Sheets stacked, each sheet's role columns renamed to the first sheet's names."""
+def _harmonise(
+    sheets: list[tuple[str, pd.DataFrame]], spec: FacilityFile
+) -> tuple[pd.DataFrame, list[dict[str, str]]]:
+    """Sheets stacked, each sheet's role columns renamed to the first sheet's names; and
+    the columns each sheet had for each role (:func:`resolve_columns`), before renaming."""
     target: dict[str, str] = {}
     parts = []
+    used = []
     for name, df in sheets:
         try:
             cols = resolve_columns(df, spec, spatial=False)
         except InputDataError as exc:
             raise InputDataError(f"{exc} (sheet {name!r})") from exc
+        used.append(cols)
         rename = {}
         for role, col in cols.items():
             want = target.setdefault(role, col)
             if want != col and want not in df.columns:
                 rename[col] = want
         parts.append(df.rename(columns=rename))
-    return pd.concat(parts, ignore_index=True)
+    return pd.concat(parts, ignore_index=True), used
 
 
 def _open_book(path: Path) -> pd.ExcelFile:
@@ -344,10 +350,13 @@ def _read_book(path: Path, spec: FacilityFile) -> Table:
             + "; ".join(f"{s['sheet']!r} {s['reason']}" for s in skipped)
             + ")"
         )
-    frame = _harmonise(kept, spec)
+    frame, used = _harmonise(kept, spec)
     record: dict[str, Any] = {
         "format": path.suffix.lower().lstrip("."),
-        "sheets": [{"sheet": n, "rows": len(df)} for n, df in kept],
+        "sheets": [
+            {"sheet": n, "rows": len(df), "columns": cols}
+            for (n, df), cols in zip(kept, used, strict=True)
+        ],
     }
     if skipped:
         record["skipped_sheets"] = skipped
@@ -601,8 +610,10 @@ class FileRead:
         The 1-based data row of each facility.
     record : dict
         How the file was read, for the run summary: ``file``, ``source``, ``format``,
-        ``encoding`` (text), ``sheets`` (workbooks), ``crs``, ``columns`` (role ->
-        column used: ``id``, ``name``, ``address``, ``category``, ``lon``, ``lat``),
+        ``encoding`` (text), ``sheets`` (workbooks: each sheet's name, rows and its own
+        ``columns``), ``crs``, ``columns`` (role -> column used: ``id``, ``name``,
+        ``address``, ``category``, ``lon``, ``lat``; of a workbook, the first sheet's
+        names, which the other sheets' columns were renamed to),
         ``rows``, ``facilities`` and ``rejected``.
     """
 

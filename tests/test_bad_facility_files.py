@@ -207,7 +207,13 @@ def test_every_sheet_with_coordinates_is_read(tmp_path: Path) -> None:
     assert rej[["row", "sheet", "sheet_row", "facility_id", "reason"]].values.tolist() == [
         [4, "江川区", 2, "YX004", "missing coordinates"]
     ]
-    assert got.record["sheets"] == [{"sheet": "红塔区", "rows": 2}, {"sheet": "江川区", "rows": 2}]
+    first = {"id": "编号", "name": "名称", "category": "类别", "lon": "经度", "lat": "纬度"}
+    second = {"id": "ID", "name": "name", "category": "category", "lon": "lon", "lat": "lat"}
+    assert got.record["sheets"] == [
+        {"sheet": "红塔区", "rows": 2, "columns": first},
+        {"sheet": "江川区", "rows": 2, "columns": second},
+    ]
+    assert got.record["columns"] == first  # the names the sheets were stacked under
     assert len(got.facilities) + len(rej) == 4
 
 
