@@ -643,9 +643,11 @@ class Inputs:
         Raises
         ------
         DataFileError
-            The file does not exist.
+            The file does not exist, or is a folder.
         """
         p = str(path)
+        if Path(p).is_dir():
+            raise DataFileError(f"{p}: is a folder; a file is needed here ({name})")
         if not Path(p).is_file():
             raise DataFileError(f"{p}: file not found")
         sha = self._sha.get(p)

@@ -25,6 +25,7 @@ from circles.cache import FRAME, Keyed
 from circles.config import CommunitiesSection, WalkSection, resolve_path
 from circles.coverage import hexagon_communities, smallest_containing
 from circles.facilities import LAT_NAMES, LON_NAMES
+from circles.facility_files import plain_numbers
 from circles.network import WalkNetwork
 from circles.result import RunContext
 from circles.settings import MAX_SNAP_M, WALK_SPEEDS_M_S, WGS84
@@ -112,6 +113,11 @@ def load_communities(
             raw = gpd.read_file(path)
         except Exception as exc:
             raise DataFileError(f"{path}: cannot read communities ({exc})") from exc
+        if raw.empty:
+            raise InputDataError(
+                f"{path}: has no features (communities); give a file (or layer) with "
+                'the community polygons, or set [communities] source = "hexagons"'
+            )
         if raw.crs is None:
             raise InputDataError(f"{path}: communities file has no CRS")
         check_polygons(raw, path)
@@ -141,14 +147,15 @@ def load_communities(
             if extra is not None:
                 if extra not in raw:
                     raise InputDataError(f"{path}: no column {extra!r}")
-                out[extra] = pd.to_numeric(raw[extra], errors="coerce").to_numpy()
+                out[extra] = numeric_column(raw[extra], path)
         for extra in c.attribute_columns:
             if extra not in raw:
                 raise InputDataError(
                     f"{path}: no column {extra!r} (communities.attribute_columns); columns "
                     f"are {list(raw.columns)}"
                 )
-            out[extra] = raw[extra].to_numpy()
+            numeric = extra in NUMERIC_ATTRIBUTES
+            out[extra] = numeric_column(raw[extra], path) if numeric else raw[extra].to_numpy()
     if c.exclude:
         gone = out["name"].isin(c.exclude) | out["community_id"].isin(c.exclude)
         left_out += [
@@ -162,6 +169,53 @@ def load_communities(
     out = out.reset_index(drop=True)
     out.attrs[LEFT_OUT] = left_out
     return out
+
+
+#: Attribute columns that the plan indicators (:mod:`circles.report`) read as numbers:
+#: read as numbers like ``population_column`` (the others are copied as they are).
+NUMERIC_ATTRIBUTES = (
+    "households",
+    "population",
+    "service_area_m2",
+    "activity_area_m2",
+    "community_workers",
+)
+
+
+def numeric_column(cells: pd.Series, path: str | Path, *, shown: int = 5) -> np.ndarray:
+    """A communities file's column of numbers (population, households, shares).
+
+    Thousands separators and full-width digits are read as a spreadsheet writes them
+    (:func:`circles.facility_files.plain_numbers`: ``12,345``, ``１２，３４５``); an
+    empty cell stays missing (NaN: no residents known there).
+
+    Parameters
+    ----------
+    cells : pandas.Series
+        The column as read.
+    path : str or Path
+        The file, for the message.
+    shown : int
+        How many bad cells the message lists.
+
+    Raises
+    ------
+    InputDataError
+        Some cells are neither empty nor numbers: naming the column, how many, and the
+        first ``shown`` (1-based row and value).
+    """
+    if pd.api.types.is_numeric_dtype(cells):
+        return pd.to_numeric(cells).to_numpy()
+    values, bad = plain_numbers(cells)
+    if bad.any():
+        rows = np.flatnonzero(bad.to_numpy())
+        first = ", ".join(f"row {i + 1}: {cells.iloc[i]!r}" for i in rows[:shown])
+        more = f" and {rows.size - shown} more" if rows.size > shown else ""
+        raise InputDataError(
+            f"{path}: column {cells.name!r} must hold numbers; {rows.size} of {len(cells)} "
+            f"cells are not numbers ({first}{more}); fix them or leave them empty (unknown)"
+        )
+    return values.to_numpy(float)
 
 
 def check_polygons(frame: gpd.GeoDataFrame, path: str | Path) -> None:
@@ -375,6 +429,8 @@ def read_points(
             if p.suffix.lower().startswith(".xls")
             else pd.read_csv(p, dtype=str, encoding="utf-8-sig")
         )
+        if df.empty:
+            raise InputDataError(f"{p}: has a header but no rows (community centres)")
         lon = next((col for col in df.columns if str(col).strip().lower() in LON_NAMES), None)
         lat = next((col for col in df.columns if str(col).strip().lower() in LAT_NAMES), None)
         if lon is None or lat is None:
@@ -390,6 +446,8 @@ def read_points(
         pts = gpd.GeoDataFrame(df, geometry=gpd.points_from_xy(x, y), crs=WGS84)
     else:
         pts = gpd.read_file(p)
+        if pts.empty:
+            raise InputDataError(f"{p}: has no features (community centres)")
         if pts.crs is None:
             raise InputDataError(f"{p}: point file has no CRS")
         pts = pts.to_crs(WGS84)

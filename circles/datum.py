@@ -135,7 +135,8 @@ class DatumFit:
             f"({self.closer_share[b]:.0%} of {self.points} points closer as {b}). If the "
             f'list was exported from a Chinese map service, add `coord_system = "{b}"` to '
             f"its [[facilities.files]] entry (or pass `--coord-system {b}` to circles "
-            'update); set `[facilities] datum_check = "off"` if the file is right.'
+            'update or circles suggest); set `[facilities] datum_check = "off"` if the '
+            "file is right."
         )
 
 

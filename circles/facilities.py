@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -506,6 +506,50 @@ def report_datum(fits: Sequence[dict[str, Any]], *, mode: str) -> None:
         datum.report(datum.DatumFit.from_doc(doc), mode=mode)
 
 
+def reject_reasons(rej: pd.DataFrame, *, most: int = 5) -> str:
+    """``row 2: missing coordinates; row 3: ...`` for the first ``most`` rejects."""
+    items = [f"row {r['row']}: {r['reason']}" for r in rej.head(most).to_dict("records")]
+    more = f"; and {len(rej) - most} more" if len(rej) > most else ""
+    return "; ".join(items) + more
+
+
+def check_used(
+    records: Sequence[Mapping[str, Any]], rejects: pd.DataFrame, *, area_run: bool = False
+) -> None:
+    """Stop when a study's facility file has rows but none of them could be used.
+
+    Parameters
+    ----------
+    records : sequence of dict
+        :attr:`FileRead.record` of each file (``source``, ``rows``, ``facilities``).
+    rejects : pandas.DataFrame
+        The rejected rows of all files (``source``, ``row``, ``reason``).
+    area_run : bool
+        The run is one area of a study with ``[[areas]]``: a file whose rows lie in
+        other areas (some rejected as ``outside study area``) is not an error there.
+
+    Raises
+    ------
+    InputDataError
+        Naming the first such file, how many rows it has, its commonest reasons (with
+        counts) and its first rejected rows.
+    """
+    for rec in records:
+        if not rec.get("rows") or rec.get("facilities", 0) > 0:
+            continue
+        src = str(rec["source"])
+        rej = rejects[rejects["source"].astype(str) == src] if len(rejects) else rejects
+        reasons = rej["reason"].astype(str) if len(rej) else pd.Series([], dtype=str)
+        if area_run and (reasons == "outside study area").any():
+            continue
+        counts = ", ".join(f"{n} {why}" for why, n in reasons.value_counts().head(3).items())
+        raise InputDataError(
+            f"{src}: none of its {rec['rows']} rows can be used ({counts}; "
+            f"{reject_reasons(rej)}); fix the file or its [[facilities.files]] entry "
+            "(columns, crs, coord_system, category), or remove the entry; nothing was written"
+        )
+
+
 def study_categories(
     profile: Any, wanted: Sequence[str] = ()
 ) -> tuple[Any, list[str], dict[str, dict[str, str]], list[str]]:
@@ -658,8 +702,13 @@ def study_facilities(
     categories: list[str],
     walk: WalkSection,
     ctx: RunContext,
+    *,
+    area_run: bool = False,
 ) -> Keyed[dict[str, Any]]:
     """The facilities stage: :func:`load_facilities`, cached.
+
+    A planner file none of whose rows can be used stops the run
+    (:func:`check_used`), as ``circles update`` stops on it.
 
     Parameters
     ----------
@@ -676,6 +725,9 @@ def study_facilities(
     walk : WalkSection
         ``[walk]`` (its ``max_snap_m``).
     ctx : RunContext
+    area_run : bool
+        The run is one area of a study with ``[[areas]]`` (a file whose rows all lie in
+        other areas is not an error).
 
     Returns
     -------
@@ -735,6 +787,7 @@ def study_facilities(
         section.datum_check == "off",
     ]
     got = ctx.store.memo("facilities", parts, compute, codec=FRAMES)
+    check_used(got.value.get("files", []), got.value["rejects"], area_run=area_run)
     if not computed:  # read from the cache: say again what reading the files found
         for rec in got.value.get("files", []):
             for skip in rec.get("skipped_sheets", []):

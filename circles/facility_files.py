@@ -76,8 +76,9 @@ class Table:
         The rows as read (text cells; spatial files with their geometry), every sheet
         read one after the other.
     record : dict
-        ``file``, ``format`` and, as they apply, ``encoding``, ``sheets`` (name and rows
-        of each sheet read), ``skipped_sheets`` and ``crs`` (for the run summary).
+        ``file``, ``format`` and, as they apply, ``encoding``, ``sheets`` (name, rows and
+        ``columns``, role -> the sheet's own column, of each sheet read),
+        ``skipped_sheets`` and ``crs`` (for the run summary).
     sheet : numpy.ndarray, optional
         The sheet of each row (a workbook), else None.
     sheet_row : numpy.ndarray, optional
@@ -165,9 +166,29 @@ def resolve_columns(df: pd.DataFrame, spec: FacilityFile, *, spatial: bool) -> d
         raise InputDataError(
             f"{path}: no coordinate columns found among {cols}; name them "
             f"{'/'.join(HEADERS['lon'][:4])}/经度 and {'/'.join(HEADERS['lat'][:3])}/纬度 "
-            "or set lon_column/lat_column or x_column/y_column"
+            "or set lon_column/lat_column or x_column/y_column" + title_row_hint(df)
         )
     return out
+
+
+def title_row_hint(df: pd.DataFrame, *, rows: int = 10) -> str:
+    """What to say when most headers of a table are blank (pandas' ``Unnamed: 1``...):
+    a title row seems to sit above the headers. Names the spreadsheet row (1-based, the
+    header row being 1) of the first of the next ``rows`` rows with both coordinate
+    headers, when there is one; "" when most headers are not blank."""
+    blank = [str(c).startswith("Unnamed:") for c in df.columns]
+    if not blank or sum(blank) * 2 <= len(blank):
+        return ""
+    where = ""
+    for i in range(min(rows, len(df))):
+        cells = [v for v in df.iloc[i].tolist() if isinstance(v, str)]
+        if find_column(cells, HEADERS["lon"]) and find_column(cells, HEADERS["lat"]):
+            where = f" (row {i + 2} looks like the headers)"
+            break
+    return (
+        f"; most headers are blank, so a title row seems to sit above the headers{where}: "
+        "delete the rows above the headers so that they are the first row"
+    )
 
 
 def has_coordinates(df: pd.DataFrame, spec: FacilityFile) -> bool:
@@ -255,26 +276,51 @@ def _pick_sheets(names: Sequence[str], sheet: str | int | None, path: Path) -> l
     return [sheet]
 
 
-def _harmonise(sheets: list[tuple[str, pd.DataFrame]], spec: FacilityFile) -> pd.DataFrame:
-    """Sheets stacked, each sheet's role columns renamed to the first sheet's names."""
+def _harmonise(
+    sheets: list[tuple[str, pd.DataFrame]], spec: FacilityFile
+) -> tuple[pd.DataFrame, list[dict[str, str]]]:
+    """Sheets stacked, each sheet's role columns renamed to the first sheet's names; and
+    the columns each sheet had for each role (:func:`resolve_columns`), before renaming."""
     target: dict[str, str] = {}
     parts = []
+    used = []
     for name, df in sheets:
         try:
             cols = resolve_columns(df, spec, spatial=False)
         except InputDataError as exc:
             raise InputDataError(f"{exc} (sheet {name!r})") from exc
+        used.append(cols)
         rename = {}
         for role, col in cols.items():
             want = target.setdefault(role, col)
             if want != col and want not in df.columns:
                 rename[col] = want
         parts.append(df.rename(columns=rename))
-    return pd.concat(parts, ignore_index=True)
+    return pd.concat(parts, ignore_index=True), used
+
+
+def _open_book(path: Path) -> pd.ExcelFile:
+    """The workbook, or an error saying how to save it when it is none pandas reads (an
+    old ``.xls``, or a CSV or HTML page named ``.xlsx``)."""
+    try:
+        return pd.ExcelFile(path)
+    except Exception as exc:
+        head = path.read_bytes()[:8]
+        what = (
+            "it is an old Excel 97-2003 .xls workbook"
+            if head.startswith(b"\xd0\xcf\x11\xe0")
+            else "it is a damaged workbook or another zip file"
+            if head.startswith(b"PK")
+            else "it is not an Excel workbook; text or a web page?"
+        )
+        raise DataFileError(
+            f"{path}: cannot read facility file as an .xlsx workbook ({what}): save it as .xlsx "
+            "(Excel: 另存为 → Excel 工作簿) or CSV (UTF-8)"
+        ) from exc
 
 
 def _read_book(path: Path, spec: FacilityFile) -> Table:
-    with pd.ExcelFile(path) as book:
+    with _open_book(path) as book:
         names = [str(n) for n in book.sheet_names]
         chosen = _pick_sheets(names, spec.sheet, path)
         frames = {n: pd.read_excel(book, sheet_name=n, dtype=str) for n in chosen}
@@ -286,14 +332,14 @@ def _read_book(path: Path, spec: FacilityFile) -> Table:
         if not len(df.columns):
             why = "is empty"
         elif not has_coordinates(df, spec):
-            why = "has no coordinate columns"
+            why = "has no coordinate columns" + title_row_hint(df)
         elif df.dropna(how="all").empty:
             why = "has a header but no rows"
         if why is None:
             kept.append((name, df))
             continue
         if len(chosen) == 1:
-            if why == "has no coordinate columns":
+            if why.startswith("has no coordinate columns"):
                 resolve_columns(df, spec, spatial=False)  # raises, naming the columns
             raise InputDataError(f"{path}: sheet {name!r} {why}")
         skipped.append({"sheet": name, "reason": why})
@@ -304,10 +350,13 @@ def _read_book(path: Path, spec: FacilityFile) -> Table:
             + "; ".join(f"{s['sheet']!r} {s['reason']}" for s in skipped)
             + ")"
         )
-    frame = _harmonise(kept, spec)
+    frame, used = _harmonise(kept, spec)
     record: dict[str, Any] = {
         "format": path.suffix.lower().lstrip("."),
-        "sheets": [{"sheet": n, "rows": len(df)} for n, df in kept],
+        "sheets": [
+            {"sheet": n, "rows": len(df), "columns": cols}
+            for (n, df), cols in zip(kept, used, strict=True)
+        ],
     }
     if skipped:
         record["skipped_sheets"] = skipped
@@ -340,6 +389,66 @@ def _degrees_like(gdf: gpd.GeoDataFrame) -> bool:
     return bool(inside.mean() > 0.5)
 
 
+def swapped_error(
+    x: Any, y: Any, *, area: shapely.Geometry | None, source: str, fix: str
+) -> InputDataError | None:
+    """The error for a file whose longitudes and latitudes are swapped throughout, or None.
+
+    They are when fewer than half of the points are usable as read and more than half
+    would be read the other way round: usable means longitude within ±180 and latitude
+    within ±90, and inside ``area`` (the study area, EPSG:4326) when given.
+
+    Parameters
+    ----------
+    x, y : array-like
+        The points' first and second coordinates as read (degrees).
+    area : shapely geometry, optional
+        The study area.
+    source : str
+        The file, for the message.
+    fix : str
+        How to read the file the right way round.
+    """
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    if not x.size:
+        return None
+
+    def usable(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+        u = (np.abs(lon) <= 180) & (np.abs(lat) <= 90)
+        if area is not None:
+            u &= shapely.intersects_xy(area, lon, lat)
+        return u
+
+    as_read, swapped = usable(x, y), usable(y, x)
+    if not swapped.mean() > 0.5 > as_read.mean():
+        return None
+    where = " inside the study area" if area is not None else ""
+    return InputDataError(
+        f"{source}: longitude and latitude look swapped: {int((~as_read).sum())} of {x.size} "
+        f"points are not valid longitude/latitude{where} as read, and {int(swapped.sum())} "
+        f"would be with the two coordinates swapped; {fix}"
+    )
+
+
+#: How to fix swapped coordinates in a spatial file.
+SPATIAL_SWAP_FIX = (
+    "the file holds latitude as x and longitude as y: write it again with longitude as x "
+    "(GeoJSON and Shapefiles hold longitude first)"
+)
+
+
+def _rep_xy(gdf: gpd.GeoDataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """x and y of a point on each geometry (NaN for missing or empty ones)."""
+    g = gdf.geometry
+    ok = ~(g.isna() | g.is_empty).to_numpy()
+    x, y = np.full(len(g), np.nan), np.full(len(g), np.nan)
+    rp = g[ok].representative_point()
+    x[ok], y[ok] = rp.x.to_numpy(), rp.y.to_numpy()
+    return x, y
+
+
 def _same_crs(a: CRS, b: CRS) -> bool:
     """Whether two CRSs are the same (a .prj's ESRI WKT and its EPSG code are)."""
     if a.equals(b, ignore_axis_order=True):
@@ -348,17 +457,29 @@ def _same_crs(a: CRS, b: CRS) -> bool:
     return code is not None and code == b.to_epsg(min_confidence=70)
 
 
-def spatial_crs(gdf: gpd.GeoDataFrame, spec: FacilityFile) -> tuple[gpd.GeoDataFrame, str]:
+def spatial_crs(
+    gdf: gpd.GeoDataFrame, spec: FacilityFile, *, area: shapely.Geometry | None = None
+) -> tuple[gpd.GeoDataFrame, str]:
     """A spatial file's rows with their CRS settled, and where the CRS came from.
 
     The file's own CRS is used; the ``crs`` option stands in for a missing one (a
     Shapefile without ``.prj``) and for the EPSG:4326 that GeoJSON always reports.
 
+    Parameters
+    ----------
+    gdf : geopandas.GeoDataFrame
+        The file's rows as read.
+    spec : FacilityFile
+        Its entry (``crs``).
+    area : shapely geometry, optional
+        The study area (EPSG:4326): where swapped coordinates would fall.
+
     Raises
     ------
     InputDataError
         The file has no CRS and its coordinates are not degrees; or its CRS and the
-        ``crs`` option disagree; or its coordinates are not degrees in a geographic CRS.
+        ``crs`` option disagree; or its coordinates are not degrees in a geographic CRS;
+        or they are degrees with longitude and latitude swapped (:func:`swapped_error`).
     ConfigError
         The ``crs`` option is not a CRS.
     """
@@ -371,6 +492,9 @@ def spatial_crs(gdf: gpd.GeoDataFrame, spec: FacilityFile) -> tuple[gpd.GeoDataF
     geojson = Path(path).suffix.lower() in {".geojson", ".json"}
     if gdf.crs is None or (given and geojson and gdf.crs == CRS.from_user_input(WGS84)):
         if not given and not _degrees_like(gdf):
+            swapped = swapped_error(*_rep_xy(gdf), area=area, source=path, fix=SPATIAL_SWAP_FIX)
+            if swapped is not None:
+                raise swapped
             prj = " (no .prj beside it)" if Path(path).suffix.lower() == ".shp" else ""
             raise InputDataError(
                 f"{path}: the file has no CRS{prj} and its coordinates are not degrees "
@@ -387,6 +511,9 @@ def spatial_crs(gdf: gpd.GeoDataFrame, spec: FacilityFile) -> tuple[gpd.GeoDataF
             f"{spec.crs!r}; remove the crs option or fix the file"
         )
     if own.is_geographic and not _degrees_like(gdf):
+        swapped = swapped_error(*_rep_xy(gdf), area=area, source=path, fix=SPATIAL_SWAP_FIX)
+        if swapped is not None:
+            raise swapped
         raise InputDataError(
             f"{path}: its CRS {own.to_string()} is in degrees but most coordinates are "
             'not (they look projected); fix the file\'s CRS or set crs = "EPSG:xxxx"'
@@ -410,6 +537,11 @@ def load_table(spec: FacilityFile) -> Table:
         The ``sheet`` option names no sheet of the workbook.
     """
     path = Path(spec.path)
+    if path.is_dir():
+        raise DataFileError(
+            f"{path}: is a folder; give the facility file itself (CSV, XLSX, GeoJSON, "
+            "GeoPackage or Shapefile), one [[facilities.files]] entry per file"
+        )
     if not path.exists():
         raise DataFileError(f"{path}: facility file not found")
     suffix = path.suffix.lower()
@@ -478,8 +610,10 @@ class FileRead:
         The 1-based data row of each facility.
     record : dict
         How the file was read, for the run summary: ``file``, ``source``, ``format``,
-        ``encoding`` (text), ``sheets`` (workbooks), ``crs``, ``columns`` (role ->
-        column used: ``id``, ``name``, ``address``, ``category``, ``lon``, ``lat``),
+        ``encoding`` (text), ``sheets`` (workbooks: each sheet's name, rows and its own
+        ``columns``), ``crs``, ``columns`` (role -> column used: ``id``, ``name``,
+        ``address``, ``category``, ``lon``, ``lat``; of a workbook, the first sheet's
+        names, which the other sheets' columns were renamed to),
         ``rows``, ``facilities`` and ``rejected``.
     """
 
@@ -489,11 +623,42 @@ class FileRead:
     record: dict[str, Any] = field(default_factory=dict)
 
 
-def _text(s: pd.Series) -> pd.Series:
-    """Cells as stripped text, full-width digits and signs made plain (NFKC)."""
+def plain_text(s: pd.Series) -> pd.Series:
+    """Cells as stripped text, full-width digits, signs and commas made plain (NFKC)."""
     t = s.astype("string")
     t = t.map(lambda v: unicodedata.normalize("NFKC", v) if isinstance(v, str) else v)
     return t.astype("string").str.strip()
+
+
+#: A number written with thousands separators: ``12,345`` or ``1,234,567.5``.
+_GROUPED = r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$"
+
+
+def plain_numbers(s: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Cells as numbers, as a planner's spreadsheet writes them.
+
+    Full-width digits and commas are made plain (:func:`plain_text`) and thousands
+    separators are dropped (``12,345`` and ``１２，３４５`` are 12345); a comma anywhere
+    else (``12,34``) is not a number.
+
+    Parameters
+    ----------
+    s : pandas.Series
+        The cells (text or numbers).
+
+    Returns
+    -------
+    values : pandas.Series
+        float64, NaN where a cell is blank or not a number.
+    bad : pandas.Series
+        bool: the cells that are not blank and not a number.
+    """
+    t = plain_text(s)
+    blank = t.isna() | (t == "")
+    grouped = t.str.fullmatch(_GROUPED).fillna(False).astype(bool)
+    t = t.where(~grouped, t.str.replace(",", "", regex=False))
+    values = pd.to_numeric(t, errors="coerce").astype("float64")
+    return values, (values.isna() & ~blank).astype(bool)
 
 
 def _blank_rows(df: pd.DataFrame) -> np.ndarray:
@@ -518,14 +683,17 @@ def _point_geometry(
     cols: dict[str, str],
     spec: FacilityFile,
     reject: Callable[[Any, Any], None],
+    *,
+    area: shapely.Geometry | None = None,
 ) -> tuple[np.ndarray, str]:
-    """Points of a table's coordinate columns (EPSG:4326), rejecting unusable rows."""
+    """Points of a table's coordinate columns (EPSG:4326), rejecting unusable rows (a
+    file whose columns are swapped throughout is an error: :func:`swapped_error`)."""
     src = str(spec.path)
     try:
         crs = CRS.from_user_input(spec.crs)
     except Exception as exc:
         raise ConfigError(f"{src}: crs = {spec.crs!r} is not a CRS ({exc})") from exc
-    xs, ys = _text(df[cols["lon"]]), _text(df[cols["lat"]])
+    xs, ys = plain_text(df[cols["lon"]]), plain_text(df[cols["lat"]])
     missing = xs.isna() | ys.isna() | (xs == "") | (ys == "")
     reject(missing, "missing coordinates")
     # plain float64 (NaN, not pd.NA): string columns give nullable Float64 otherwise
@@ -535,6 +703,14 @@ def _point_geometry(
     reject(~(np.isfinite(xn) & np.isfinite(yn)), "non-finite coordinates")
     good = np.isfinite(xn) & np.isfinite(yn)
     if crs.is_geographic and good.sum():
+        lon_c, lat_c = cols["lon"], cols["lat"]
+        fix = (
+            f"set lon_column = {lat_c!r} and lat_column = {lon_c!r} in its "
+            "[[facilities.files]] entry, or swap the two columns in the file"
+        )
+        swapped = swapped_error(xn[good], yn[good], area=area, source=src, fix=fix)
+        if swapped is not None:
+            raise swapped
         far = ((xn.abs() > 180) | (yn.abs() > 90))[good]
         if far.mean() > 0.5:
             raise InputDataError(
@@ -592,7 +768,7 @@ def read_planner_file(
     record = dict(tab.record)
     spatial = isinstance(raw, gpd.GeoDataFrame) and "geometry" in raw
     if spatial:
-        raw, record["crs"] = spatial_crs(raw, spec)
+        raw, record["crs"] = spatial_crs(raw, spec, area=area)
     df = pd.DataFrame(raw.drop(columns="geometry", errors="ignore")).reset_index(drop=True)
     if not len(raw):
         raise InputDataError(f"{src}: has a header but no rows")
@@ -623,12 +799,15 @@ def read_planner_file(
         ok = ~(geom.isna() | geom.is_empty)
         rp = geom[ok].representative_point()
         lon[ok], lat[ok] = rp.x, rp.y
+        swapped = swapped_error(lon, lat, area=area, source=src, fix=SPATIAL_SWAP_FIX)
+        if swapped is not None:
+            raise swapped
         why = _out_of_range(lon, lat)
         reject(ok & (why != ""), why)
         geoms = geom.to_numpy()
     else:
         reject(_blank_rows(df), "empty row")
-        geoms, record["crs"] = _point_geometry(df, cols, spec, reject)
+        geoms, record["crs"] = _point_geometry(df, cols, spec, reject, area=area)
     coord_system = spec.coord_system.lower()
     if coord_system != "wgs84":
         from circles import coords

@@ -39,6 +39,7 @@ from circles.facilities import (
     empty_facilities,
     read_facility_file,
     read_table,
+    reject_reasons,
     report_datum,
     snap_at_points,
     study_area_cached,
@@ -266,13 +267,6 @@ def check_update(
         "rejected": len(rej),
         "rejects": rej[["row", "facility_id", "reason"]].to_dict("records"),
     }
-
-
-def reject_reasons(rej: pd.DataFrame, *, most: int = 5) -> str:
-    """``row 2: missing coordinates; row 3: ...`` for the first ``most`` rejects."""
-    items = [f"row {r['row']}: {r['reason']}" for r in rej.head(most).to_dict("records")]
-    more = f"; and {len(rej) - most} more" if len(rej) > most else ""
-    return "; ".join(items) + more
 
 
 def apply_update(

@@ -180,7 +180,7 @@ def run(
         net, elevation = terrain.study_terrain(net, w, ctx)
         features = sources.feature_source(cfg, source)
         fac0 = facilities.study_facilities(
-            cfg.facilities, net, source, features, profile, cats, w, ctx
+            cfg.facilities, net, source, features, profile, cats, w, ctx, area_run=area_ is not None
         )
         upd = ledger.update_entries(cfg)
         check = cfg.facilities.datum_check

@@ -46,9 +46,12 @@ from circles._errors import ConfigError, InputDataError
 from circles.access import AccessGraph, nearest_by_group
 from circles.config import FacilityFile, StudyConfig, check_study
 from circles.coverage import BASIS_STREET_LENGTH, coverage_table
+from circles.datum import check_mode
 from circles.facilities import (
     STATUS_SNAPPED,
+    datum_fits,
     read_facility_file,
+    report_datum,
     snap_at_points,
     study_area,
     study_categories,
@@ -225,8 +228,20 @@ def _node_candidates(
 
 
 def _file_candidates(
-    result: StudyResult, spec: FacilityFile, category: str, base_dir: str
+    result: StudyResult,
+    spec: FacilityFile,
+    category: str,
+    base_dir: str,
+    *,
+    datum_check: str = "warn",
 ) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
+    """A candidate file's sites (EPSG:4326) and rejected rows.
+
+    Its points get the datum check of the study's facility files
+    (:func:`circles.facilities.datum_fits`): ``datum_check`` ``warn`` warns when they sit
+    on the network clearly better in another datum than ``spec.coord_system``,
+    ``strict`` stops (:class:`~circles._errors.InputDataError`), ``off`` skips it.
+    """
     path = spec.path if os.path.isabs(spec.path) else os.path.join(base_dir, spec.path)
     spec = replace(
         spec,
@@ -235,6 +250,13 @@ def _file_candidates(
         attribute_columns=(*spec.attribute_columns, CAPACITY_COLUMN),
     )
     fac, rej = read_facility_file(spec, categories=[category], area=study_area(result.network))
+    if check_mode(datum_check) != "off" and len(fac):
+        points = gpd.GeoDataFrame(
+            {"source": fac["source"].to_numpy()},
+            geometry=fac.geometry.representative_point().to_numpy(),
+            crs=WGS84,
+        )
+        report_datum(datum_fits(result.network, points, [spec]), mode=datum_check)
     out = gpd.GeoDataFrame(
         {
             "candidate": fac["facility_id"].astype(str).to_numpy(),
@@ -382,8 +404,11 @@ def suggest(
     count : int
         Number of sites wanted (fewer are suggested when no candidate covers anyone new).
     candidates : FacilityFile or path, optional
-        A planner's candidate sites (any facility file; its ``capacity`` column is read).
-        Default: network nodes, one per ``spacing_m`` grid cell.
+        A planner's candidate sites (any facility file; its ``capacity`` column is read),
+        datum-checked as the study's facility files are (``[facilities] datum_check``:
+        a warning, or with ``"strict"`` an :class:`~circles._errors.InputDataError`,
+        when its points fit the network clearly better in another datum than its
+        ``coord_system``). Default: network nodes, one per ``spacing_m`` grid cell.
     spacing_m : float, default 100
         Grid spacing of candidate network nodes, metres.
     minutes : float, optional
@@ -437,7 +462,9 @@ def suggest(
                 if isinstance(candidates, FacilityFile)
                 else FacilityFile(path=str(candidates))
             )
-            cand, rejects = _file_candidates(result, spec, category, cfg.base_dir)
+            cand, rejects = _file_candidates(
+                result, spec, category, cfg.base_dir, datum_check=cfg.facilities.datum_check
+            )
         cand, unsnapped = _snapped(result, cand)
         rejects = pd.concat([rejects, unsnapped], ignore_index=True)
         say(

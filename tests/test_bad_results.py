@@ -150,6 +150,57 @@ def case_subset(tmp: Path, helsinki_path: Path, helsinki_net, caplog) -> None:
     assert not any(f"data-category='{c}'" in page for c in never)
 
 
+def case_empty_communities(tmp: Path, helsinki_path: Path, helsinki_net, caplog) -> None:
+    doc = _study(tmp, helsinki_path, _boxes(helsinki_net))
+    empty = gpd.GeoDataFrame(
+        {"code": [], "name": []}, geometry=gpd.GeoSeries([], crs=WGS84), crs=WGS84
+    )
+    empty.to_file(tmp / "villages.gpkg", layer="villages", driver="GPKG")
+    (tmp / "villages.geojson").write_text(
+        '{"type": "FeatureCollection", "features": []}', encoding="utf-8"
+    )
+    for name in ("villages.gpkg", "villages.geojson"):
+        doc["communities"] = {"source": name, "id_column": "code"}
+        cfg = config_from_dict(doc, base_dir=tmp)
+        with pytest.raises(InputDataError, match=rf"{name}: has no features \(communities\)"):
+            run(cfg, write=False)
+
+
+def _three(net) -> gpd.GeoDataFrame:
+    """Three side-by-side communities with a text population column ``pop``."""
+    lon0, lat0 = float(np.median(net.lon)), float(np.median(net.lat))
+    boxes = [
+        shapely.box(lon0 + k * 0.004, lat0, lon0 + (k + 1) * 0.004, lat0 + 0.003)
+        for k in (-1, 0, 1)
+    ]
+    return gpd.GeoDataFrame(
+        {"code": ["a", "b", "c"], "name": ["A", "B", "C"]}, geometry=boxes, crs=WGS84
+    )
+
+
+def case_population_text(tmp: Path, helsinki_path: Path, helsinki_net, caplog) -> None:
+    comm = _three(helsinki_net).assign(pop=["12,345", "１，２００", ""])
+    extra = {"population_column": "pop", "attribute_columns": ["households"]}
+    comm["households"] = ["4,001", "350", "7"]
+    doc = _study(tmp, helsinki_path, comm)
+    doc["communities"] = {**doc["communities"], **extra}  # type: ignore[dict-item]
+    res = run(config_from_dict(doc, base_dir=tmp), write=False)
+    t = res.communities.set_index("community_id")
+    np.testing.assert_array_equal(t["pop"].to_numpy(), [12345.0, 1200.0, np.nan])
+    assert t["households"].tolist() == [4001.0, 350.0, 7.0]
+    assert res.summary["residents_basis"].startswith("community population (pop)")
+    assert t.loc["a", "residents"] == pytest.approx(12345.0)
+    assert t.loc["c", "residents"] == 0.0  # an empty cell: no residents known, as before
+    bad = comm.assign(pop=["12,345", "约1万", "12,34"])
+    doc = _study(tmp, helsinki_path, bad)
+    doc["communities"] = {**doc["communities"], **extra}  # type: ignore[dict-item]
+    with pytest.raises(InputDataError) as err:
+        run(config_from_dict(doc, base_dir=tmp), write=False)
+    text = str(err.value)
+    assert "communities.geojson: column 'pop' must hold numbers" in text
+    assert "2 of 3 cells are not numbers (row 2: '约1万', row 3: '12,34')" in text
+
+
 def _pieces(dropped_m: float):
     """A 40 m main street of 5 nodes and 4 separate 2-node pieces of ``dropped_m / 4``."""
     p = (LON0, LAT0)
@@ -250,6 +301,8 @@ def _browse(path: Path, n: int) -> None:
 CASES: dict[str, Callable[..., None]] = {
     "overlap": case_overlap,
     "points": case_points,
+    "empty_communities": case_empty_communities,
+    "population_text": case_population_text,
     "subset": case_subset,
     "dropped": case_dropped,
     "many": case_many,

@@ -355,3 +355,76 @@ def test_suggest_checks_its_arguments(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no usable characters"):
         suggest(cfg, category="clinic", count=1, name="///")
     assert FacilityFile(path="x").category is None
+
+
+# --------------------------------------------------------------------------- datum check
+
+
+def _futian_toml(tmp_path: Path, mode: str) -> Path:
+    from conftest import shared_data
+
+    net = shared_data("china/shenzhen_futian_walk.graphml")
+    toml = tmp_path / f"futian_{mode}.toml"
+    toml.write_text(
+        f"""
+[study]
+name = "futian"
+output_dir = '{tmp_path / "out"}'
+maps_dir = '{tmp_path / "maps"}'
+[network]
+source = '{net}'
+[communities]
+source = "hexagons"
+[facilities]
+osm = false
+categories = ["elderly_canteen"]
+datum_check = "{mode}"
+[isochrones]
+enabled = false
+[map]
+enabled = false
+""",
+        encoding="utf-8",
+    )
+    return toml
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_suggest_checks_the_datum_of_a_candidate_file(
+    tmp_path: Path, shared_network, caplog, capsys
+) -> None:
+    """Amap (GCJ-02) candidate plots declared WGS84 are warned about as a study's
+    facility file is (strict: stopped); declared GCJ-02 they pass without a word."""
+    from conftest import as_map_service, points_near_streets
+
+    from circles.config import load_config
+
+    lon, lat = points_near_streets(shared_network("china/shenzhen_futian_walk.graphml"), 20, seed=5)
+    glon, glat = as_map_service("gcj02", lon, lat)
+    plots = tmp_path / "plots_amap.csv"
+    pd.DataFrame({"id": [f"p{i}" for i in range(20)], "lon": glon, "lat": glat}).to_csv(
+        plots, index=False
+    )
+    cfg = load_config(_futian_toml(tmp_path, "warn"))
+
+    def warned() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "plots_amap.csv" in r.getMessage()]
+
+    with caplog.at_level(logging.WARNING):
+        suggest(cfg, category="elderly_canteen", count=1, candidates=FacilityFile(str(plots)))
+    (msg,) = warned()
+    assert 'coord_system = "gcj02"' in msg
+    assert "--coord-system gcj02" in msg
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        ok = FacilityFile(str(plots), coord_system="gcj02")
+        suggest(cfg, category="elderly_canteen", count=1, candidates=ok, name="ok")
+    assert warned() == []
+    strict = _futian_toml(tmp_path, "strict")
+    argv = ["suggest", str(strict), "--category", "elderly_canteen", "--count", "1"]
+    assert main([*argv, "--candidates", str(plots), "--coord-system", "wgs84"]) == 2
+    err = capsys.readouterr().err
+    assert "plots_amap.csv" in err
+    assert 'datum_check = "strict"' in err
+    assert main([*argv, "--candidates", str(plots), "--coord-system", "gcj02"]) == 0
