@@ -176,6 +176,10 @@ def test_gini_on_hand_made_distributions() -> None:
     )
     with pytest.raises(ValueError, match="finite values"):
         weighted_gini(np.array([1.0, np.inf]))
+    # nobody within reach: everyone at the cut-off is missing, not "perfectly equal"
+    assert math.isnan(weighted_gini(np.array([60.0, 60.0, 60.0]), censored_at=60.0))
+    assert weighted_gini(np.array([60.0, 60.0]), censored_at=90.0) == 0.0
+    assert weighted_gini(np.array([0.0, 60.0]), censored_at=60.0) == pytest.approx(0.5)
 
 
 def test_two_step_fca_against_a_hand_calculation() -> None:
@@ -264,6 +268,12 @@ def test_choice_robustness_and_equity_in_a_run(tmp_path: Path) -> None:
     assert city["share_all"] == pytest.approx(
         next(x for x in r.summary["categories"] if x["category"] == "clinic")["share_within_15_min"]
     )
+    # no elderly canteen in the extract: nobody within reach, the Gini is missing (not 0)
+    assert not (r.facilities["category"] == "elderly_canteen").any()
+    assert c["elderly_canteen_gini_min"].isna().all()
+    doc = json.loads(Path(r.outputs["summary_json"]).read_text(encoding="utf-8"))
+    canteen = [x for x in doc["equity"]["rows"] if x["category"] == "elderly_canteen"]
+    assert canteen and all(x["gini_minutes"] is None for x in canteen)
     html = Path(r.outputs["map_html"]).read_text(encoding="utf-8")
     assert "flag over the walking-speed band" in html
 
