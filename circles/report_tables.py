@@ -605,6 +605,12 @@ def analysis_columns(
     categories : sequence of str
     level_key : str
         The last walking level as in the column names (``"15"``).
+
+    Returns
+    -------
+    dict
+        Column name (without the category prefix) -> values, ``len(categories) x
+        len(table)`` long, category after category.
     """
     lk = re.escape(level_key)
     patterns = [

@@ -83,6 +83,11 @@ def differing_settings(baseline: StudyConfig, scenario: StudyConfig) -> list[str
     Parameters
     ----------
     baseline, scenario : StudyConfig
+
+    Returns
+    -------
+    list of str
+        Empty when the scenario changes nothing but facilities.
     """
     out = []
     for name in SAME_SECTIONS:
