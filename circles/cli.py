@@ -430,9 +430,10 @@ def _suggest(args: argparse.Namespace) -> int:
         progress=_progress,
         wait_s=args.wait,
     )
-    cols = ["rank", "id", "community", "newly_covered", "share_after", "catchment", "capacity"]
-    table = res.sites[cols].copy()
+    cols = ["rank", "id", "lon", "lat", "community", "newly_covered", "share_after"]
+    table = res.sites[[*cols, "catchment", "capacity"]].copy()
     table["share_after"] = (100 * table["share_after"]).round(1)
+    table[["lon", "lat"]] = table[["lon", "lat"]].round(6)
     print(f"{res.category} within {res.minutes:g} min: {100 * res.share_before:.1f}% now")
     print(table.to_string(index=False))
     print(f"(residents: {res.residents_basis}; {res.n_candidates} candidates, {res.choice.method})")

@@ -39,9 +39,16 @@ logger = logging.getLogger(__name__)
 PAIRS_CHUNK_BYTES = 32 * 1024 * 1024
 
 
-def weighted_gini(values: np.ndarray, weights: np.ndarray | None = None) -> float:
+def weighted_gini(
+    values: np.ndarray,
+    weights: np.ndarray | None = None,
+    *,
+    censored_at: float | None = None,
+) -> float:
     """The Gini coefficient of ``values`` weighted by ``weights`` (0: all equal; towards
-    1: concentrated). NaN when there is no weight or the weighted mean is 0.
+    1: concentrated). NaN when there is no weight or the weighted mean is 0, and when
+    every value is censored (at or beyond ``censored_at``): nobody is within reach, so
+    how unequal the walks are is unknown, not "perfectly equal".
 
     Parameters
     ----------
@@ -49,6 +56,9 @@ def weighted_gini(values: np.ndarray, weights: np.ndarray | None = None) -> floa
         Non-negative finite values (e.g. minutes, censored at the cut-off).
     weights : numpy.ndarray, optional
         Residents per value (default: 1 each).
+    censored_at : float, optional
+        The censoring value (e.g. the search cut-off, minutes): values at or beyond it
+        stand for "unknown, at least this".
     """
     x = np.asarray(values, dtype=float)
     w = np.ones_like(x) if weights is None else np.asarray(weights, dtype=float)
@@ -60,6 +70,8 @@ def weighted_gini(values: np.ndarray, weights: np.ndarray | None = None) -> floa
         return float("nan")
     if not np.isfinite(x).all() or (x < 0).any():
         raise InputDataError("Gini needs finite values >= 0 (censor minutes at the cut-off)")
+    if censored_at is not None and (x >= censored_at).all():
+        return float("nan")  # nobody within reach: no measure of inequality
     order = np.argsort(x, kind="stable")
     x, w = x[order], w[order]
     if x[0] == x[-1]:
@@ -74,14 +86,22 @@ def weighted_gini(values: np.ndarray, weights: np.ndarray | None = None) -> floa
 
 
 def gini_by_group(
-    values: np.ndarray, weights: np.ndarray, groups: np.ndarray, n_groups: int
+    values: np.ndarray,
+    weights: np.ndarray,
+    groups: np.ndarray,
+    n_groups: int,
+    *,
+    censored_at: float | None = None,
 ) -> np.ndarray:
-    """:func:`weighted_gini` per group (``groups`` -1: in none)."""
+    """:func:`weighted_gini` per group (``groups`` -1: in none; NaN for a group without
+    weight or with every value censored at ``censored_at``)."""
     g = np.asarray(groups)
     out = np.full(n_groups, np.nan)
     for k in np.unique(g[g >= 0]):
         m = g == k
-        out[int(k)] = weighted_gini(np.asarray(values)[m], np.asarray(weights)[m])
+        out[int(k)] = weighted_gini(
+            np.asarray(values)[m], np.asarray(weights)[m], censored_at=censored_at
+        )
     return out
 
 
@@ -200,14 +220,16 @@ def _summary_row(
     minutes: np.ndarray,
     level: float,
     fca: np.ndarray | None,
+    censored_at: float,
 ) -> dict[str, Any]:
     w = weight[sel]
     m = minutes[sel]
     tot = float(w.sum())
+    gini = weighted_gini(m, w, censored_at=censored_at) if tot > 0 else float("nan")
     row: dict[str, Any] = {
         "residents": tot,
         "share_all": float(w[m <= level].sum() / tot) if tot > 0 else None,
-        "gini_minutes": weighted_gini(m, w) if tot > 0 else None,
+        "gini_minutes": gini if np.isfinite(gini) else None,
         "mean_minutes": float((w * m).sum() / tot) if tot > 0 else None,
     }
     if elderly is not None:
@@ -238,7 +260,8 @@ def study_equity(
 
     Columns per category ``c`` (``L`` the last level): ``c_share_<L>_all`` (all
     residents), ``c_share_<L>_elderly`` (where elderly weights exist), ``c_gini_min``
-    (Gini of minutes across the community's residents) and, when the category's
+    (Gini of minutes across the community's residents; NaN where nobody is within the
+    search cut-off) and, when the category's
     facilities have a ``capacity``, ``c_fca`` (capacity per resident within ``L``
     minutes, 2SFCA).
     """
@@ -274,7 +297,7 @@ def study_equity(
         cols[f"{cat}_share_{lk}_all"] = _shares(nc, residents.weight, m, level, n)
         if e is not None:
             cols[f"{cat}_share_{lk}_elderly"] = _shares(nc, e, m, level, n)
-        cols[f"{cat}_gini_min"] = gini_by_group(m, w, nc, n)
+        cols[f"{cat}_gini_min"] = gini_by_group(m, w, nc, n, censored_at=walk.max_minutes)
         fca = None
         mine = fac[fac["category"] == cat]
         if cap_col in mine.columns and mine[cap_col].notna().any():
@@ -305,6 +328,6 @@ def study_equity(
             with np.errstate(invalid="ignore", divide="ignore"):
                 cols[f"{cat}_fca"] = np.where(tot > 0, s / tot, np.nan)
         for scope, value, sel in scopes:
-            row = _summary_row(sel & (nc >= 0), w, e, m, level, fca)
+            row = _summary_row(sel & (nc >= 0), w, e, m, level, fca, walk.max_minutes)
             doc["rows"].append({"scope": scope, "group": value, "category": cat, **row})
     return with_columns(table, cols), doc

@@ -45,7 +45,7 @@ import pandas as pd
 import pyogrio.errors
 import shapely
 
-from circles import entries, gpkg_inplace, io, styles
+from circles import entries, gpkg_inplace, io, report_tables, styles
 from circles._errors import CirclesError, OutputError
 from circles._hooks import checkpoint, fail_write
 from circles.cache import FRAME, Cache, array_digest, digest, frame_digest, sha256_file
@@ -211,7 +211,8 @@ def output_layers(result: StudyResult, names: Any = None) -> dict[str, gpd.GeoDa
 
 
 def coverage_long(result: StudyResult) -> pd.DataFrame:
-    """``coverage.csv``: one row per community and category."""
+    """``coverage.csv``: one row per community and category (the robustness, choice and
+    equity columns follow where the run has them: :func:`report_tables.analysis_columns`)."""
     t = pd.DataFrame(result.communities.drop(columns=result.communities.geometry.name))
     levels = result.config.walk.levels_minutes
     cats = list(result.categories)
@@ -235,6 +236,8 @@ def coverage_long(result: StudyResult) -> pd.DataFrame:
     cols["median_min"] = stack("median_min")
     cols["p90_min"] = stack("p90_min")
     cols["flag"] = stack("flag")
+    # robustness, choice and equity columns where the run has them
+    cols.update(report_tables.analysis_columns(t, cats, level_key(levels[-1])))
     return finite_or_nan(pd.DataFrame(cols))
 
 

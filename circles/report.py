@@ -689,10 +689,27 @@ def _html_page(
     lang: str,
     *,
     summary: pd.DataFrame | None = None,
+    robustness: tuple[pd.DataFrame, pd.DataFrame] | None = None,
 ) -> str:
     t = {
-        "zh": ("指标", "范围", "生活圈清单（每个社区）", "说明", "分区县汇总"),
-        "en": ("Indicators", "Scope", "Life-circle checklist (per community)", "Notes", "Summary"),
+        "zh": (
+            "指标",
+            "范围",
+            "生活圈清单（每个社区）",
+            "说明",
+            "分区县汇总",
+            "步行速度稳健性（各步速下判定是否一致）",
+            "不稳健的判定（在步速区间内翻转）",
+        ),
+        "en": (
+            "Indicators",
+            "Scope",
+            "Life-circle checklist (per community)",
+            "Notes",
+            "Summary",
+            "Walking-speed robustness (is the flag the same at every speed of the band)",
+            "Fragile flags (they flip within the speed band)",
+        ),
     }[lang]
     cls_map = {"yes": "yes", "no": "no", "reported": "reported", NO_DATA: "nodata"}
     parts = [
@@ -712,6 +729,12 @@ def _html_page(
     if summary is not None and len(summary):
         parts.append(f"<h2>{t[4]}</h2>")
         parts.append(_html_table(summary))
+    if robustness is not None:
+        parts.append(f"<h2>{html.escape(t[5])}</h2>")
+        parts.append(_html_table(robustness[0]))
+        if len(robustness[1]):
+            parts.append(f"<h3>{html.escape(t[6])}</h3>")
+            parts.append(_html_table(robustness[1]))
     if checklist is not None and len(checklist):
         parts.append(f"<h2>{html.escape(t[2])}</h2>")
         parts.append(_html_table(checklist))
@@ -784,7 +807,8 @@ def write_report(
     -------
     dict
         ``{"indicators_csv", "indicators_xlsx", "report_html"[, "checklist_csv",
-        "checklist_items_csv"]}`` -> path.
+        "checklist_items_csv"][, "robustness_csv", "fragile_csv"]}`` -> path (the
+        robustness tables where the table has ``<cat>_robust`` columns).
     """
     from circles.categories import Profile, load_profile
     from circles.checklist import checklist_from_result, evaluate_checklist
@@ -896,6 +920,12 @@ def write_report(
         threshold=float(thr),
     )
     add("summary", summary, "summary_by_area.csv", cats=True)
+    doc = res.summary.get("robustness") if res is not None else None
+    bands = {c: d["band_m_s"] for c, d in doc["categories"].items()} if doc else None
+    rob = tables.robustness_tables(table, list(categories), bands=bands)
+    if rob is not None:
+        add("robustness", rob[0], "robustness.csv", cats=True)
+        add("fragile", rob[1], "fragile_flags.csv", cats=True)
     if chk is not None:
         add("checklist", chk.communities, None)
         add("checklist_items", chk.items, None)
@@ -933,6 +963,12 @@ def write_report(
             notes,
             lang,
             summary=summary_view,
+            robustness=None
+            if rob is None
+            else (
+                tables.formatted(*tables.localise(rob[0], lang, labels=labels)),
+                tables.formatted(*tables.localise(rob[1], lang, labels=labels)),
+            ),
         ),
     )
     return paths

@@ -16,7 +16,12 @@ Chinese planning office files:
   checklist items it misses;
 - :func:`area_summary`: per county and for the whole city, per category: communities,
   flagged communities, the share of communities reached and of residents within 15
-  minutes.
+  minutes;
+- :func:`robustness_tables`: per category, how many flags are robust or fragile over
+  the walking-speed band, and the fragile communities with the speed at which their
+  flag flips;
+- :func:`analysis_columns`: the per-category robustness, choice and equity columns of
+  the communities table in long form (for ``coverage.csv``).
 """
 
 from __future__ import annotations
@@ -34,16 +39,25 @@ from circles.vocabulary import value_zh
 __all__ = [
     "COLUMNS",
     "SheetLayout",
+    "analysis_columns",
     "area_summary",
     "localise",
     "note_zh",
     "problem_ledger",
+    "robustness_tables",
     "text_zh",
     "write_laid_out",
 ]
 
 #: Number formats (Excel) by kind of value.
-FORMATS = {"pct": "0.0%", "min": "0.0", "m": "#,##0", "int": "0", "num": "0.0"}
+FORMATS = {
+    "pct": "0.0%",
+    "min": "0.0",
+    "m": "#,##0",
+    "int": "0",
+    "num": "0.0",
+    "speed": "0.00",
+}
 
 #: Column id -> (Chinese header, English header, format kind or None).
 COLUMNS: dict[str, tuple[str, str, str | None]] = {
@@ -86,6 +100,12 @@ COLUMNS: dict[str, tuple[str, str, str | None]] = {
     "reached_share": ("达标社区比例（%）", "communities reached (%)", "pct"),
     "residents_share_15": ("15分钟可达居民比例（%）", "residents within 15 min (%)", "pct"),
     "facilities": ("设施数（接入步行网络）", "facilities on the network", "int"),
+    # walking-speed robustness
+    "band_m_s": ("步行速度区间（米/秒）", "walking-speed band (m/s)", None),
+    "robust_flagged": ("稳健未达标社区数", "robustly flagged", "int"),
+    "robust_not_flagged": ("稳健达标社区数", "robustly not flagged", "int"),
+    "fragile": ("不稳健判定数（随步速翻转）", "fragile (flips within the band)", "int"),
+    "flip_m_s": ("判定翻转步速（米/秒）", "flips at (m/s)", "speed"),
 }
 
 #: Sheet names (Excel allows 31 characters).
@@ -95,6 +115,8 @@ SHEETS = {
     "summary": ("汇总", "summary"),
     "checklist": ("生活圈清单", "checklist"),
     "checklist_items": ("清单项目", "checklist items"),
+    "robustness": ("步速稳健性", "robustness"),
+    "fragile": ("不稳健判定", "fragile flags"),
 }
 
 
@@ -327,6 +349,8 @@ def formatted(table: pd.DataFrame, layout: SheetLayout) -> pd.DataFrame:
             out[col] = [("" if np.isnan(v) else f"{100 * v:.1f}%") for v in values]
         elif fmt in (FORMATS["min"], FORMATS["num"]):
             out[col] = [("" if np.isnan(v) else f"{v:.1f}") for v in values]
+        elif fmt == FORMATS["speed"]:
+            out[col] = [("" if np.isnan(v) else f"{v:.2f}") for v in values]
     return out
 
 
@@ -501,6 +525,131 @@ def area_summary(
                 row["facilities"] = int(np.isin(inside, np.flatnonzero(mask)).sum())
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def robustness_tables(
+    table: pd.DataFrame,
+    categories: Sequence[str],
+    *,
+    bands: Mapping[str, Sequence[float]] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """The report's robustness tables (None when the table has no ``<cat>_robust``).
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        The communities table with ``<cat>_flag``, ``<cat>_robust`` and
+        ``<cat>_flip_m_s`` (:mod:`circles.robustness`).
+    categories : sequence of str
+    bands : mapping, optional
+        Category -> ``[slowest, fastest]`` walking speed of its band (m/s), from the
+        ``robustness`` section of ``summary.json``.
+
+    Returns
+    -------
+    counts : pandas.DataFrame
+        Per category: communities, flags robust and flagged, robust and not flagged,
+        fragile (``band_m_s`` when ``bands`` is given).
+    fragile : pandas.DataFrame
+        The fragile communities: id, name, category, the flag at the study's speed and
+        ``flip_m_s``, the slowest speed (m/s) at which the community is no longer
+        flagged; by category, then flip speed.
+    """
+    cats = [c for c in categories if f"{c}_robust" in table and f"{c}_flag" in table]
+    if not cats:
+        return None
+    rows: list[dict[str, Any]] = []
+    parts: list[pd.DataFrame] = []
+    for cat in cats:
+        robust = table[f"{cat}_robust"].eq(True).to_numpy()
+        flag = table[f"{cat}_flag"].eq(True).to_numpy()
+        row: dict[str, Any] = {"category": cat, "communities": len(table)}
+        if bands is not None and cat in bands:
+            lo, hi = (float(v) for v in bands[cat])
+            row["band_m_s"] = f"{lo:g}–{hi:g}"
+        row["robust_flagged"] = int((robust & flag).sum())
+        row["robust_not_flagged"] = int((robust & ~flag).sum())
+        row["fragile"] = int((~robust).sum())
+        rows.append(row)
+        sel = ~robust
+        part = pd.DataFrame(
+            {
+                "community_id": table["community_id"].to_numpy()[sel],
+                "name": table["name"].to_numpy()[sel],
+                "category": cat,
+                "flag": flag[sel],
+                "flip_m_s": pd.to_numeric(table[f"{cat}_flip_m_s"]).to_numpy(float)[sel],
+            }
+        )
+        parts.append(part.sort_values("flip_m_s", kind="stable"))
+    fragile = pd.concat(parts, ignore_index=True)
+    return pd.DataFrame(rows), fragile
+
+
+def analysis_columns(
+    table: pd.DataFrame, categories: Sequence[str], level_key: str
+) -> dict[str, np.ndarray]:
+    """The per-category analysis columns of the communities table, stacked category by
+    category (one row per community and category, as ``coverage.csv``).
+
+    The columns, named without the category prefix, where some category has them:
+    robustness (``share_<L>_slow``, ``share_<L>_fast`` (shares), ``robust``,
+    ``flip_m_s`` (m/s)), choice (``mean<N>_min`` (minutes), ``gravity``) and equity
+    (``share_<L>_all``, ``share_<L>_elderly`` (shares), ``gini_min``, ``fca`` (capacity
+    per resident)). A category without a column has NaN there (None for ``robust``).
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        The communities table.
+    categories : sequence of str
+    level_key : str
+        The last walking level as in the column names (``"15"``).
+
+    Returns
+    -------
+    dict
+        Column name (without the category prefix) -> values, ``len(categories) x
+        len(table)`` long, category after category.
+    """
+    lk = re.escape(level_key)
+    patterns = [
+        rf"share_{lk}_slow",
+        rf"share_{lk}_fast",
+        "robust",
+        "flip_m_s",
+        r"mean\d+_min",
+        "gravity",
+        rf"share_{lk}_all",
+        rf"share_{lk}_elderly",
+        "gini_min",
+        "fca",
+    ]
+    found: dict[str, dict[str, str]] = {}  # suffix -> category -> column
+    for pat in patterns:
+        for cat in categories:
+            for col in table.columns:
+                col = str(col)
+                if col.startswith(f"{cat}_") and re.fullmatch(pat, col[len(cat) + 1 :]):
+                    found.setdefault(col[len(cat) + 1 :], {})[cat] = col
+    n = len(table)
+    out: dict[str, np.ndarray] = {}
+    for suffix, by_cat in found.items():
+        boolean = suffix == "robust"
+        parts = []
+        for cat in categories:
+            if cat in by_cat:
+                v = table[by_cat[cat]].to_numpy()
+                parts.append(v.astype(object) if boolean else pd.to_numeric(v).astype(float))
+            else:
+                parts.append(
+                    np.full(n, None if boolean else np.nan, dtype=object if boolean else float)
+                )
+        stacked = np.concatenate(parts) if parts else np.zeros(0)
+        if boolean and all(c in by_cat for c in categories):
+            stacked = stacked.astype(bool)
+        out[suffix] = stacked
+    return out
 
 
 def write_laid_out(writer: Any, name: str, df: pd.DataFrame, layout: Any) -> None:

@@ -27,7 +27,8 @@ lose a flag, per category).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
+import os
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ import pandas as pd
 
 from circles import io
 from circles._errors import CirclesError, ConfigError, InputDataError
-from circles.config import StudyConfig
+from circles.config import StudyConfig, resolve_path
 from circles.pipeline import StudyResult, run
 from circles.result import level_key, to_json
 from circles.transaction import Transaction, study_lock
@@ -60,6 +61,48 @@ def scenario_config(cfg: StudyConfig, name: str) -> StudyConfig:
     sc = cfg.scenarios[names.index(name)]
     fac = replace(cfg.facilities, updates=(*cfg.facilities.updates, *sc.updates))
     return replace(cfg, facilities=fac, scenarios=())
+
+
+#: The sections a scenario must share with its baseline: it changes facilities only.
+SAME_SECTIONS = ("network", "communities", "walk", "population", "coverage")
+
+#: Keys of those sections that hold paths (compared once resolved against each study's
+#: folder, so two study files in different folders may name the same file).
+_PATH_KEYS = {
+    "network": ("source", "raw_dir"),
+    "communities": ("source", "centres", "boundary"),
+    "walk": ("dem",),
+    "population": ("raster", "elderly_raster"),
+}
+
+
+def differing_settings(baseline: StudyConfig, scenario: StudyConfig) -> list[str]:
+    """The settings of :data:`SAME_SECTIONS` in which ``scenario`` differs from
+    ``baseline``, as ``"[section] key: baseline value -> scenario value"``.
+
+    Parameters
+    ----------
+    baseline, scenario : StudyConfig
+
+    Returns
+    -------
+    list of str
+        Empty when the scenario changes nothing but facilities.
+    """
+    out = []
+    for name in SAME_SECTIONS:
+        a, b = getattr(baseline, name), getattr(scenario, name)
+        for f in fields(a):
+            va, vb = getattr(a, f.name), getattr(b, f.name)
+            if va == vb:
+                continue
+            if f.name in _PATH_KEYS.get(name, ()) and isinstance(va, str) and isinstance(vb, str):
+                ra = os.path.normpath(str(resolve_path(va, baseline.base_dir)))
+                rb = os.path.normpath(str(resolve_path(vb, scenario.base_dir)))
+                if ra == rb:
+                    continue
+            out.append(f"[{name}] {f.name}: {va!r} -> {vb!r}")
+    return out
 
 
 @dataclass
@@ -236,10 +279,24 @@ def compare(
     Returns
     -------
     Comparison
+
+    Raises
+    ------
+    ConfigError
+        The scenario differs from the baseline in more than facilities (its
+        :data:`SAME_SECTIONS`, :func:`differing_settings`), or its name is not a name.
     """
     label = name or scenario.study.name
     if not label or any(ch in label for ch in "/\\") or label.startswith("."):
         raise ConfigError(f"scenario name {label!r} must be a name without slashes")
+    changed = differing_settings(baseline, scenario)
+    if changed:
+        raise ConfigError(
+            "a scenario may change facilities only (the same "
+            + ", ".join(f"[{s}]" for s in SAME_SECTIONS)
+            + " as the baseline); this one also changes "
+            + "; ".join(changed)
+        )
     say = progress or (lambda msg: None)
     with study_lock(baseline.out_dir, study=baseline.study.name, wait_s=wait_s):
         say("baseline")

@@ -13,8 +13,9 @@
 4. solves the maximal covering problem (:mod:`circles.covering`): greedy with lazy
    evaluation by default, or exactly with spopt (``method="exact"``);
 5. writes the suggestions as a facility file that ``circles update`` accepts,
-   ``<output_dir>/<study>/suggestions/<name>.csv``, and a map,
-   ``<maps_dir>/<study>/suggestions/<name>.html``, together (one transaction).
+   ``<output_dir>/<study>/suggestions/<name>.csv``, the prediction per site
+   (:data:`SITE_COLUMNS`), ``<output_dir>/<study>/suggestions/<name>_sites.csv``, and a
+   map, ``<maps_dir>/<study>/suggestions/<name>.html``, together (one transaction).
 
 The prediction (newly covered residents, the coverage after each site) is computed
 from the file as written, read back and snapped with the very functions ``circles
@@ -76,6 +77,25 @@ CAPACITY_COLUMN = "capacity"
 
 METHODS = ("greedy", "exact")
 
+#: Columns of ``<name>_sites.csv``, the prediction per suggested site: rank, the site's
+#: id (as in the facility file), its location (WGS84 degrees), the community it sits in,
+#: residents newly within the threshold, the city-wide share within the threshold after
+#: it and the earlier sites, its catchment (residents within the threshold who have it
+#: nearest), capacity (seats, places) and whether the catchment exceeds it.
+SITE_COLUMNS = (
+    "rank",
+    "id",
+    "lon",
+    "lat",
+    "community_id",
+    "community",
+    "newly_covered",
+    "share_after",
+    "catchment",
+    CAPACITY_COLUMN,
+    "over_capacity",
+)
+
 
 @dataclass
 class Suggestion:
@@ -105,7 +125,7 @@ class Suggestion:
         Candidate-file rows not used, with the reason.
     residents_basis : str
     outputs : dict
-        ``facility_file`` and ``map_html`` paths.
+        ``facility_file``, ``sites_csv`` (:data:`SITE_COLUMNS`) and ``map_html`` paths.
     """
 
     category: str
@@ -572,6 +592,8 @@ def suggest(
                         s.minutes,
                         r[CAPACITY_COLUMN],
                     )
+            sites_rel = f"suggestions/{label}_sites.csv"
+            io.write_csv(pd.DataFrame(out[list(SITE_COLUMNS)]), tx.path("data", sites_rel))
             predicted = after_t[-1] if after_t else before_t
             sugg = Suggestion(
                 category=category,
@@ -592,6 +614,7 @@ def suggest(
                 sugg.outputs["map_html"] = str(tx.final("maps", map_rel))
             tx.commit()
         sugg.outputs["facility_file"] = str(tx.final("data", rel))
+        sugg.outputs["sites_csv"] = str(tx.final("data", sites_rel))
         say(
             f"{len(out)} sites: {category} within {s.minutes:g} min "
             f"{100 * share_before:.1f}% -> "

@@ -259,3 +259,68 @@ def helsinki_zh_run(tmp_path_factory: pytest.TempPathFactory) -> Any:
     )
     figures = replace(cfg.figures, enabled=True, formats=("png",), dpi=50)
     return run(replace(cfg, study=study, figures=figures))
+
+
+@pytest.fixture(scope="session")
+def population_study(helsinki_path: Path, helsinki_net: WalkNetwork) -> Callable[..., Any]:
+    """Factory of a Helsinki study with people in it: 600 m hexagon communities with a
+    population, an elderly share and ``county`` (A/B) and ``kind`` (urban/rural)
+    attribute columns, and three elderly canteens with a ``capacity`` (seats) from a
+    facility file. ``make(tmp_path, extra=None, name="pop")`` returns its StudyConfig
+    (``extra`` updates the study's tables); the files are written under ``tmp_path``.
+    """
+    from circles.config import config_from_dict
+    from circles.coverage import hexagon_communities
+
+    hexes = hexagon_communities(helsinki_net, width_m=600.0).rename(
+        columns={"community_id": "code"}
+    )
+    n = len(hexes)
+    rng = np.random.default_rng(15)
+    hexes["pop"] = rng.integers(200, 3000, n).astype(float)
+    hexes["elderly"] = np.linspace(0.1, 0.4, n)
+    hexes["county"] = ["A" if i % 2 else "B" for i in range(n)]
+    hexes["kind"] = ["urban" if i % 3 else "rural" for i in range(n)]
+    # three canteens at network nodes spread over the extract
+    order = np.argsort(helsinki_net.lon + helsinki_net.lat)
+    at = order[[len(order) // 5, len(order) // 2, 4 * len(order) // 5]]
+
+    def make(tmp_path: Path, extra: dict[str, Any] | None = None, name: str = "pop") -> Any:
+        path = tmp_path / "communities.geojson"
+        cols = ["code", "name", "pop", "elderly", "county", "kind", "geometry"]
+        hexes[cols].to_file(path, driver="GeoJSON")
+        canteens = tmp_path / "canteens.csv"
+        canteens.write_text(
+            "id,name,lon,lat,capacity\n"
+            + "".join(
+                f"c{i},Canteen {i},{helsinki_net.lon[j]:.7f},{helsinki_net.lat[j]:.7f},"
+                f"{40 * (i + 1)}\n"
+                for i, j in enumerate(at)
+            ),
+            encoding="utf-8",
+        )
+        data: dict[str, Any] = {
+            "study": {
+                "name": name,
+                "output_dir": str(tmp_path / "out"),
+                "maps_dir": str(tmp_path / "maps"),
+            },
+            "network": {"source": str(helsinki_path)},
+            "communities": {
+                "source": path.name,
+                "id_column": "code",
+                "population_column": "pop",
+                "elderly_share_column": "elderly",
+                "attribute_columns": ["county", "kind"],
+            },
+            "facilities": {
+                "categories": ["elderly_canteen", "clinic", "park"],
+                "files": [{"path": canteens.name, "category": "elderly_canteen"}],
+            },
+            "isochrones": {"enabled": False},
+        }
+        for key, value in (extra or {}).items():
+            data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
+        return config_from_dict(data, base_dir=tmp_path)
+
+    return make

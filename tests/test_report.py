@@ -256,3 +256,62 @@ def test_english_tables_keep_their_ids(tmp_path: Path) -> None:
     assert {"scope", "indicator_id", "measured", "basis"} <= set(csv.columns)
     xlsx = pd.read_excel(paths["indicators_xlsx"], sheet_name="indicators")
     assert "indicator id" in xlsx.columns  # readable headers; ids in the hidden row
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+def test_report_has_the_robustness_flags(tmp_path: Path, lang: str) -> None:
+    """Per category how many flags are robust or fragile over the walking-speed band, and
+    the fragile communities with the speed at which they flip (issue 15)."""
+    t = _table()
+    t["elderly_canteen_flag"] = [False, True, False, True]
+    t["elderly_canteen_robust"] = [True, False, False, True]
+    t["elderly_canteen_flip_m_s"] = [np.nan, 1.05, 0.95, np.nan]
+    t["fitness_flag"] = [False, False, True, True]
+    t["fitness_robust"] = [True, True, True, True]
+    t["fitness_flip_m_s"] = np.nan
+    paths = write_report(
+        {"communities": t, "facilities": _facilities(), "categories": CATS},
+        tmp_path / lang,
+        lang=lang,
+    )
+    counts = pd.read_csv(paths["robustness_csv"], encoding="utf-8-sig")
+    fragile = pd.read_csv(paths["fragile_csv"], encoding="utf-8-sig")
+    page = paths["report_html"].read_text(encoding="utf-8")
+    xlsx = pd.read_excel(paths["indicators_xlsx"], sheet_name=None, header=1)
+    if lang == "zh":
+        assert list(counts.columns) == [
+            "设施类别",
+            "社区数",
+            "稳健未达标社区数",
+            "稳健达标社区数",
+            "不稳健判定数（随步速翻转）",
+        ]
+        assert list(fragile.columns) == [
+            "社区编号",
+            "社区（村）",
+            "设施类别",
+            "是否未达标",
+            "判定翻转步速（米/秒）",
+        ]
+        counts.columns = ["category", "communities", "rf", "rnf", "fragile"]
+        fragile.columns = ["community_id", "name", "category", "flag", "flip_m_s"]
+        assert "步行速度稳健性" in page
+        assert "不稳健的判定" in page
+        assert "1.05" in page  # the flip speed, two decimals
+        assert {"步速稳健性", "不稳健判定"} <= set(xlsx)
+    else:
+        counts.columns = ["category", "communities", "rf", "rnf", "fragile"]
+        assert "Walking-speed robustness" in page
+        assert "Fragile flags" in page
+        assert {"robustness", "fragile flags"} <= set(xlsx)
+    assert counts[["rf", "rnf", "fragile"]].to_numpy().tolist() == [[1, 1, 2], [2, 2, 0]]
+    # the fragile communities, slowest flip first
+    assert fragile["community_id"].tolist() == ["v1", "c2"]
+    assert fragile["flip_m_s"].tolist() == [0.95, 1.05]
+    # no robustness columns: no robustness tables
+    plain = write_report(
+        {"communities": _table(), "facilities": _facilities(), "categories": CATS},
+        tmp_path / "plain",
+        lang=lang,
+    )
+    assert "robustness_csv" not in plain

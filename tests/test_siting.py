@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import geopandas as gpd
@@ -31,6 +32,7 @@ from circles.covering import (
 )
 from circles.facilities import snap_at_points
 from circles.pipeline import run
+from circles.scenarios import compare
 from circles.siting import candidate_nodes, suggest
 from circles.update import update
 
@@ -278,11 +280,32 @@ def test_suggest_then_update_gives_exactly_the_predicted_coverage(tmp_path: Path
     assert s.sites["share_after"].is_monotonic_increasing
     assert s.sites["share_after"].iloc[0] > s.share_before
     assert s.sites["community_id"].notna().all()
+    # the prediction per site, with its location, beside the facility file
+    table = pd.read_csv(s.outputs["sites_csv"], encoding="utf-8-sig")
+    assert Path(s.outputs["sites_csv"]) == s.facility_file.with_name("clinic_2_sites.csv")
+    assert table.columns.tolist() == [
+        "rank",
+        "id",
+        "lon",
+        "lat",
+        "community_id",
+        "community",
+        "newly_covered",
+        "share_after",
+        "catchment",
+        "capacity",
+        "over_capacity",
+    ]
+    assert table["id"].tolist() == s.sites["id"].tolist()
+    np.testing.assert_allclose(table[["lon", "lat"]], s.sites[["lon", "lat"]], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(table["share_after"], s.sites["share_after"], rtol=1e-15)
     after = update(cfg, s.facility_file, category="clinic")
     for col in [c for c in s.communities.columns if c.startswith("clinic_")]:
         np.testing.assert_array_equal(after.communities[col].to_numpy(), s.communities[col])
     row = next(r for r in after.summary["categories"] if r["category"] == "clinic")
     assert row["share_within_15_min"] == s.sites["share_after"].iloc[-1]
+    # the file's cumulative coverage is what `circles update` gives (to the CSV's digits)
+    assert table["share_after"].iloc[-1] == pytest.approx(row["share_within_15_min"], rel=1e-14)
     added = after.facilities[after.facilities["facility_id"].str.startswith("suggested-")]
     assert len(added) == 2
     assert (added["status"] == "snapped").all()
@@ -337,11 +360,82 @@ enabled = false
     assert main(["suggest", str(toml), "--category", "elderly_canteen", "--count", "1"]) == 0
     out = capsys.readouterr().out
     assert "elderly_canteen_1.csv" in out
+    assert "elderly_canteen_1_sites.csv" in out
+    header = next(line for line in out.splitlines() if line.lstrip().startswith("rank"))
+    assert header.split()[:4] == ["rank", "id", "lon", "lat"]  # the location on screen
     assert "circles update" in out
     assert main(["suggest", str(toml), "--category", "nope", "--count", "1"]) == 2
     assert "not a category of this study" in capsys.readouterr().err
     f = tmp_path / "out" / "hel" / "suggestions" / "elderly_canteen_1.csv"
     assert main(["update", str(toml), "--facilities", str(f)]) == 0
+
+
+@pytest.mark.slow
+def test_suggest_from_a_candidate_file_with_chinese_headers(tmp_path: Path) -> None:
+    cfg = _hel_cfg(tmp_path)
+    cand = tmp_path / "地块.csv"
+    pd.DataFrame(
+        {
+            "编号": ["p1", "p2", "p3", "far"],
+            "名称": ["一号地块", "二号地块", "三号地块", "海上"],
+            "经度": [24.9434, 24.9468, 24.9380, 25.6],
+            "纬度": [60.1658, 60.1764, 60.1710, 60.3],
+        }
+    ).to_csv(cand, index=False, encoding="utf-8-sig")
+    s = suggest(cfg, category="clinic", count=2, candidates=cand, name="plots")
+    assert s.n_candidates == 3
+    assert s.rejects["facility_id"].tolist() == ["far"]
+    facility = pd.read_csv(s.facility_file, encoding="utf-8-sig")
+    assert set(facility["candidate"]) <= {"p1", "p2", "p3"}
+    plots = {"p1": (24.9434, 60.1658), "p2": (24.9468, 60.1764), "p3": (24.9380, 60.1710)}
+    for (_, row), (lon, lat) in zip(
+        facility.iterrows(), [plots[c] for c in facility["candidate"]], strict=True
+    ):
+        assert (row["lon"], row["lat"]) == pytest.approx((lon, lat), abs=1e-9)
+
+
+@pytest.mark.slow
+def test_suggest_with_population_warns_over_capacity_and_compare_says_what_changes(
+    tmp_path: Path, population_study, caplog
+) -> None:
+    """People, not street metres: a suggested canteen whose catchment is larger than its
+    seats is named; the ten canteens then change checklist items and plan indicators."""
+    cfg = population_study(
+        tmp_path,
+        {
+            "facilities": {"profile": "china_life_circle", "categories": []},
+            "map": {"enabled": False},
+        },
+    )
+    with caplog.at_level(logging.WARNING, logger="circles.siting"):
+        s = suggest(cfg, category="elderly_canteen", count=10, minutes=5, capacity=200)
+    assert s.residents_basis.startswith("community population")
+    over = s.sites["catchment"] > 200
+    assert over.any()
+    assert (~over).any()
+    assert s.sites["over_capacity"].tolist() == over.tolist()
+    for _, r in s.sites[over].iterrows():
+        assert (
+            f"suggested site {r['id']}: {r['catchment']:.0f} residents within 5 min have it "
+            "nearest, more than its capacity 200"
+        ) in caplog.text
+    assert "capacity cannot be checked" not in caplog.text
+    sites = pd.read_csv(s.outputs["sites_csv"], encoding="utf-8-sig")
+    assert sites["over_capacity"].tolist() == over.tolist()
+    # the scenario: the study with the ten canteens
+    scen = replace(
+        cfg, facilities=replace(cfg.facilities, updates=(FacilityFile(path=str(s.facility_file)),))
+    )
+    res = compare(cfg, scen, name="ten_canteens")
+    checklist = pd.read_csv(res.outputs["checklist_csv"], encoding="utf-8-sig")
+    assert len(checklist) > 0
+    assert set(checklist["item"]) == {"community_canteen"}  # the 5-minute canteen item
+    assert (~checklist["met_before"].astype(bool) & checklist["met_after"].astype(bool)).all()
+    indicators = pd.read_csv(res.outputs["indicators_csv"], encoding="utf-8-sig")
+    assert len(indicators) > 0
+    assert "elderly_canteen_urban" in set(indicators["indicator_id"])
+    assert res.summary["checklist_changes"] == len(checklist)
+    assert res.summary["indicator_changes"] == len(indicators)
 
 
 def test_suggest_checks_its_arguments(tmp_path: Path) -> None:
