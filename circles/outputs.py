@@ -67,7 +67,7 @@ from circles.result import (
     utc_now,
 )
 from circles.settings import WGS84
-from circles.transaction import Transaction, os_error_message
+from circles.transaction import Transaction, os_error_message, remove_dropped
 
 logger = logging.getLogger(__name__)
 
@@ -942,6 +942,7 @@ def write_study(
             if map_job is not None and map_job.future is not None:
                 map_job.future.exception()  # the thread has finished writing
         checkpoint("outputs:staged")
+        remove_dropped(tx, prev.get("outputs"), records)
         manifest["outputs"] = records
         _finish_manifest(manifest, ctx, changed=changed)
         path = _staged(tx, "data", "manifest.json")

@@ -45,6 +45,7 @@ from typing import Any
 
 from circles._errors import OutputError, StudyBusyError
 from circles._hooks import checkpoint
+from circles.cache import sha256_file
 from circles.io import json_text, write_atomic_text
 
 logger = logging.getLogger(__name__)
@@ -283,6 +284,7 @@ def recover(
         try:
             doc = json.loads(journal.read_text(encoding="utf-8"))
             moves = [(str(r), str(n)) for r, n in doc["moves"]]
+            removes = [(str(r), str(n)) for r, n in doc.get("removes", [])]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise OutputError(
                 f"{journal}: unreadable commit journal ({exc}); remove it and run again"
@@ -295,6 +297,7 @@ def recover(
                 dst = folders[root] / name
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(src, dst)
+        _remove_outputs(folders, removes)
         journal.unlink()
         what = "finished"
         logger.warning("finished the interrupted commit of %s", first)
@@ -310,6 +313,21 @@ def recover(
 
 
 # --------------------------------------------------------------------------- transaction
+
+
+def _remove_outputs(roots: Mapping[str, Path], names: Iterable[tuple[str, str]]) -> None:
+    """Remove the outputs ``(root, name)`` that exist (a commit's removals), and the
+    folders they leave empty inside their root."""
+    for root, name in names:
+        if root not in roots:
+            continue
+        path = roots[root] / name
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        parent = path.parent
+        while parent != roots[root] and parent.is_dir() and not any(parent.iterdir()):
+            parent.rmdir()
+            parent = parent.parent
 
 
 def _fsync(path: Path) -> None:
@@ -347,6 +365,7 @@ class Transaction:
         self.roots = {k: Path(v) for k, v in roots.items()}
         self._staged: dict[tuple[str, str], Path] = {}
         self._last: list[tuple[str, str]] = []
+        self._removed: list[tuple[str, str]] = []
         self.done = False
 
     def final(self, root: str, name: str) -> Path:
@@ -395,6 +414,24 @@ class Transaction:
         del self._staged[(root, Path(name, "_").as_posix())]
         return staged.parent
 
+    def remove(self, root: str, name: str) -> None:
+        """Remove the output ``name`` of ``root`` at commit (an output of the previous set
+        that the new set no longer has), after every staged file is in place.
+
+        Raises
+        ------
+        ValueError
+            ``name`` is not a relative path inside its folder, or it is also staged.
+        """
+        rel = Path(name)
+        if rel.is_absolute() or ".." in rel.parts or root not in self.roots:
+            raise ValueError(f"output names are relative paths inside their folder: {name!r}")
+        key = (root, rel.as_posix())
+        if key in self._staged:
+            raise ValueError(f"{name!r} is staged: it cannot also be removed")
+        if key not in self._removed:
+            self._removed.append(key)
+
     @property
     def staged(self) -> dict[tuple[str, str], Path]:
         """``(root, name) -> staged path`` of every output staged so far."""
@@ -427,7 +464,13 @@ class Transaction:
         try:
             write_atomic_text(
                 first / JOURNAL_NAME,
-                json_text({"moves": [list(k) for k in order]}, ensure_ascii=False),
+                json_text(
+                    {
+                        "moves": [list(k) for k in order],
+                        "removes": [list(k) for k in self._removed],
+                    },
+                    ensure_ascii=False,
+                ),
             )
         except OSError as exc:
             self.abort()
@@ -450,6 +493,7 @@ class Transaction:
             moved.append(dst)
             if i == 0:
                 checkpoint("commit:moving")
+        _remove_outputs(self.roots, self._removed)
         (first / JOURNAL_NAME).unlink()
         for root in dict.fromkeys(self.roots.values()):
             shutil.rmtree(root / STAGING_NAME, ignore_errors=True)
@@ -469,6 +513,59 @@ class Transaction:
     def __exit__(self, *exc: Any) -> None:
         if not self.done:
             self.abort()
+
+
+def remove_dropped(tx: Transaction, previous: Any, records: Mapping[str, Any]) -> list[Path]:
+    """Remove at commit the previous set's outputs that the new set no longer has.
+
+    The figures of a category no longer computed, a GCJ-02 copy no longer asked for:
+    without this they would stay beside the new set, listed by no manifest. A file that
+    is no longer what the previous manifest recorded (edited by hand since) is left in
+    place, with a warning.
+
+    Parameters
+    ----------
+    tx : Transaction
+        The run's transaction (its staged outputs are kept).
+    previous : mapping or None
+        The previous ``manifest.json``'s ``outputs`` (``{"path", "root", "sha256"}`` each).
+    records : mapping
+        The new set's outputs, in the same form.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files that the commit will remove.
+    """
+    out: list[Path] = []
+    if not isinstance(previous, Mapping):
+        return out
+    kept = {(r.get("root", "data"), r.get("path")) for r in records.values() if isinstance(r, dict)}
+    for rec in previous.values():
+        if not isinstance(rec, dict) or not isinstance(rec.get("path"), str):
+            continue
+        root, name = str(rec.get("root", "data")), Path(rec["path"]).as_posix()
+        if root not in tx.roots or Path(name).is_absolute() or ".." in Path(name).parts:
+            continue
+        if (root, name) in kept or (root, name) in tx.staged:
+            continue
+        path = tx.final(root, name)
+        if not path.is_file():
+            continue
+        try:
+            same = sha256_file(path) == rec.get("sha256")
+        except OSError:
+            same = False
+        if same:
+            tx.remove(root, name)
+            out.append(path)
+        else:
+            logger.warning(
+                "%s: no longer an output of this study, but changed since it was written; "
+                "left in place",
+                path,
+            )
+    return out
 
 
 def os_error_message(exc: OSError, path: str | os.PathLike[str]) -> str:

@@ -471,3 +471,57 @@ def test_eight_updates_at_once_keep_every_ledger_entry(
     man = json.loads((folder / "out" / STUDY / "manifest.json").read_text())
     assert man["facilities"]["by_updates"]["added"] == 8  # the last run applied all eight
     _consistent(folder)
+
+
+def test_a_removed_output_goes_at_commit_and_after_an_interrupted_one(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    (data / "figures").mkdir(parents=True)
+    (data / "figures" / "park.png").write_bytes(b"old figure")
+    (data / "a.csv").write_text("old a", encoding="utf-8")
+    with Transaction({"data": data}) as tx:
+        tx.path("data", "a.csv").write_text("new a", encoding="utf-8")
+        tx.remove("data", "figures/park.png")
+        with pytest.raises(ValueError, match="staged"):
+            tx.remove("data", "a.csv")
+        assert (data / "figures" / "park.png").exists()  # not before the commit
+        tx.commit()
+    assert not (data / "figures").exists()  # the file and the folder it left empty
+    assert (data / "a.csv").read_text(encoding="utf-8") == "new a"
+    # killed after the renames: the next command finishes the removals from the journal
+    (data / "b.csv").write_text("to go", encoding="utf-8")
+    (data / JOURNAL_NAME).write_text(
+        json.dumps({"moves": [], "removes": [["data", "b.csv"]]}), encoding="utf-8"
+    )
+    assert recover({"data": data}) == "finished"
+    assert not (data / "b.csv").exists()
+
+
+def test_outputs_the_new_set_no_longer_has_are_removed(tmp_path: Path) -> None:
+    """A GCJ-02 copy written by one run is removed by the next run that no longer asks
+    for it (the folder holds exactly the set the manifest records); a dropped output
+    edited by hand since is left, with a warning."""
+    toml = _write_cfg(tmp_path, 0.8)
+    text = toml.read_text(encoding="utf-8")
+    toml.write_text(
+        text.replace("[network]", 'export_coord_system = "gcj02"\n[network]'), encoding="utf-8"
+    )
+    assert _cli(toml).returncode == 0
+    out = tmp_path / "out" / STUDY
+    copies = sorted(p.name for p in out.glob("*gcj02*"))
+    assert copies, sorted(p.name for p in out.iterdir())
+    toml.write_text(text, encoding="utf-8")
+    assert _cli(toml).returncode == 0
+    assert sorted(p.name for p in out.glob("*gcj02*")) == []
+    _consistent(tmp_path)
+    # once more, with the copy edited by hand before the run that drops it
+    toml.write_text(
+        text.replace("[network]", 'export_coord_system = "gcj02"\n[network]'), encoding="utf-8"
+    )
+    assert _cli(toml).returncode == 0
+    edited = out / copies[0]
+    edited.write_bytes(edited.read_bytes() + b"\0")
+    toml.write_text(text, encoding="utf-8")
+    got = _cli(toml)
+    assert got.returncode == 0
+    assert edited.exists()
+    assert "changed since it was written; left in place" in got.stderr
