@@ -840,8 +840,15 @@ def write_report(
     layouts: dict[str, tables.SheetLayout] = {}
     paths: dict[str, Path] = {}
 
-    def add(key: str, df: pd.DataFrame, csv_name: str | None, *, cats: bool = False) -> None:
-        shown, layout = tables.localise(df, lang, labels=labels if cats else None)
+    def add(
+        key: str,
+        df: pd.DataFrame,
+        csv_name: str | None,
+        *,
+        cats: Mapping[str, str] | None = None,
+        items: Mapping[str, str] | None = None,
+    ) -> None:
+        shown, layout = tables.localise(df, lang, labels=cats, items=items)
         if lang == "zh" and "basis" in df:  # category ids named by their Chinese labels
             col = tables.COLUMNS["basis"][0]
             for c in sorted(labels, key=len, reverse=True):
@@ -883,7 +890,7 @@ def write_report(
         lang=lang,
         threshold=float(thr),
     )
-    add("ledger", ledger, "problem_ledger.csv", cats=True)
+    add("ledger", ledger, "problem_ledger.csv", cats=labels)
     fac_comm = None
     if facilities is not None and isinstance(table, gpd.GeoDataFrame) and table.crs is not None:
         fac_comm = _facility_communities(table, facilities)
@@ -895,10 +902,25 @@ def write_report(
         whole=_ALL_SCOPE[lang],
         threshold=float(thr),
     )
-    add("summary", summary, "summary_by_area.csv", cats=True)
+    add("summary", summary, "summary_by_area.csv", cats=labels)
     if chk is not None:
-        add("checklist", chk.communities, None)
-        add("checklist_items", chk.items, None)
+        assert prof is not None
+        cat_labels = {c.id: c.label_zh if lang == "zh" else c.label_en for c in prof.categories}
+        item_labels = {it.id: it.label_zh if lang == "zh" else it.label_en for it in prof.checklist}
+        # a Chinese report keeps the Chinese texts only (the English ones are in the "en" one)
+        english = ["missing_en", "label_en"] if lang == "zh" else []
+        add(
+            "checklist",
+            chk.communities.drop(columns=english, errors="ignore"),
+            None,
+            items=item_labels,
+        )
+        add(
+            "checklist_items",
+            chk.items.drop(columns=english, errors="ignore"),
+            None,
+            cats=cat_labels,
+        )
         paths["checklist_csv"] = io.write_csv_atomic(
             sheets[tables.sheet_name("checklist", lang)] if lang == "zh" else chk.communities,
             out / "checklist.csv",

@@ -256,3 +256,69 @@ def test_english_tables_keep_their_ids(tmp_path: Path) -> None:
     assert {"scope", "indicator_id", "measured", "basis"} <= set(csv.columns)
     xlsx = pd.read_excel(paths["indicators_xlsx"], sheet_name="indicators")
     assert "indicator id" in xlsx.columns  # readable headers; ids in the hidden row
+
+
+#: English words circles writes as values; none may be left in a Chinese report.
+_ENGLISH_VALUES = {
+    "required",
+    "recommended",
+    "verified",
+    "unverified",
+    "conflicting",
+    "exact",
+    "no data",
+    "yes",
+    "no",
+    "true",
+    "false",
+    "urban",
+    "rural",
+}
+
+
+def _english_cell(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    text = value.strip().lower()
+    return text in _ENGLISH_VALUES or "no data" in text or "lower bound" in text
+
+
+def test_chinese_report_with_a_checklist_is_chinese_throughout(tmp_path: Path) -> None:
+    """The Yuxi case: a checklist profile; every header of every sheet and CSV is Chinese
+    and no cell holds one of circles' English value words."""
+    from openpyxl import load_workbook
+
+    from circles.categories import load_profile
+
+    paths = write_report(
+        {"communities": _table(), "facilities": _facilities(), "categories": CATS},
+        tmp_path,
+        lang="zh",
+        profile=load_profile("china_life_circle"),
+    )
+    cjk = re.compile(r"[\u4e00-\u9fff]")
+    wb = load_workbook(paths["indicators_xlsx"])
+    assert {"生活圈清单", "清单项目"} <= set(wb.sheetnames)
+    for ws in wb.worksheets:
+        headers = [c.value for c in ws[1]]
+        english = [h for h in headers if not cjk.search(str(h))]
+        assert not english, (ws.title, english)
+        cells = [v for row in ws.iter_rows(min_row=3, values_only=True) for v in row]
+        left = sorted({str(v) for v in cells if _english_cell(v)})
+        assert not left, (ws.title, left)
+    items = wb["清单项目"]
+    headers = [c.value for c in items[1]]
+    assert "配建要求" in headers
+    assert "5分钟可达居民比例（%）" in headers
+    col = headers.index("配建要求") + 1
+    assert {items.cell(row=r, column=col).value for r in range(3, 10)} <= {"应配建", "宜配建"}
+    chk = [c.value for c in wb["生活圈清单"][1]]
+    assert "幼儿园、托儿所：满足的最小层级（分钟）" in chk  # named by the item's label
+    for key in ("indicators_csv", "ledger_csv", "summary_csv", "checklist_csv"):
+        csv = pd.read_csv(paths[key], encoding="utf-8-sig")
+        english = [h for h in csv.columns if not cjk.search(str(h))]
+        assert not english, (key, english)
+    csv = pd.read_csv(paths["checklist_items_csv"], encoding="utf-8-sig", dtype=str)
+    assert all(cjk.search(h) for h in csv.columns), list(csv.columns)
+    left = sorted({v for v in csv.to_numpy().ravel() if _english_cell(v)})
+    assert not left, left
