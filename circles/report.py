@@ -856,7 +856,7 @@ def write_report(
         name = tables.sheet_name(key, lang)
         sheets[name], layouts[name] = shown, layout
         if csv_name is not None:  # English CSVs keep the column ids scripts read
-            csv = shown if lang == "zh" else df
+            csv = tables.csv_values(shown, layout) if lang == "zh" else df
             paths[f"{key}_csv"] = io.write_csv_atomic(csv, out / csv_name)
 
     add("indicators", ind, "indicators.csv")
@@ -921,14 +921,15 @@ def write_report(
             None,
             cats=cat_labels,
         )
-        paths["checklist_csv"] = io.write_csv_atomic(
-            sheets[tables.sheet_name("checklist", lang)] if lang == "zh" else chk.communities,
-            out / "checklist.csv",
-        )
-        paths["checklist_items_csv"] = io.write_csv_atomic(
-            sheets[tables.sheet_name("checklist_items", lang)] if lang == "zh" else chk.items,
-            out / "checklist_items.csv",
-        )
+        for key, csv_name, raw in (
+            ("checklist", "checklist.csv", chk.communities),
+            ("checklist_items", "checklist_items.csv", chk.items),
+        ):
+            sheet = tables.sheet_name(key, lang)
+            paths[f"{key}_csv"] = io.write_csv_atomic(
+                tables.csv_values(sheets[sheet], layouts[sheet]) if lang == "zh" else raw,
+                out / csv_name,
+            )
     paths["indicators_xlsx"] = write_xlsx_atomic(sheets, out / "indicators.xlsx", layouts=layouts)
     page_title = title or (
         f"{name}：玉溪市十四五城乡社区服务体系建设规划指标"

@@ -36,6 +36,7 @@ __all__ = [
     "SheetLayout",
     "area_summary",
     "column_header",
+    "csv_values",
     "formatted",
     "localise",
     "note_zh",
@@ -410,6 +411,31 @@ def formatted(table: pd.DataFrame, layout: SheetLayout) -> pd.DataFrame:
             out[col] = [("" if np.isnan(v) else f"{100 * v:.1f}%") for v in values]
         elif fmt in (FORMATS["min"], FORMATS["num"]):
             out[col] = [("" if np.isnan(v) else f"{v:.1f}") for v in values]
+    return out
+
+
+def csv_values(table: pd.DataFrame, layout: SheetLayout) -> pd.DataFrame:
+    """``table`` (from :func:`localise`) with the numbers its headers promise, for CSV.
+
+    A CSV has no number formats: a "（%）" column holds percentages (0-100, one
+    decimal) rather than the fractions the XLSX formats as ``0.0%``, and minutes are
+    rounded to one decimal as the XLSX shows them. Other columns are unchanged.
+
+    Examples
+    --------
+    >>> df = pd.DataFrame({"share_15": [1.0, 0.12345], "median_min": [5.2064, 1]})
+    >>> t, lay = localise(df, "zh")
+    >>> csv_values(t, lay).to_dict("list")
+    {'15分钟可达居民比例（%）': [100.0, 12.3], '步行时间中位数（分钟）': [5.2, 1.0]}
+    """
+    out = table.copy()
+    for i, fmt in layout.formats.items():
+        if fmt not in (FORMATS["pct"], FORMATS["min"]):
+            continue
+        values = pd.to_numeric(out.iloc[:, i], errors="coerce").astype(float)
+        if fmt == FORMATS["pct"]:
+            values = values * 100.0
+        out.isetitem(i, values.round(1).to_numpy())  # by position: headers may repeat
     return out
 
 

@@ -322,3 +322,25 @@ def test_chinese_report_with_a_checklist_is_chinese_throughout(tmp_path: Path) -
     assert all(cjk.search(h) for h in csv.columns), list(csv.columns)
     left = sorted({v for v in csv.to_numpy().ravel() if _english_cell(v)})
     assert not left, left
+
+
+def test_chinese_csvs_hold_percentages_and_rounded_minutes(tmp_path: Path) -> None:
+    """A "（%）" CSV column holds 0-100 with one decimal, minutes one decimal (as the XLSX
+    shows them); the English CSVs keep the raw fractions for scripts."""
+    t = _table()
+    t["fitness_median_min"] = [5.206404230494017, 7.26, 12.0, np.nan]
+    tabs = {"communities": t, "facilities": _facilities(), "categories": CATS}
+    zh = write_report(tabs, tmp_path / "zh", lang="zh")
+    ledger = pd.read_csv(zh["ledger_csv"], encoding="utf-8-sig")
+    fit = ledger[ledger["设施类别"] == "fitness"].reset_index(drop=True)
+    assert fit["15分钟可达居民比例（%）"].tolist()[:3] == [100.0, 80.0, 79.0]
+    assert fit["步行时间中位数（分钟）"].tolist()[:3] == [5.2, 7.3, 12.0]
+    summary = pd.read_csv(zh["summary_csv"], encoding="utf-8-sig")
+    reached = summary["达标社区比例（%）"].dropna()
+    assert reached.between(0, 100).all()
+    assert reached.max() > 1  # percentages, not fractions
+    assert (reached.round(1) == reached).all()
+    assert summary["15分钟可达居民比例（%）"].max() > 1
+    en = write_report(tabs, tmp_path / "en", lang="en")
+    raw = pd.read_csv(en["ledger_csv"], encoding="utf-8-sig")
+    assert raw.loc[raw["category"] == "fitness", "share_15"].max() == pytest.approx(1.0)
