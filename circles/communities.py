@@ -20,7 +20,7 @@ import shapely
 
 from circles import coords, io, zones
 from circles._errors import DataFileError, InputDataError
-from circles.areas import Area, communities_in_area
+from circles.areas import ACROSS_BORDER, Area, communities_in_area
 from circles.cache import FRAME, Keyed
 from circles.config import CommunitiesSection, WalkSection, resolve_path
 from circles.coverage import hexagon_communities, smallest_containing
@@ -530,6 +530,7 @@ def study_communities(
             area_doc,
             asdict(walk) if c.source == "zones" else None,  # zones depend on walking
             LEFT_OUT,  # entries cached before attrs[LEFT_OUT] existed lack it
+            ACROSS_BORDER,  # ... and attrs[ACROSS_BORDER] (points on a border were left out)
         ],
         compute,
         codec=FRAME,
