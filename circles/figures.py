@@ -138,12 +138,33 @@ class FigureText:
     extra_source: str = ""
 
 
+def has_bold(family: str) -> bool:
+    """Whether matplotlib knows a bold (weight >= 600) face of font ``family``.
+
+    The PyPI CJK font (``circles[cjk]``) has a regular face only; asking it for bold makes
+    matplotlib log "findfont: Failed to find font weight bold" for every text drawn.
+    """
+    from matplotlib import font_manager
+
+    def weight(w: Any) -> int:
+        if isinstance(w, int | float):
+            return int(w)
+        return int(font_manager.weight_dict.get(str(w), 400))
+
+    return any(
+        f.name == family and weight(f.weight) >= 600 for f in font_manager.fontManager.ttflist
+    )
+
+
 @contextlib.contextmanager
-def _fonts(lang: str) -> Iterator[None]:
-    """matplotlib settings for the figure's language (a CJK font for Chinese)."""
+def _fonts(lang: str) -> Iterator[str]:
+    """matplotlib settings for the figure's language (a CJK font for Chinese); yields
+    the weight of emphasised text: ``"bold"``, or ``"normal"`` for a CJK font without a
+    bold face."""
     import matplotlib
 
     families = ["DejaVu Sans"]
+    bold = "bold"
     if lang == "zh":
         font = require_cjk_font()
         from matplotlib import font_manager
@@ -151,6 +172,8 @@ def _fonts(lang: str) -> Iterator[None]:
         if font.source != "system":
             font_manager.fontManager.addfont(font.path)
         families = [font.family, "DejaVu Sans"]
+        if not has_bold(font.family):
+            bold = "normal"
     with matplotlib.rc_context(
         {
             "font.family": "sans-serif",
@@ -160,7 +183,7 @@ def _fonts(lang: str) -> Iterator[None]:
             "svg.fonttype": "path",
         }
     ):
-        yield
+        yield bold
 
 
 def _nice_length(span_m: float) -> float:
@@ -211,7 +234,7 @@ def _scale_bar(ax: Any, text: Mapping[str, str]) -> None:
     )
 
 
-def _north_arrow(ax: Any, text: Mapping[str, str]) -> None:
+def _north_arrow(ax: Any, text: Mapping[str, str], *, bold: str = "bold") -> None:
     ax.annotate(
         text["north"],
         xy=(0.95, 0.95),
@@ -221,7 +244,7 @@ def _north_arrow(ax: Any, text: Mapping[str, str]) -> None:
         ha="center",
         va="center",
         fontsize=10,
-        fontweight="bold",
+        fontweight=bold,
         arrowprops={"facecolor": "#222", "edgecolor": "#222", "width": 3, "headwidth": 10},
         zorder=11,
         gid=GIDS["north"],
@@ -286,7 +309,7 @@ def category_figure(
     t = _TEXT[lang]
     metric = crs if crs is not None else communities.estimate_utm_crs()
     comm = communities.to_crs(metric)
-    with _fonts(lang):
+    with _fonts(lang) as bold:
         fig = Figure(figsize=FIGSIZE_IN, layout=None)
         ax = fig.add_axes((0.02, 0.10, 0.62, 0.78))
         ax.set_aspect("equal")
@@ -395,8 +418,8 @@ def category_figure(
         )
         legend.set_gid(GIDS["legend"])
         for i in header:
-            legend.get_texts()[i].set_fontweight("bold")
-        _north_arrow(ax, t)
+            legend.get_texts()[i].set_fontweight(bold)
+        _north_arrow(ax, t, bold=bold)
         _scale_bar(ax, t)
         n_flag = int(comm[flag_col].eq(True).sum())
         fig.text(
@@ -404,7 +427,7 @@ def category_figure(
             0.955,
             t["title"].format(study=text.study, **fmt),
             fontsize=12,
-            fontweight="bold",
+            fontweight=bold,
             va="top",
             gid=GIDS["title"],
         )

@@ -171,3 +171,78 @@ def test_unchanged_figures_are_kept(helsinki):
     assert [k for k in again.manifest["outputs_changed"] if k.startswith("figure:")] == []
     after = {k: Path(p).stat().st_mtime_ns for k, p in again.outputs.items() if "figure:" in k}
     assert after == before
+
+
+def _regular_only_font(fig, folder: Path) -> Path | None:
+    """A CJK font with a regular face only: the PyPI font of ``circles[cjk]`` when it is
+    installed, else a subset of the system's CJK font (the characters ``fig`` draws)
+    under a family name of its own, which has no bold face."""
+    try:
+        import pylopdf_fonts_zh_cn
+
+        return Path(pylopdf_fonts_zh_cn.sans_path())
+    except ImportError:
+        pass
+    font = fonts.find_cjk_font()
+    if font is None:
+        return None
+    from fontTools import subset
+    from fontTools.ttLib import TTFont
+    from matplotlib.text import Text
+
+    chars = {c for t in fig.findobj(Text) for c in t.get_text()} | set(fonts.PROBE)
+    tt = TTFont(font.path, fontNumber=font.index)
+    sub = subset.Subsetter(subset.Options())
+    sub.populate(text="".join(sorted(chars)))
+    sub.subset(tt)
+    for rec in tt["name"].names:
+        if rec.nameID in (1, 4, 16):
+            rec.string = "Circles Regular Only"
+        elif rec.nameID == 6:
+            rec.string = "CirclesRegularOnly"
+    out = folder / "regular_only.otf"
+    tt.save(str(out))
+    return out
+
+
+@pytest.mark.slow
+def test_a_cjk_font_without_bold_draws_without_findfont_warnings(
+    helsinki, tmp_path, monkeypatch, caplog
+):
+    from circles.figures import has_bold
+
+    def draw():
+        return category_figure(
+            helsinki.communities,
+            helsinki.edges,
+            helsinki.facilities,
+            category="elderly_canteen",
+            text=_text(helsinki, "elderly_canteen", "zh"),
+            crs=helsinki.network.crs,
+            lang="zh",
+        )
+
+    if fonts.find_cjk_font() is None:
+        pytest.skip(fonts.NO_CJK_FONT)
+    path = _regular_only_font(draw(), tmp_path)
+    if path is None:
+        pytest.skip("no CJK font without a bold face (pip install 'circles[cjk]')")
+    monkeypatch.setenv("CIRCLES_CJK_FONT", str(path))
+    fonts._find.cache_clear()
+    try:
+        found = fonts.find_cjk_font()
+        assert found is not None
+        with _fonts("zh") as bold:
+            assert not has_bold(found.family)
+            assert bold == "normal"
+        with caplog.at_level("WARNING", logger="matplotlib.font_manager"):
+            fig = draw()
+            save_figure(fig, tmp_path / "zh.png", dpi=30)
+        assert not [r for r in caplog.records if "weight" in r.getMessage()]
+        (title,) = _by_gid(fig, GIDS["title"])
+        assert title.get_fontweight() == "normal"
+    finally:
+        fonts._find.cache_clear()
+    # a font with a bold face keeps its bold titles
+    with _fonts("en") as bold:
+        assert bold == "bold"
