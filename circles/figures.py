@@ -80,10 +80,12 @@ _TEXT: Mapping[str, Mapping[str, str]] = {
         "off_network": "not on the walking network ({n})",
         "flagged": "flagged community (below {thr:.0f}%)",
         "north": "N",
-        "source": "Data: © OpenStreetMap contributors (ODbL 1.0){extra}. Walking at "
+        "source": "Data: © OpenStreetMap contributors (ODbL 1.0){data}{extra}. Walking at "
         "{speed:g} m/s; residents: {basis}. Made with circles {version}, {date}.",
         "metres": "m",
         "km": "km",
+        "data_extract": ", extract of {d}",
+        "data_file": ", input file modified {d}",
     },
     "zh": {
         "title": "{study}：{label}{m}分钟步行可达",
@@ -99,10 +101,12 @@ _TEXT: Mapping[str, Mapping[str, str]] = {
         "off_network": "未接入步行网络（{n}处）",
         "flagged": "未达标社区（低于{thr:.0f}%）",
         "north": "北",
-        "source": "数据：© OpenStreetMap 贡献者（ODbL 1.0）{extra}。步行速度 {speed:g} 米/秒；"
-        "居民依据：{basis}。circles {version} 制图，{date}。",
+        "source": "数据：© OpenStreetMap 贡献者（ODbL 1.0）{data}{extra}。"
+        "步行速度 {speed:g} 米/秒；居民依据：{basis}。circles {version} 制图，{date}。",
         "metres": "米",
         "km": "千米",
+        "data_extract": "，数据截至{d}",
+        "data_file": "，输入文件修改日期{d}",
     },
 }
 
@@ -118,7 +122,7 @@ class FigureText:
     label : str
         The category's label in the figure's language.
     date : str
-        Date of the data or run (``YYYY-MM-DD``).
+        Date of the run (``YYYY-MM-DD``).
     speed_m_s : float
         Walking speed, m/s (source line).
     basis : str
@@ -127,6 +131,10 @@ class FigureText:
         circles version.
     extra_source : str
         More data sources (e.g. the bureau's facility list), appended to OSM's.
+    data_date : tuple of str, optional
+        The OSM data's date and what it is (:func:`circles.sources.source_date`):
+        ``("2024-05-01", "extract")`` the extract's own timestamp, ``(..., "file")`` the
+        input file's modification date; None: not shown.
     """
 
     study: str
@@ -136,6 +144,7 @@ class FigureText:
     basis: str
     version: str
     extra_source: str = ""
+    data_date: tuple[str, str] | None = None
 
 
 def has_bold(family: str) -> bool:
@@ -445,6 +454,11 @@ def category_figure(
             0.02,
             0.03,
             t["source"].format(
+                data=(
+                    t[f"data_{text.data_date[1]}"].format(d=text.data_date[0])
+                    if text.data_date is not None
+                    else ""
+                ),
                 extra=extra,
                 speed=text.speed_m_s,
                 basis=in_lang(text.basis, lang),
@@ -517,6 +531,7 @@ def write_figures(
     """
     from circles import __version__
     from circles.result import utc_now
+    from circles.sources import source_date
 
     cfg = result.config
     lang = cfg.study.lang
@@ -527,6 +542,7 @@ def write_figures(
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     day = date or utc_now()[:10]
+    data_date = source_date(result.network.source) if result.network.source else None
     sources = result.facilities["source"].dropna().astype(str)
     files = sorted({Path(s).name for s in sources if not s.startswith("osm")})
     extra = ", ".join(files[:3]) + (" ..." if len(files) > 3 else "")
@@ -551,6 +567,7 @@ def write_figures(
                 basis=str(result.summary.get("residents_basis", "")),
                 version=__version__,
                 extra_source=extra,
+                data_date=data_date,
             ),
             levels_minutes=cfg.walk.levels_minutes,
             flag_threshold=cfg.coverage.flag_threshold,

@@ -246,3 +246,82 @@ def test_a_cjk_font_without_bold_draws_without_findfont_warnings(
     # a font with a bold face keeps its bold titles
     with _fonts("en") as bold:
         assert bold == "bold"
+
+
+def _pbf_with_timestamp(path: Path, stamp: int | None) -> Path:
+    """A PBF file holding only a header block (osmosis_replication_timestamp ``stamp``)."""
+    import struct
+    import zlib
+
+    def varint(n: int) -> bytes:
+        out = b""
+        while True:
+            b, n = n & 0x7F, n >> 7
+            out += bytes([b | (0x80 if n else 0)])
+            if not n:
+                return out
+
+    def field(number: int, value: int | bytes) -> bytes:
+        if isinstance(value, int):
+            return varint(number << 3) + varint(value)
+        return varint(number << 3 | 2) + varint(len(value)) + value
+
+    header = field(4, b"OsmSchema-V0.6") + field(16, b"test")
+    if stamp is not None:
+        header += field(32, stamp)
+    blob = field(2, len(header)) + field(3, zlib.compress(header))
+    blob_header = field(1, b"OSMHeader") + field(3, len(blob))
+    path.write_bytes(struct.pack(">I", len(blob_header)) + blob_header + blob)
+    return path
+
+
+def test_source_date_reads_the_extract_timestamp(tmp_path):
+    import bz2
+    import os
+
+    from circles.sources import source_date
+
+    stamp = 1438031641  # 2015-07-27T21:14:01Z, the shared Liechtenstein extract's
+    assert source_date(_pbf_with_timestamp(tmp_path / "a.osm.pbf", stamp)) == (
+        "2015-07-27",
+        "extract",
+    )
+    bare = _pbf_with_timestamp(tmp_path / "b.osm.pbf", None)
+    os.utime(bare, (1700000000, 1700000000))  # 2023-11-14
+    assert source_date(bare) == ("2023-11-14", "file")
+    xml = tmp_path / "c.osm.bz2"
+    xml.write_bytes(
+        bz2.compress(b'<?xml version="1.0"?>\n<osm version="0.6" timestamp="2024-05-01T20:00:00Z">')
+    )
+    assert source_date(xml) == ("2024-05-01", "extract")
+    assert source_date(tmp_path / "missing.pbf") is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("lang", "kind", "words"),
+    [
+        ("en", "extract", "© OpenStreetMap contributors (ODbL 1.0), extract of 2015-07-27"),
+        ("zh", "extract", "© OpenStreetMap 贡献者（ODbL 1.0），数据截至2015-07-27"),
+        ("en", "file", "(ODbL 1.0), input file modified 2015-07-27"),
+        ("zh", "file", "（ODbL 1.0），输入文件修改日期2015-07-27"),
+    ],
+)
+def test_the_source_line_dates_the_data(helsinki, lang, kind, words):
+    from dataclasses import replace
+
+    if lang == "zh" and fonts.find_cjk_font() is None:
+        pytest.skip(fonts.NO_CJK_FONT)
+    text = replace(_text(helsinki, "fitness", lang), data_date=("2015-07-27", kind))
+    fig = category_figure(
+        helsinki.communities,
+        helsinki.edges,
+        helsinki.facilities,
+        category="fitness",
+        text=text,
+        crs=helsinki.network.crs,
+        lang=lang,
+    )
+    (source,) = _by_gid(fig, GIDS["source"])
+    assert words in source.get_text()
+    assert "2025-06-01" in source.get_text()  # and the run's date
