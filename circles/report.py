@@ -689,10 +689,18 @@ def _html_page(
     lang: str,
     *,
     summary: pd.DataFrame | None = None,
+    ledger: pd.DataFrame | None = None,
 ) -> str:
     t = {
-        "zh": ("指标", "范围", "生活圈清单（每个社区）", "说明", "分区县汇总"),
-        "en": ("Indicators", "Scope", "Life-circle checklist (per community)", "Notes", "Summary"),
+        "zh": ("指标", "范围", "生活圈清单（每个社区）", "说明", "分区县汇总", "问题台账"),
+        "en": (
+            "Indicators",
+            "Scope",
+            "Life-circle checklist (per community)",
+            "Notes",
+            "Summary",
+            "Problem ledger",
+        ),
     }[lang]
     cls_map = {"yes": "yes", "no": "no", "reported": "reported", NO_DATA: "nodata"}
     parts = [
@@ -712,6 +720,9 @@ def _html_page(
     if summary is not None and len(summary):
         parts.append(f"<h2>{t[4]}</h2>")
         parts.append(_html_table(summary))
+    if ledger is not None and len(ledger):
+        parts.append(f"<h2>{t[5]}</h2>")
+        parts.append(_html_table(ledger))
     if checklist is not None and len(checklist):
         parts.append(f"<h2>{html.escape(t[2])}</h2>")
         parts.append(_html_table(checklist))
@@ -947,6 +958,7 @@ def write_report(
                 f"'{c}'", f"“{labels[c]}”", regex=False
             )
     summary_view = tables.formatted(*tables.localise(summary, lang, labels=labels))
+    ledger_view = tables.formatted(*tables.localise(ledger, lang, labels=labels))
     paths["report_html"] = io.write_atomic_text(
         out / "report.html",
         _html_page(
@@ -956,6 +968,7 @@ def write_report(
             notes,
             lang,
             summary=summary_view,
+            ledger=ledger_view,
         ),
     )
     return paths

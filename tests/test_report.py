@@ -344,3 +344,30 @@ def test_chinese_csvs_hold_percentages_and_rounded_minutes(tmp_path: Path) -> No
     en = write_report(tabs, tmp_path / "en", lang="en")
     raw = pd.read_csv(en["ledger_csv"], encoding="utf-8-sig")
     assert raw.loc[raw["category"] == "fitness", "share_15"].max() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+def test_report_html_has_the_problem_ledger(tmp_path: Path, lang: str) -> None:
+    """report.html holds the 问题台账 with the XLSX sheet's columns (Chinese under zh)."""
+    from openpyxl import load_workbook
+
+    paths = write_report(
+        {"communities": _table(), "facilities": _facilities(), "categories": CATS},
+        tmp_path,
+        lang=lang,
+    )
+    page = paths["report_html"].read_text(encoding="utf-8")
+    heading = "问题台账" if lang == "zh" else "Problem ledger"
+    assert f"<h2>{heading}</h2>" in page
+    ledger_html = page.split(f"<h2>{heading}</h2>", 1)[1].split("</table>", 1)[0]
+    sheet = load_workbook(paths["indicators_xlsx"])[
+        "问题台账" if lang == "zh" else "problem ledger"
+    ]
+    headers = [str(c.value) for c in sheet[1]]
+    assert re.findall(r"<th>(.*?)</th>", ledger_html) == [html.escape(h) for h in headers]
+    shown = [c for c in CATS if f"{c}_share_15" in _table()]  # categories with coverage
+    assert ledger_html.count("<tr>") == 1 + 4 * len(shown)  # header + communities x categories
+    if lang == "zh":
+        assert "15分钟可达居民比例（%）" in headers
+        assert "<td>是</td>" in ledger_html  # flagged, in Chinese
+        assert "<td>90.0%</td>" in ledger_html  # c1's canteen share, formatted
