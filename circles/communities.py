@@ -90,7 +90,9 @@ def load_communities(
             )
             dropped = b.loc[~inside, "name"].tolist()
             if dropped:
-                logger.warning("communities outside %r left out: %s", c.parent, dropped)
+                logger.warning(
+                    "communities outside %r left out: %s", c.parent, ", ".join(map(str, dropped))
+                )
             left_out += [
                 {"osm_id": int(i), "name": str(n), "reason": f"outside {c.parent}"}
                 for i, n in zip(b.loc[~inside, "osm_id"], b.loc[~inside, "name"], strict=True)

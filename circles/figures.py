@@ -615,11 +615,22 @@ def figure_content(
 
 
 def figure_setting(cfg: Any, prev: dict[str, Any]) -> dict[str, Any] | None:
-    """The figures to make: ``[figures]`` when enabled, else the previous run's."""
+    """The figures to make: ``[figures]`` when enabled (``circles figures`` enables it for
+    its run), else None.
+
+    A run follows its own configuration only: the figures one ``circles figures`` made
+    are not redrawn by later runs. When the previous run made figures and this one does
+    not, the figures on disk stay as they were and a warning says they are no longer
+    kept current (once: this run's manifest records none).
+    """
     f = cfg.figures
     if f.enabled:
         return {"formats": list(f.formats), "dpi": int(f.dpi), "categories": list(f.categories)}
-    old = prev.get("figures")
-    if isinstance(old, dict) and {"formats", "dpi", "categories"} <= set(old):
-        return {k: old[k] for k in ("formats", "dpi", "categories")}
+    if isinstance(prev.get("figures"), dict):
+        logger.warning(
+            "the figures in %s were made by an earlier run and are not redrawn by this one "
+            "(they show that run's data): `circles figures` redraws them, "
+            "`[figures] enabled = true` draws them on every run",
+            Path(str(cfg.map_dir)) / "figures",
+        )
     return None

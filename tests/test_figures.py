@@ -325,3 +325,26 @@ def test_the_source_line_dates_the_data(helsinki, lang, kind, words):
     (source,) = _by_gid(fig, GIDS["source"])
     assert words in source.get_text()
     assert "2025-06-01" in source.get_text()  # and the run's date
+
+
+def test_a_run_follows_its_own_figures_setting(caplog):
+    """After `circles figures`, a later `circles run` without `[figures] enabled` does not
+    redraw them (the previous manifest's setting is not taken over); it says so once."""
+    from dataclasses import replace
+
+    from circles.config import default_config
+    from circles.figures import figure_setting
+
+    cfg = default_config()
+    assert not cfg.figures.enabled
+    prev = {"figures": {"formats": ["png"], "dpi": 300, "categories": []}}
+    with caplog.at_level("WARNING", logger="circles.figures"):
+        assert figure_setting(cfg, prev) is None
+    assert "not redrawn" in caplog.text
+    assert "circles figures" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="circles.figures"):
+        assert figure_setting(cfg, {}) is None
+    assert caplog.text == ""
+    on = replace(cfg, figures=replace(cfg.figures, enabled=True, dpi=150))
+    assert figure_setting(on, {})["dpi"] == 150
