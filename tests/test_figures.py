@@ -348,3 +348,38 @@ def test_a_run_follows_its_own_figures_setting(caplog):
     assert caplog.text == ""
     on = replace(cfg, figures=replace(cfg.figures, enabled=True, dpi=150))
     assert figure_setting(on, {})["dpi"] == 150
+
+
+@pytest.mark.slow
+def test_pdf_and_svg_figures_parse(helsinki, tmp_path):
+    """The vector figures are what they claim: a one-page PDF, and SVG that parses as XML
+    with the title (as a comment: text is drawn as paths) and the parts' ids; the source
+    line dates the data (the embedded extract has no timestamp: its file's date)."""
+    import re
+    import xml.etree.ElementTree as ET
+
+    from circles.figures import write_figures
+    from circles.sources import source_date
+
+    if fonts.find_cjk_font() is None:
+        pytest.skip(fonts.NO_CJK_FONT)
+    written = write_figures(
+        helsinki, tmp_path, formats=("pdf", "svg"), categories=("fitness",), date="2025-06-01"
+    )
+    pdf = written["fitness.pdf"].read_bytes()
+    assert pdf.startswith(b"%PDF-1.")
+    assert pdf.rstrip().endswith(b"%%EOF")
+    assert len(re.findall(rb"/Type\s*/Page[^s]", pdf)) == 1
+    assert re.search(rb"/Count\s+1\b", pdf)
+    svg_text = written["fitness.svg"].read_text(encoding="utf-8")
+    parser = ET.XMLParser(target=ET.TreeBuilder(insert_comments=True))
+    root = ET.fromstring(svg_text, parser=parser)
+    assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    ids = {el.get("id") for el in root.iter()}
+    assert {GIDS["title"], GIDS["legend"], GIDS["north"], GIDS["scale"], GIDS["source"]} <= ids
+    comments = " ".join(str(el.text) for el in root.iter() if el.tag is ET.Comment)
+    label = helsinki.labels["fitness"]["zh"]
+    assert f"helsinki_default：{label}15分钟步行可达" in comments
+    day, kind = source_date(helsinki.network.source)
+    assert kind == "file"
+    assert f"输入文件修改日期{day}" in comments
