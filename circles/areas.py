@@ -220,8 +220,16 @@ def communities_in_area(communities: gpd.GeoDataFrame, boundary: Any) -> gpd.Geo
 
 
 def nodes_inside(network: WalkNetwork, boundary: Any) -> np.ndarray:
-    """Boolean mask of the network's nodes inside ``boundary`` (EPSG:4326) or on its edge;
-    the others are in the area's halo."""
+    """Boolean mask of the network's nodes inside ``boundary`` or on its edge; the others
+    are in the area's halo.
+
+    Parameters
+    ----------
+    network : WalkNetwork
+        The area's (clipped) network.
+    boundary : shapely geometry or None
+        The area's polygon (EPSG:4326); None: every node is inside.
+    """
     if boundary is None:
         return np.ones(network.n_nodes, dtype=bool)
     poly = gpd.GeoSeries([boundary], crs=WGS84).to_crs(network.crs).iloc[0]

@@ -152,6 +152,11 @@ def has_bold(family: str) -> bool:
 
     The PyPI CJK font (``circles[cjk]``) has a regular face only; asking it for bold makes
     matplotlib log "findfont: Failed to find font weight bold" for every text drawn.
+
+    Parameters
+    ----------
+    family : str
+        A font family name as matplotlib knows it (``CjkFont.family``).
     """
     from matplotlib import font_manager
 

@@ -186,8 +186,19 @@ def _fields(buf: bytes) -> dict[int, list[int | bytes]]:
 
 
 def pbf_timestamp(path: str | Path) -> int | None:
-    """The ``osmosis_replication_timestamp`` (seconds since 1970, UTC) of an OSM PBF
-    file's header block: when the extract's data was current. None when absent."""
+    """The ``osmosis_replication_timestamp`` of an OSM PBF file's header block.
+
+    Parameters
+    ----------
+    path : path-like
+        The ``.osm.pbf`` file.
+
+    Returns
+    -------
+    int or None
+        Seconds since 1970 (UTC) when the extract's data was current; None when the
+        header has no timestamp or the file is not a PBF.
+    """
     import struct
     import zlib
 
