@@ -170,12 +170,70 @@ def area_network(
     return clipped, doc
 
 
+#: ``attrs`` key of an area's communities table: communities of the source that overlap
+#: the area but whose representative point lies outside it (kept by another area, or by
+#: none when it falls in a gap between the areas' boundaries), with the share of each
+#: inside this area (see :func:`communities_in_area`).
+ACROSS_BORDER = "communities_across_border"
+
+
 def communities_in_area(communities: gpd.GeoDataFrame, boundary: Any) -> gpd.GeoDataFrame:
-    """Communities whose representative point lies inside ``boundary`` (None: all)."""
+    """Communities whose representative point lies inside ``boundary`` or on its edge.
+
+    A point on the border two areas share is covered by both; the city merge
+    (:func:`circles.citywide.merge_areas`) keeps the community from the first area
+    listed. ``attrs[ACROSS_BORDER]`` lists the communities left out that overlap the
+    area (``community_id``, ``name``, ``share_inside``: the share of the community's
+    area inside this one), so the merge can say which communities no area kept.
+
+    Parameters
+    ----------
+    communities : geopandas.GeoDataFrame
+        The source's communities (EPSG:4326).
+    boundary : shapely geometry or None
+        The area's polygon; None keeps all.
+    """
     if boundary is None:
         return communities
-    inside = shapely.within(communities.geometry.representative_point().to_numpy(), boundary)
-    return communities.loc[inside].reset_index(drop=True)
+    geoms = communities.geometry.to_numpy()
+    inside = shapely.covers(boundary, shapely.point_on_surface(geoms))
+    attrs = dict(communities.attrs)
+    out = communities.loc[inside].reset_index(drop=True)
+    out.attrs = attrs
+    rest = communities.loc[~inside]
+    across: list[dict[str, Any]] = []
+    if len(rest):
+        g = rest.geometry.to_numpy()
+        hit = shapely.intersects(boundary, g)
+        if hit.any():
+            # shares of degrees² are shares of m² within a community's small extent
+            with np.errstate(invalid="ignore", divide="ignore"):
+                share = shapely.area(shapely.intersection(boundary, g[hit])) / shapely.area(g[hit])
+            rows = rest.loc[hit]
+            across = [
+                {"community_id": str(i), "name": str(n), "share_inside": round(float(f), 4)}
+                for i, n, f in zip(rows["community_id"], rows["name"], share, strict=True)
+                if np.isfinite(f) and f > 0
+            ]
+    out.attrs[ACROSS_BORDER] = across
+    return out
+
+
+def nodes_inside(network: WalkNetwork, boundary: Any) -> np.ndarray:
+    """Boolean mask of the network's nodes inside ``boundary`` or on its edge; the others
+    are in the area's halo.
+
+    Parameters
+    ----------
+    network : WalkNetwork
+        The area's (clipped) network.
+    boundary : shapely geometry or None
+        The area's polygon (EPSG:4326); None: every node is inside.
+    """
+    if boundary is None:
+        return np.ones(network.n_nodes, dtype=bool)
+    poly = gpd.GeoSeries([boundary], crs=WGS84).to_crs(network.crs).iloc[0]
+    return np.asarray(shapely.intersects_xy(poly, network.x, network.y), dtype=bool)
 
 
 @dataclass(frozen=True)

@@ -278,6 +278,10 @@ def run_batch(
                     },
                     categories=list(cats),
                     labels=labels,
+                    across={
+                        n: r.summary.get("area", {}).get("communities_across_border", [])
+                        for n, r in ordered.items()
+                    },
                 )
         manifest = {
             "study": cfg.study.name,

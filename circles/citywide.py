@@ -16,14 +16,17 @@ streets would make the page too large; each area's map has them).
 
 A community is "from its own area" when the area's run kept it (its representative point
 lies inside the area, :func:`circles.areas.communities_in_area`); one that two area
-boundaries both claim is kept from the first area listed, and the summary says how many
-were dropped that way. Everything is written in one transaction.
+boundaries both claim (its point on their shared border) is kept from the first area
+listed, and the summary says how many were dropped that way. A community that no area
+kept (its point in a gap between the areas' boundaries, though at least half of it lies
+in the areas) would leave a hole in the city's map: :func:`write_city` warns with their
+count and names (:func:`missing_communities`). Everything is written in one transaction.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +43,14 @@ from circles.transaction import Transaction
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CITY_FOLDER", "merge_areas", "write_city"]
+__all__ = ["CITY_FOLDER", "merge_areas", "missing_communities", "write_city"]
 
 #: Folder of the merged outputs under the study's output and map folders.
 CITY_FOLDER = "city"
+
+#: A community no area kept is missing from the city when at least this share (0-1) of it
+#: lies inside the areas (less: a neighbour of the city that merely touches it).
+MISSING_MIN_SHARE = 0.5
 
 
 def _read(path: str | Path, layer: str) -> gpd.GeoDataFrame | None:
@@ -100,6 +107,48 @@ def merge_areas(gpkgs: Mapping[str, str | Path]) -> dict[str, Any]:
     return out
 
 
+def missing_communities(
+    kept: Sequence[str], across: Mapping[str, Sequence[Mapping[str, Any]]]
+) -> list[dict[str, Any]]:
+    """Communities that overlap the areas but that no area kept.
+
+    Parameters
+    ----------
+    kept : sequence of str
+        ``community_id`` of the merged communities layer.
+    across : mapping
+        Area name -> the communities overlapping it that it left out (its summary's
+        ``area.communities_across_border``: ``community_id``, ``name``, ``share_inside``).
+
+    Returns
+    -------
+    list of dict
+        ``community_id``, ``name`` and ``share_inside`` (summed over the areas) of each
+        community not in ``kept`` with at least :data:`MISSING_MIN_SHARE` inside the areas.
+
+    Examples
+    --------
+    >>> across = {"A": [{"community_id": "x", "name": "X", "share_inside": 0.5}],
+    ...           "B": [{"community_id": "x", "name": "X", "share_inside": 0.5}]}
+    >>> missing_communities([], across)
+    [{'community_id': 'x', 'name': 'X', 'share_inside': 1.0}]
+    >>> missing_communities(["x"], across)
+    []
+    """
+    have = {str(k) for k in kept}
+    found: dict[str, dict[str, Any]] = {}
+    for rows in across.values():
+        for r in rows:
+            cid = str(r["community_id"])
+            if cid in have:
+                continue
+            got = found.setdefault(
+                cid, {"community_id": cid, "name": r.get("name"), "share_inside": 0.0}
+            )
+            got["share_inside"] = round(got["share_inside"] + float(r.get("share_inside", 0.0)), 4)
+    return [r for r in found.values() if r["share_inside"] >= MISSING_MIN_SHARE]
+
+
 def write_city(
     cfg: StudyConfig,
     gpkgs: Mapping[str, str | Path],
@@ -107,6 +156,7 @@ def write_city(
     *,
     categories: list[str],
     labels: dict[str, dict[str, str]],
+    across: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
 ) -> dict[str, str]:
     """Merge the areas' outputs into the city's (see the module docstring).
 
@@ -120,6 +170,9 @@ def write_city(
         The study's categories (the map's layers).
     labels : dict
         Category labels (``{category: {"en": ..., "zh": ...}}``).
+    across : mapping, optional
+        Area name -> the communities overlapping it that it did not keep (its summary's
+        ``area.communities_across_border``); those no area kept are named in a warning.
 
     Returns
     -------
@@ -132,6 +185,18 @@ def write_city(
     comm = merged["communities"]
     if comm is None:
         raise OutputError("no area wrote a communities layer: nothing to merge for the city")
+    lost = missing_communities(comm["community_id"].astype(str).tolist(), across or {})
+    if lost:
+        names = ", ".join(str(r["name"] or r["community_id"]) for r in lost[:20])
+        more = f" and {len(lost) - 20} more" if len(lost) > 20 else ""
+        logger.warning(
+            "%d communities are in no area and missing from the city's layer and map (their "
+            "representative point lies outside every area's boundary): %s%s; widen an area's "
+            "boundary to take them in",
+            len(lost),
+            names,
+            more,
+        )
     tables = [pd.read_csv(p, encoding="utf-8-sig").assign(area=a) for a, p in coverage_csvs.items()]
     cov = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     if len(cov):

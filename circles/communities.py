@@ -20,7 +20,7 @@ import shapely
 
 from circles import coords, io, zones
 from circles._errors import DataFileError, InputDataError
-from circles.areas import Area, communities_in_area
+from circles.areas import ACROSS_BORDER, Area, communities_in_area
 from circles.cache import FRAME, Keyed
 from circles.config import CommunitiesSection, WalkSection, resolve_path
 from circles.coverage import hexagon_communities, smallest_containing
@@ -91,7 +91,9 @@ def load_communities(
             )
             dropped = b.loc[~inside, "name"].tolist()
             if dropped:
-                logger.warning("communities outside %r left out: %s", c.parent, dropped)
+                logger.warning(
+                    "communities outside %r left out: %s", c.parent, ", ".join(map(str, dropped))
+                )
             left_out += [
                 {"osm_id": int(i), "name": str(n), "reason": f"outside {c.parent}"}
                 for i, n in zip(b.loc[~inside, "osm_id"], b.loc[~inside, "name"], strict=True)
@@ -588,6 +590,7 @@ def study_communities(
             area_doc,
             asdict(walk) if c.source == "zones" else None,  # zones depend on walking
             LEFT_OUT,  # entries cached before attrs[LEFT_OUT] existed lack it
+            ACROSS_BORDER,  # ... and attrs[ACROSS_BORDER] (points on a border were left out)
         ],
         compute,
         codec=FRAME,

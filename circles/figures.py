@@ -80,10 +80,12 @@ _TEXT: Mapping[str, Mapping[str, str]] = {
         "off_network": "not on the walking network ({n})",
         "flagged": "flagged community (below {thr:.0f}%)",
         "north": "N",
-        "source": "Data: © OpenStreetMap contributors (ODbL 1.0){extra}. Walking at "
+        "source": "Data: © OpenStreetMap contributors (ODbL 1.0){data}{extra}. Walking at "
         "{speed:g} m/s; residents: {basis}. Made with circles {version}, {date}.",
         "metres": "m",
         "km": "km",
+        "data_extract": ", extract of {d}",
+        "data_file": ", input file modified {d}",
     },
     "zh": {
         "title": "{study}：{label}{m}分钟步行可达",
@@ -99,10 +101,12 @@ _TEXT: Mapping[str, Mapping[str, str]] = {
         "off_network": "未接入步行网络（{n}处）",
         "flagged": "未达标社区（低于{thr:.0f}%）",
         "north": "北",
-        "source": "数据：© OpenStreetMap 贡献者（ODbL 1.0）{extra}。步行速度 {speed:g} 米/秒；"
-        "居民依据：{basis}。circles {version} 制图，{date}。",
+        "source": "数据：© OpenStreetMap 贡献者（ODbL 1.0）{data}{extra}。"
+        "步行速度 {speed:g} 米/秒；居民依据：{basis}。circles {version} 制图，{date}。",
         "metres": "米",
         "km": "千米",
+        "data_extract": "，数据截至{d}",
+        "data_file": "，输入文件修改日期{d}",
     },
 }
 
@@ -118,7 +122,7 @@ class FigureText:
     label : str
         The category's label in the figure's language.
     date : str
-        Date of the data or run (``YYYY-MM-DD``).
+        Date of the run (``YYYY-MM-DD``).
     speed_m_s : float
         Walking speed, m/s (source line).
     basis : str
@@ -127,6 +131,10 @@ class FigureText:
         circles version.
     extra_source : str
         More data sources (e.g. the bureau's facility list), appended to OSM's.
+    data_date : tuple of str, optional
+        The OSM data's date and what it is (:func:`circles.sources.source_date`):
+        ``("2024-05-01", "extract")`` the extract's own timestamp, ``(..., "file")`` the
+        input file's modification date; None: not shown.
     """
 
     study: str
@@ -136,14 +144,41 @@ class FigureText:
     basis: str
     version: str
     extra_source: str = ""
+    data_date: tuple[str, str] | None = None
+
+
+def has_bold(family: str) -> bool:
+    """Whether matplotlib knows a bold (weight >= 600) face of font ``family``.
+
+    The PyPI CJK font (``circles[cjk]``) has a regular face only; asking it for bold makes
+    matplotlib log "findfont: Failed to find font weight bold" for every text drawn.
+
+    Parameters
+    ----------
+    family : str
+        A font family name as matplotlib knows it (``CjkFont.family``).
+    """
+    from matplotlib import font_manager
+
+    def weight(w: Any) -> int:
+        if isinstance(w, int | float):
+            return int(w)
+        return int(font_manager.weight_dict.get(str(w), 400))
+
+    return any(
+        f.name == family and weight(f.weight) >= 600 for f in font_manager.fontManager.ttflist
+    )
 
 
 @contextlib.contextmanager
-def _fonts(lang: str) -> Iterator[None]:
-    """matplotlib settings for the figure's language (a CJK font for Chinese)."""
+def _fonts(lang: str) -> Iterator[str]:
+    """matplotlib settings for the figure's language (a CJK font for Chinese); yields
+    the weight of emphasised text: ``"bold"``, or ``"normal"`` for a CJK font without a
+    bold face."""
     import matplotlib
 
     families = ["DejaVu Sans"]
+    bold = "bold"
     if lang == "zh":
         font = require_cjk_font()
         from matplotlib import font_manager
@@ -151,6 +186,8 @@ def _fonts(lang: str) -> Iterator[None]:
         if font.source != "system":
             font_manager.fontManager.addfont(font.path)
         families = [font.family, "DejaVu Sans"]
+        if not has_bold(font.family):
+            bold = "normal"
     with matplotlib.rc_context(
         {
             "font.family": "sans-serif",
@@ -160,7 +197,7 @@ def _fonts(lang: str) -> Iterator[None]:
             "svg.fonttype": "path",
         }
     ):
-        yield
+        yield bold
 
 
 def _nice_length(span_m: float) -> float:
@@ -211,7 +248,7 @@ def _scale_bar(ax: Any, text: Mapping[str, str]) -> None:
     )
 
 
-def _north_arrow(ax: Any, text: Mapping[str, str]) -> None:
+def _north_arrow(ax: Any, text: Mapping[str, str], *, bold: str = "bold") -> None:
     ax.annotate(
         text["north"],
         xy=(0.95, 0.95),
@@ -221,7 +258,7 @@ def _north_arrow(ax: Any, text: Mapping[str, str]) -> None:
         ha="center",
         va="center",
         fontsize=10,
-        fontweight="bold",
+        fontweight=bold,
         arrowprops={"facecolor": "#222", "edgecolor": "#222", "width": 3, "headwidth": 10},
         zorder=11,
         gid=GIDS["north"],
@@ -286,7 +323,7 @@ def category_figure(
     t = _TEXT[lang]
     metric = crs if crs is not None else communities.estimate_utm_crs()
     comm = communities.to_crs(metric)
-    with _fonts(lang):
+    with _fonts(lang) as bold:
         fig = Figure(figsize=FIGSIZE_IN, layout=None)
         ax = fig.add_axes((0.02, 0.10, 0.62, 0.78))
         ax.set_aspect("equal")
@@ -395,8 +432,8 @@ def category_figure(
         )
         legend.set_gid(GIDS["legend"])
         for i in header:
-            legend.get_texts()[i].set_fontweight("bold")
-        _north_arrow(ax, t)
+            legend.get_texts()[i].set_fontweight(bold)
+        _north_arrow(ax, t, bold=bold)
         _scale_bar(ax, t)
         n_flag = int(comm[flag_col].eq(True).sum())
         fig.text(
@@ -404,7 +441,7 @@ def category_figure(
             0.955,
             t["title"].format(study=text.study, **fmt),
             fontsize=12,
-            fontweight="bold",
+            fontweight=bold,
             va="top",
             gid=GIDS["title"],
         )
@@ -422,6 +459,11 @@ def category_figure(
             0.02,
             0.03,
             t["source"].format(
+                data=(
+                    t[f"data_{text.data_date[1]}"].format(d=text.data_date[0])
+                    if text.data_date is not None
+                    else ""
+                ),
                 extra=extra,
                 speed=text.speed_m_s,
                 basis=in_lang(text.basis, lang),
@@ -494,6 +536,7 @@ def write_figures(
     """
     from circles import __version__
     from circles.result import utc_now
+    from circles.sources import source_date
 
     cfg = result.config
     lang = cfg.study.lang
@@ -504,6 +547,7 @@ def write_figures(
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     day = date or utc_now()[:10]
+    data_date = source_date(result.network.source) if result.network.source else None
     sources = result.facilities["source"].dropna().astype(str)
     files = sorted({Path(s).name for s in sources if not s.startswith("osm")})
     extra = ", ".join(files[:3]) + (" ..." if len(files) > 3 else "")
@@ -528,6 +572,7 @@ def write_figures(
                 basis=str(result.summary.get("residents_basis", "")),
                 version=__version__,
                 extra_source=extra,
+                data_date=data_date,
             ),
             levels_minutes=cfg.walk.levels_minutes,
             flag_threshold=cfg.coverage.flag_threshold,
@@ -575,11 +620,20 @@ def figure_content(
 
 
 def figure_setting(cfg: Any, prev: dict[str, Any]) -> dict[str, Any] | None:
-    """The figures to make: ``[figures]`` when enabled, else the previous run's."""
+    """The figures to make: ``[figures]`` when enabled, else the previous run's.
+
+    Like the report, figures once made (by ``circles figures``) are kept current by the
+    later runs of the study, with the settings they were made with: the set on disk
+    always shows the data of the run that ``manifest.json`` records (a run that stopped
+    making them would leave figures of older data beside newer tables). Remove the
+    figures folder and the next run stops making them.
+    """
     f = cfg.figures
     if f.enabled:
         return {"formats": list(f.formats), "dpi": int(f.dpi), "categories": list(f.categories)}
     old = prev.get("figures")
     if isinstance(old, dict) and {"formats", "dpi", "categories"} <= set(old):
-        return {k: old[k] for k in ("formats", "dpi", "categories")}
+        folder = Path(str(cfg.map_dir)) / "figures"
+        if folder.is_dir() and any(folder.iterdir()):
+            return {k: old[k] for k in ("formats", "dpi", "categories")}
     return None

@@ -568,8 +568,7 @@ def coverage_map(
         + "</details>",
         _PANEL_CSS + "right:10px;bottom:36px;",
     ).add_to(m)
-    control = _LayerControl(collapsed=False)
-    control.add_to(m)
+    control = _LayerControl(collapsed=False).add_to(m)
     mapview.MapView(
         mapview.view_data(
             categories=cats,
@@ -592,6 +591,7 @@ def coverage_map(
                 "isoNone": _esc(text["iso_none"]),
                 "popupCommon": [_esc(text["id"]), _esc(text["basis"])],
                 "popupRows": popup_rows,
+                "units": [_esc(text["m"]), _esc(text["km"])],
             },
             north_html=mapview.NORTH_HTML.format(n=_esc(text["north"])),
             bounds=bounds_ll,

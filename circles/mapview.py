@@ -108,6 +108,7 @@ TEXT: Mapping[str, Mapping[str, str]] = {
         "clear": "clear",
         "north": "N",
         "m": "m",
+        "km": "km",
         "speed_flag": "flag over the walking-speed band",
         "robust": "robust",
         "fragile": "fragile: not flagged from {v} m/s",
@@ -156,6 +157,7 @@ TEXT: Mapping[str, Mapping[str, str]] = {
         "clear": "清除",
         "north": "北",
         "m": "米",
+        "km": "千米",
         "speed_flag": "步速区间内的标记",
         "robust": "稳定",
         "fragile": "不稳定：步速 {v} m/s 起不再标记",
@@ -450,7 +452,17 @@ const North = L.Control.extend({
   },
 });
 new North().addTo(map);
-L.control.scale({metric: true, imperial: false, position: 'bottomleft'}).addTo(map);
+// Leaflet writes 'm' and 'km' itself: the scale in the page's words (米 / 千米)
+const Scale = L.Control.Scale.extend({
+  _updateMetric(maxMeters) {
+    const m = this._getRoundNum(maxMeters), u = D.text.units || ['m', 'km'];
+    this._updateScale(this._mScale, m < 1000 ? `${m} ${u[0]}` : `${m / 1000} ${u[1]}`,
+      m / maxMeters);
+  },
+});
+new Scale({metric: true, imperial: false, position: 'bottomleft'}).addTo(map);
+// the data's credit, with or without the base map (Leaflet shows one text once)
+if (map.attributionControl) map.attributionControl.addAttribution('© OpenStreetMap contributors');
 if (D.bounds) map.fitBounds(D.bounds, {padding: [12, 12], animate: false});
 """
 

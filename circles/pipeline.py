@@ -55,6 +55,7 @@ from circles import (
 )
 from circles._errors import ConfigError
 from circles.access import compute_access
+from circles.areas import ACROSS_BORDER
 from circles.cache import Cache
 from circles.communities import LEFT_OUT, OVERLAPS
 from circles.compat import (
@@ -118,9 +119,18 @@ __all__ = [
 def _summary(result: StudyResult, comm: Any, fac0: Any, *stages: Any) -> dict[str, Any]:
     """:func:`circles.summary.study_summary` with what the communities stage left out
     or found overlapping and how each facility file was read."""
-    left_out, overlaps = (comm.value.attrs.get(k) for k in (LEFT_OUT, OVERLAPS))
+    left_out, overlaps, across = (
+        comm.value.attrs.get(k) for k in (LEFT_OUT, OVERLAPS, ACROSS_BORDER)
+    )
     files = fac0.value.get("files", [])
-    return summary.study_summary(result, *stages, left_out=left_out, overlaps=overlaps, files=files)
+    return summary.study_summary(
+        result,
+        *stages,
+        left_out=left_out,
+        overlaps=overlaps,
+        files=files,
+        across_border=across,
+    )
 
 
 def run(

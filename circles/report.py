@@ -690,6 +690,7 @@ def _html_page(
     *,
     summary: pd.DataFrame | None = None,
     robustness: tuple[pd.DataFrame, pd.DataFrame] | None = None,
+    ledger: pd.DataFrame | None = None,
 ) -> str:
     t = {
         "zh": (
@@ -700,6 +701,7 @@ def _html_page(
             "分区县汇总",
             "步行速度稳健性（各步速下判定是否一致）",
             "不稳健的判定（在步速区间内翻转）",
+            "问题台账",
         ),
         "en": (
             "Indicators",
@@ -709,6 +711,7 @@ def _html_page(
             "Summary",
             "Walking-speed robustness (is the flag the same at every speed of the band)",
             "Fragile flags (they flip within the speed band)",
+            "Problem ledger",
         ),
     }[lang]
     cls_map = {"yes": "yes", "no": "no", "reported": "reported", NO_DATA: "nodata"}
@@ -735,6 +738,9 @@ def _html_page(
         if len(robustness[1]):
             parts.append(f"<h3>{html.escape(t[6])}</h3>")
             parts.append(_html_table(robustness[1]))
+    if ledger is not None and len(ledger):
+        parts.append(f"<h2>{t[7]}</h2>")
+        parts.append(_html_table(ledger))
     if checklist is not None and len(checklist):
         parts.append(f"<h2>{html.escape(t[2])}</h2>")
         parts.append(_html_table(checklist))
@@ -864,8 +870,15 @@ def write_report(
     layouts: dict[str, tables.SheetLayout] = {}
     paths: dict[str, Path] = {}
 
-    def add(key: str, df: pd.DataFrame, csv_name: str | None, *, cats: bool = False) -> None:
-        shown, layout = tables.localise(df, lang, labels=labels if cats else None)
+    def add(
+        key: str,
+        df: pd.DataFrame,
+        csv_name: str | None,
+        *,
+        cats: Mapping[str, str] | None = None,
+        items: Mapping[str, str] | None = None,
+    ) -> None:
+        shown, layout = tables.localise(df, lang, labels=cats, items=items)
         if lang == "zh" and "basis" in df:  # category ids named by their Chinese labels
             col = tables.COLUMNS["basis"][0]
             for c in sorted(labels, key=len, reverse=True):
@@ -873,7 +886,7 @@ def write_report(
         name = tables.sheet_name(key, lang)
         sheets[name], layouts[name] = shown, layout
         if csv_name is not None:  # English CSVs keep the column ids scripts read
-            csv = shown if lang == "zh" else df
+            csv = tables.csv_values(shown, layout) if lang == "zh" else df
             paths[f"{key}_csv"] = io.write_csv_atomic(csv, out / csv_name)
 
     add("indicators", ind, "indicators.csv")
@@ -907,7 +920,7 @@ def write_report(
         lang=lang,
         threshold=float(thr),
     )
-    add("ledger", ledger, "problem_ledger.csv", cats=True)
+    add("ledger", ledger, "problem_ledger.csv", cats=labels)
     fac_comm = None
     if facilities is not None and isinstance(table, gpd.GeoDataFrame) and table.crs is not None:
         fac_comm = _facility_communities(table, facilities)
@@ -919,24 +932,40 @@ def write_report(
         whole=_ALL_SCOPE[lang],
         threshold=float(thr),
     )
-    add("summary", summary, "summary_by_area.csv", cats=True)
+    add("summary", summary, "summary_by_area.csv", cats=labels)
     doc = res.summary.get("robustness") if res is not None else None
     bands = {c: d["band_m_s"] for c, d in doc["categories"].items()} if doc else None
     rob = tables.robustness_tables(table, list(categories), bands=bands)
     if rob is not None:
-        add("robustness", rob[0], "robustness.csv", cats=True)
-        add("fragile", rob[1], "fragile_flags.csv", cats=True)
+        add("robustness", rob[0], "robustness.csv", cats=labels)
+        add("fragile", rob[1], "fragile_flags.csv", cats=labels)
     if chk is not None:
-        add("checklist", chk.communities, None)
-        add("checklist_items", chk.items, None)
-        paths["checklist_csv"] = io.write_csv_atomic(
-            sheets[tables.sheet_name("checklist", lang)] if lang == "zh" else chk.communities,
-            out / "checklist.csv",
+        assert prof is not None
+        cat_labels = {c.id: c.label_zh if lang == "zh" else c.label_en for c in prof.categories}
+        item_labels = {it.id: it.label_zh if lang == "zh" else it.label_en for it in prof.checklist}
+        # a Chinese report keeps the Chinese texts only (the English ones are in the "en" one)
+        english = ["missing_en", "label_en"] if lang == "zh" else []
+        add(
+            "checklist",
+            chk.communities.drop(columns=english, errors="ignore"),
+            None,
+            items=item_labels,
         )
-        paths["checklist_items_csv"] = io.write_csv_atomic(
-            sheets[tables.sheet_name("checklist_items", lang)] if lang == "zh" else chk.items,
-            out / "checklist_items.csv",
+        add(
+            "checklist_items",
+            chk.items.drop(columns=english, errors="ignore"),
+            None,
+            cats=cat_labels,
         )
+        for key, csv_name, raw in (
+            ("checklist", "checklist.csv", chk.communities),
+            ("checklist_items", "checklist_items.csv", chk.items),
+        ):
+            sheet = tables.sheet_name(key, lang)
+            paths[f"{key}_csv"] = io.write_csv_atomic(
+                tables.csv_values(sheets[sheet], layouts[sheet]) if lang == "zh" else raw,
+                out / csv_name,
+            )
     paths["indicators_xlsx"] = write_xlsx_atomic(sheets, out / "indicators.xlsx", layouts=layouts)
     page_title = title or (
         f"{name}：玉溪市十四五城乡社区服务体系建设规划指标"
@@ -954,6 +983,7 @@ def write_report(
                 f"'{c}'", f"“{labels[c]}”", regex=False
             )
     summary_view = tables.formatted(*tables.localise(summary, lang, labels=labels))
+    ledger_view = tables.formatted(*tables.localise(ledger, lang, labels=labels))
     paths["report_html"] = io.write_atomic_text(
         out / "report.html",
         _html_page(
@@ -969,6 +999,7 @@ def write_report(
                 tables.formatted(*tables.localise(rob[0], lang, labels=labels)),
                 tables.formatted(*tables.localise(rob[1], lang, labels=labels)),
             ),
+            ledger=ledger_view,
         ),
     )
     return paths

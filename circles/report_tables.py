@@ -41,6 +41,9 @@ __all__ = [
     "SheetLayout",
     "analysis_columns",
     "area_summary",
+    "column_header",
+    "csv_values",
+    "formatted",
     "localise",
     "note_zh",
     "problem_ledger",
@@ -106,7 +109,35 @@ COLUMNS: dict[str, tuple[str, str, str | None]] = {
     "robust_not_flagged": ("稳健达标社区数", "robustly not flagged", "int"),
     "fragile": ("不稳健判定数（随步速翻转）", "fragile (flips within the band)", "int"),
     "flip_m_s": ("判定翻转步速（米/秒）", "flips at (m/s)", "speed"),
+    # life-circle checklist (circles.checklist)
+    "derived": ("社区边界来源", "community boundaries from", None),
+    "items_total": ("清单项目数", "checklist items", "int"),
+    "items_met": ("满足项目数", "items met", "int"),
+    "items_no_data": ("无数据项目数", "items without data", "int"),
+    "item": ("项目编号", "item id", None),
+    "label_zh": ("项目", "item (Chinese)", None),
+    "label_en": ("项目（英文）", "item", None),
+    "level_minutes": ("所属层级（分钟）", "level (min)", "int"),
+    "categories": ("设施类别", "categories", None),
+    "provision": ("配建要求", "provision", None),
+    "status": ("来源核实状态", "source checked", None),
+    "source": ("依据", "source", None),
+    "share_basis": ("比例计算方式", "share basis", None),
+    "met_at_level": ("本层级内是否满足", "met within its level", None),
+    "met_level": ("满足的最小层级（分钟）", "smallest level met (min)", "min"),
+    "threshold": ("达标阈值（%）", "threshold (%)", "pct"),
 }
+
+#: Generated column ids: pattern -> (Chinese, English, format kind); ``{L}`` the level,
+#: ``{item}`` the checklist item's label.
+_PATTERN_COLUMNS: tuple[tuple[re.Pattern[str], tuple[str, str, str | None]], ...] = (
+    (re.compile(r"share_(?P<L>[\d.]+)"), ("{L}分钟可达居民比例（%）", "within {L} min (%)", "pct")),
+    (re.compile(r"met_(?P<L>[\d.]+)"), ("{L}分钟内是否满足", "met within {L} min", None)),
+    (
+        re.compile(r"(?P<item>\w+)_met_level"),
+        ("{item}：满足的最小层级（分钟）", "{item}: smallest level met (min)", "min"),
+    ),
+)
 
 #: Sheet names (Excel allows 31 characters).
 SHEETS = {
@@ -293,18 +324,66 @@ def _width(series: pd.Series, header: str) -> float:
     return float(min(60, max(6, longest + 2)))
 
 
+def column_header(
+    column: str, lang: str, *, items: Mapping[str, str] | None = None
+) -> tuple[str, str | None]:
+    """The header of column id ``column`` in ``lang`` and its format kind.
+
+    Parameters
+    ----------
+    column : str
+        A column id of :data:`COLUMNS`, or a generated one (``share_5``, ``met_10``,
+        ``<item>_met_level``, ``<category>_share_15``); others keep their name.
+    lang : {"zh", "en"}
+    items : mapping, optional
+        Checklist item id -> label in ``lang`` (for ``<item>_met_level``).
+
+    Returns
+    -------
+    header : str
+    kind : str or None
+        A key of :data:`FORMATS`.
+
+    Examples
+    --------
+    >>> column_header("share_5", "zh")
+    ('5分钟可达居民比例（%）', 'pct')
+    """
+    known = COLUMNS.get(column)
+    if known is not None:
+        return (known[0] if lang == "zh" else known[1]), known[2]
+    for pattern, (zh, en, kind) in _PATTERN_COLUMNS:
+        m = pattern.fullmatch(column)
+        if m is not None:
+            words = m.groupdict()
+            if "item" in words:
+                words["item"] = (items or {}).get(words["item"], words["item"])
+            return (zh if lang == "zh" else en).format(**words), kind
+    if re.fullmatch(r"share_[\d.]+_min|[\w]+_share_[\d.]+", column):
+        return column, "pct"
+    return column, None
+
+
 def localise(
-    df: pd.DataFrame, lang: str, *, labels: Mapping[str, str] | None = None
+    df: pd.DataFrame,
+    lang: str,
+    *,
+    labels: Mapping[str, str] | None = None,
+    items: Mapping[str, str] | None = None,
 ) -> tuple[pd.DataFrame, SheetLayout]:
     """``df`` with headers (and, in Chinese, values) in ``lang``, and its XLSX layout.
 
     Parameters
     ----------
     df : pandas.DataFrame
-        A table with ids of :data:`COLUMNS` (others keep their names).
+        A table with ids of :data:`COLUMNS` or generated ids (:func:`column_header`);
+        others keep their names.
     lang : {"zh", "en"}
     labels : mapping, optional
-        Category id -> label in ``lang`` (for a ``category`` column).
+        Category id -> label in ``lang`` (for a ``category`` column, and the `` / ``
+        separated ids of a checklist's ``categories`` column).
+    items : mapping, optional
+        Checklist item id -> label in ``lang`` (for ``<item>_met_level`` headers).
 
     Returns
     -------
@@ -323,14 +402,19 @@ def localise(
                 out[col] = out[col].map(text_zh).astype(object)
     if labels is not None and "category" in out:
         out["category"] = out["category"].map(lambda c: labels.get(c, c))
+    if labels is not None and "categories" in out:
+        sep = "、" if lang == "zh" else " / "
+        out["categories"] = out["categories"].map(
+            lambda v: (
+                sep.join(labels.get(c, c) for c in v.split(" / ")) if isinstance(v, str) else v
+            )
+        )
     ids = [str(c) for c in df.columns]
     headers = []
     formats: dict[int, str] = {}
     for i, c in enumerate(ids):
-        zh, en, kind = COLUMNS.get(c, (c, c, None))
-        if kind is None and re.fullmatch(r"share_[\d.]+_min|[\w]+_share_[\d.]+", c):
-            kind = "pct"
-        headers.append(zh if lang == "zh" else en)
+        header, kind = column_header(c, lang, items=items)
+        headers.append(header)
         if kind is not None:
             formats[i] = FORMATS[kind]
     out.columns = headers
@@ -351,6 +435,31 @@ def formatted(table: pd.DataFrame, layout: SheetLayout) -> pd.DataFrame:
             out[col] = [("" if np.isnan(v) else f"{v:.1f}") for v in values]
         elif fmt == FORMATS["speed"]:
             out[col] = [("" if np.isnan(v) else f"{v:.2f}") for v in values]
+    return out
+
+
+def csv_values(table: pd.DataFrame, layout: SheetLayout) -> pd.DataFrame:
+    """``table`` (from :func:`localise`) with the numbers its headers promise, for CSV.
+
+    A CSV has no number formats: a "（%）" column holds percentages (0-100, one
+    decimal) rather than the fractions the XLSX formats as ``0.0%``, and minutes are
+    rounded to one decimal as the XLSX shows them. Other columns are unchanged.
+
+    Examples
+    --------
+    >>> df = pd.DataFrame({"share_15": [1.0, 0.12345], "median_min": [5.2064, 1]})
+    >>> t, lay = localise(df, "zh")
+    >>> csv_values(t, lay).to_dict("list")
+    {'15分钟可达居民比例（%）': [100.0, 12.3], '步行时间中位数（分钟）': [5.2, 1.0]}
+    """
+    out = table.copy()
+    for i, fmt in layout.formats.items():
+        if fmt not in (FORMATS["pct"], FORMATS["min"]):
+            continue
+        values = pd.to_numeric(out.iloc[:, i], errors="coerce").astype(float)
+        if fmt == FORMATS["pct"]:
+            values = values * 100.0
+        out.isetitem(i, values.round(1).to_numpy())  # by position: headers may repeat
     return out
 
 

@@ -142,3 +142,139 @@ def study_network(section: NetworkSection, ctx: RunContext) -> tuple[str, Keyed[
         f"{100 * share:.0f}% of the street length in small pieces dropped)"
     )
     return source, net
+
+
+# --------------------------------------------------------------------------- data date
+
+
+def _varint(buf: bytes, i: int) -> tuple[int, int]:
+    shift = value = 0
+    while True:
+        if i >= len(buf):
+            raise ValueError("truncated varint")
+        b = buf[i]
+        i += 1
+        value |= (b & 0x7F) << shift
+        if b < 0x80:
+            return value, i
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+def _fields(buf: bytes) -> dict[int, list[int | bytes]]:
+    """The fields of a protobuf message: number -> values (varints or bytes)."""
+    out: dict[int, list[int | bytes]] = {}
+    i = 0
+    while i < len(buf):
+        key, i = _varint(buf, i)
+        number, wire = key >> 3, key & 7
+        value: int | bytes
+        if wire == 0:
+            value, i = _varint(buf, i)
+        elif wire == 2:
+            n, i = _varint(buf, i)
+            value, i = buf[i : i + n], i + n
+        elif wire == 1:
+            value, i = int.from_bytes(buf[i : i + 8], "little"), i + 8
+        elif wire == 5:
+            value, i = int.from_bytes(buf[i : i + 4], "little"), i + 4
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+        out.setdefault(number, []).append(value)
+    return out
+
+
+def pbf_timestamp(path: str | Path) -> int | None:
+    """The ``osmosis_replication_timestamp`` of an OSM PBF file's header block.
+
+    Parameters
+    ----------
+    path : path-like
+        The ``.osm.pbf`` file.
+
+    Returns
+    -------
+    int or None
+        Seconds since 1970 (UTC) when the extract's data was current; None when the
+        header has no timestamp or the file is not a PBF.
+    """
+    import struct
+    import zlib
+
+    with open(path, "rb") as f:
+        head = f.read(4)
+        if len(head) < 4:
+            return None
+        (n,) = struct.unpack(">I", head)
+        if n > 64 * 1024:
+            return None
+        blob_header = _fields(f.read(n))
+        if blob_header.get(1, [b""])[0] != b"OSMHeader":
+            return None
+        size = blob_header.get(3, [0])[0]
+        if not isinstance(size, int) or size > 32 * 1024 * 1024:
+            return None
+        blob = _fields(f.read(size))
+    raw = blob.get(1, [None])[0]
+    if raw is None and 3 in blob:
+        packed = blob[3][0]
+        raw = zlib.decompress(packed) if isinstance(packed, bytes) else None
+    if not isinstance(raw, bytes):
+        return None
+    stamp = _fields(raw).get(32, [None])[0]
+    return stamp if isinstance(stamp, int) and stamp > 0 else None
+
+
+def _xml_timestamp(path: str | Path) -> str | None:
+    """The ``timestamp`` of an OSM XML file's ``<osm>`` element (or its
+    ``<meta osm_base>``), from the file's first 4 kB; ``.bz2``/``.gz`` read through."""
+    import bz2
+    import gzip
+    import re
+
+    p = str(path)
+    opener = bz2.open if p.endswith(".bz2") else gzip.open if p.endswith(".gz") else open
+    with opener(p, "rb") as f:
+        head = f.read(4096).decode("utf-8", errors="replace")
+    m = re.search(r"<osm\b[^>]*\btimestamp=\"([\d-]{10})", head) or re.search(
+        r"<meta\b[^>]*\bosm_base=\"([\d-]{10})", head
+    )
+    return m[1] if m else None
+
+
+def source_date(path: str | Path) -> tuple[str, str] | None:
+    """The date of a network source's data, and what the date is.
+
+    Parameters
+    ----------
+    path : path-like
+        The OSM file (PBF or XML, optionally ``.bz2``/``.gz``).
+
+    Returns
+    -------
+    tuple of str, or None
+        ``(YYYY-MM-DD, "extract")`` from the extract's own timestamp (a PBF header's
+        ``osmosis_replication_timestamp``, an XML ``<osm timestamp>``), else
+        ``(YYYY-MM-DD, "file")`` from the file's modification time (UTC); None when the
+        file does not exist.
+    """
+    import datetime as dt
+
+    p = Path(path)
+    if not p.is_file():
+        return None
+    try:
+        if p.name.lower().endswith(".pbf"):
+            stamp = pbf_timestamp(p)
+            if stamp is not None:
+                day = dt.datetime.fromtimestamp(stamp, tz=dt.UTC).strftime("%Y-%m-%d")
+                return day, "extract"
+        else:
+            day_s = _xml_timestamp(p)
+            if day_s is not None:
+                return day_s, "extract"
+    except (OSError, ValueError, EOFError):
+        pass  # a header we cannot read: fall back on the file's date
+    mtime = dt.datetime.fromtimestamp(p.stat().st_mtime, tz=dt.UTC)
+    return mtime.strftime("%Y-%m-%d"), "file"

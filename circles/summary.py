@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from circles.areas import ACROSS_BORDER, nodes_inside
 from circles.communities import (
     LEFT_OUT,
     OVERLAP_RULE,
@@ -59,6 +60,7 @@ def study_summary(
     left_out: list[dict[str, Any]] | None = None,
     overlaps: list[dict[str, Any]] | None = None,
     files: list[dict[str, Any]] | None = None,
+    across_border: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """What ``summary.json`` holds: counts, what was dropped, what residents rest on.
 
@@ -91,6 +93,9 @@ def study_summary(
     files : list of dict, optional
         How each planner facility file was read (the facilities stage's ``files``:
         :attr:`circles.facilities.FileRead.record`), as ``facilities.files``.
+    across_border : list of dict, optional
+        Communities overlapping the area that it did not keep
+        (:data:`circles.areas.ACROSS_BORDER`), as ``area.communities_across_border``.
     """
     profiles = access.profiles
     slope_aware = elevation_m is not None
@@ -164,13 +169,18 @@ def study_summary(
     outside = detail.pop()
     doc["communities_detail"] = detail
     left_out = list(left_out if left_out is not None else table.attrs.get(LEFT_OUT, []))
+    n_out, n_nodes, halo = nodes_outside(
+        network, node_comm, area.boundary if area is not None else None
+    )
     doc["outside_communities"] = {
-        "nodes": outside["nodes"],
-        "share_of_nodes": round(outside["nodes"] / max(network.n_nodes, 1), 4),
+        "nodes": n_out,
+        "share_of_nodes": round(n_out / max(n_nodes, 1), 4),
         "street_km": outside["street_km"],
         "dropped_street_km": outside["dropped_street_km"],
         "communities_left_out": left_out,
     }
+    if halo is not None:
+        doc["outside_communities"]["nodes_in_area_halo"] = halo
     doc["warnings"] = drop_warnings(network, detail, doc["outside_communities"])
     for text in doc["warnings"]:
         logger.warning("%s", text)
@@ -185,7 +195,12 @@ def study_summary(
     if cycling is not None:
         doc["cycling"] = cycling
     if area_doc is not None:
-        doc["area"] = area_doc
+        doc["area"] = {
+            **area_doc,
+            "communities_across_border": list(
+                across_border if across_border is not None else table.attrs.get(ACROSS_BORDER, [])
+            ),
+        }
     if updates:
         doc["facility_updates"] = updates
     if facilities.datum:
@@ -237,6 +252,38 @@ def area_facilities(facilities: Any, entries: Any) -> dict[str, Any]:
         for i, n in zip(cut["facility_id"], cut["name"], strict=True)
     ]
     return doc
+
+
+def nodes_outside(
+    network: Any, node_comm: np.ndarray, boundary: Any
+) -> tuple[int, int, int | None]:
+    """Nodes outside every community, of how many, and how many are in the area's halo.
+
+    An area's run keeps a halo of network around its boundary (:mod:`circles.areas`)
+    whose nodes are outside the area's communities by design; only the nodes inside the
+    boundary count, so the warning names what the user can act on.
+
+    Parameters
+    ----------
+    network : WalkNetwork
+    node_comm : numpy.ndarray
+        The community of each node (-1: none).
+    boundary : shapely geometry, optional
+        The area's polygon (EPSG:4326); None: every node counts.
+
+    Returns
+    -------
+    outside : int
+        Nodes (inside the boundary) outside every community.
+    of : int
+        Nodes counted (inside the boundary).
+    halo : int or None
+        Nodes in the halo (None without a boundary).
+    """
+    if boundary is None:
+        return int((node_comm < 0).sum()), int(network.n_nodes), None
+    inside = nodes_inside(network, boundary)
+    return int(((node_comm < 0) & inside).sum()), int(inside.sum()), int((~inside).sum())
 
 
 def drop_warnings(network: Any, detail: list[dict[str, Any]], outside: dict[str, Any]) -> list[str]:

@@ -34,6 +34,18 @@ _EXACT: dict[str, str] = {
     "False": "否",
     "residents": "居民",
     "buildings": "建筑",
+    # life-circle checklists (circles.categories, circles.checklist)
+    "required": "应配建",
+    "recommended": "宜配建",
+    "verified": "已核实",
+    "unverified": "未核实",
+    "conflicting": "来源不一致",
+    "exact": "精确（按节点步行时间合并各类别）",
+    "lower bound (best single category; union needs node minutes)": (
+        "下限（取单一类别最大值；合并各类别需节点步行时间）"
+    ),
+    "no data": "无数据",
+    "(no residents: not evaluated)": "（无居民，未评估）",
 }
 
 _PATTERNS: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str]], ...] = (

@@ -281,3 +281,81 @@ def test_the_city_merge_holds_every_area_lock(tmp_path: Path) -> None:
         other.start()
         other.join()
         assert len(errors) == 1
+
+
+def test_a_community_on_a_shared_border_is_kept_once() -> None:
+    """Its representative point on the border two areas share: both areas keep it (was:
+    neither, a hole in the city's map); a community whose point falls in a gap between
+    two areas is listed by both as overlapping them."""
+    from circles.areas import ACROSS_BORDER, communities_in_area
+
+    west, east = shapely.box(0, 0, 1, 1), shapely.box(1, 0, 2, 1)
+    comm = gpd.GeoDataFrame(
+        {"community_id": ["w", "border", "e"], "name": ["W", "Border", "E"]},
+        geometry=[
+            shapely.box(0, 0, 0.5, 1),
+            shapely.box(0.5, 0, 1.5, 1),
+            shapely.box(1.5, 0, 2, 1),
+        ],
+        crs="EPSG:4326",
+    )
+    assert shapely.point_on_surface(comm.geometry[1]).equals(shapely.Point(1, 0.5))
+    w, e = communities_in_area(comm, west), communities_in_area(comm, east)
+    assert w["community_id"].tolist() == ["w", "border"]
+    assert e["community_id"].tolist() == ["border", "e"]
+    assert w.attrs[ACROSS_BORDER] == []
+    # a gap between the areas: the community's point is in neither
+    gap_east = shapely.box(1.2, 0, 2, 1)
+    gap = gpd.GeoDataFrame(
+        {"community_id": ["g"], "name": ["Gap"]},
+        geometry=[shapely.box(0.5, 0, 1.6, 1)],  # its point (1.05, 0.5) is in the gap
+        crs="EPSG:4326",
+    )
+    assert communities_in_area(gap, west).empty
+    assert communities_in_area(gap, gap_east).empty
+    (row,) = communities_in_area(gap, west).attrs[ACROSS_BORDER]
+    assert row["community_id"] == "g"
+    assert row["share_inside"] == pytest.approx(0.5 / 1.1, abs=1e-3)
+
+
+def test_city_merge_warns_of_communities_no_area_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from circles.citywide import write_city
+
+    cfg = config_from_dict(
+        {
+            "study": {"name": "two", "output_dir": str(tmp_path / "out")},
+            "network": {"source": HEL},
+            **QUIET,
+        },
+        base_dir=tmp_path,
+    )
+    gpkgs, csvs = {}, {}
+    for name, (cid, x) in {"west": ("w", 0.0), "east": ("e", 1.5)}.items():
+        gdf = gpd.GeoDataFrame(
+            {"community_id": [cid], "name": [cid.upper()], "fitness_share_15": [1.0]},
+            geometry=[shapely.box(x, 0, x + 0.5, 1)],
+            crs="EPSG:4326",
+        )
+        gpkgs[name] = tmp_path / f"{name}.gpkg"
+        gdf.to_file(gpkgs[name], layer="communities", driver="GPKG", engine="pyogrio")
+        csvs[name] = tmp_path / f"{name}.csv"
+        pd.DataFrame({"community_id": [cid], "category": ["fitness"]}).to_csv(csvs[name])
+    gap = {"community_id": "g", "name": "Gap", "share_inside": 0.45}
+    touching = {"community_id": "n", "name": "Neighbour", "share_inside": 0.01}
+    with caplog.at_level("WARNING", logger="circles.citywide"):
+        write_city(
+            cfg,
+            gpkgs,
+            csvs,
+            categories=["fitness"],
+            labels={},
+            across={"west": [gap, touching], "east": [gap, {**gap, "community_id": "w"}]},
+        )
+    text = " ".join(r.getMessage() for r in caplog.records)
+    assert "1 communities are in no area and missing from the city's layer" in text
+    assert "Gap" in text
+    assert "Neighbour" not in text  # 1 % inside: a neighbour of the city, not lost
+    comm = pyogrio.read_dataframe(cfg.study_dir / "city" / "circles.gpkg", layer="communities")
+    assert sorted(comm["community_id"]) == ["e", "w"]

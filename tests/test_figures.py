@@ -171,3 +171,181 @@ def test_unchanged_figures_are_kept(helsinki):
     assert [k for k in again.manifest["outputs_changed"] if k.startswith("figure:")] == []
     after = {k: Path(p).stat().st_mtime_ns for k, p in again.outputs.items() if "figure:" in k}
     assert after == before
+
+
+def _regular_only_font(fig, folder: Path) -> Path | None:
+    """A CJK font with a regular face only: the PyPI font of ``circles[cjk]`` when it is
+    installed, else a subset of the system's CJK font (the characters ``fig`` draws)
+    under a family name of its own, which has no bold face."""
+    try:
+        import pylopdf_fonts_zh_cn
+
+        return Path(pylopdf_fonts_zh_cn.sans_path())
+    except ImportError:
+        pass
+    font = fonts.find_cjk_font()
+    if font is None:
+        return None
+    from fontTools import subset
+    from fontTools.ttLib import TTFont
+    from matplotlib.text import Text
+
+    chars = {c for t in fig.findobj(Text) for c in t.get_text()} | set(fonts.PROBE)
+    tt = TTFont(font.path, fontNumber=font.index)
+    sub = subset.Subsetter(subset.Options())
+    sub.populate(text="".join(sorted(chars)))
+    sub.subset(tt)
+    for rec in tt["name"].names:
+        if rec.nameID in (1, 4, 16):
+            rec.string = "Circles Regular Only"
+        elif rec.nameID == 6:
+            rec.string = "CirclesRegularOnly"
+    out = folder / "regular_only.otf"
+    tt.save(str(out))
+    return out
+
+
+@pytest.mark.slow
+def test_a_cjk_font_without_bold_draws_without_findfont_warnings(
+    helsinki, tmp_path, monkeypatch, caplog
+):
+    from circles.figures import has_bold
+
+    def draw():
+        return category_figure(
+            helsinki.communities,
+            helsinki.edges,
+            helsinki.facilities,
+            category="elderly_canteen",
+            text=_text(helsinki, "elderly_canteen", "zh"),
+            crs=helsinki.network.crs,
+            lang="zh",
+        )
+
+    if fonts.find_cjk_font() is None:
+        pytest.skip(fonts.NO_CJK_FONT)
+    path = _regular_only_font(draw(), tmp_path)
+    if path is None:
+        pytest.skip("no CJK font without a bold face (pip install 'circles[cjk]')")
+    monkeypatch.setenv("CIRCLES_CJK_FONT", str(path))
+    fonts._find.cache_clear()
+    try:
+        found = fonts.find_cjk_font()
+        assert found is not None
+        with _fonts("zh") as bold:
+            assert not has_bold(found.family)
+            assert bold == "normal"
+        with caplog.at_level("WARNING", logger="matplotlib.font_manager"):
+            fig = draw()
+            save_figure(fig, tmp_path / "zh.png", dpi=30)
+        assert not [r for r in caplog.records if "weight" in r.getMessage()]
+        (title,) = _by_gid(fig, GIDS["title"])
+        assert title.get_fontweight() == "normal"
+    finally:
+        fonts._find.cache_clear()
+    # a font with a bold face keeps its bold titles
+    with _fonts("en") as bold:
+        assert bold == "bold"
+
+
+def _pbf_with_timestamp(path: Path, stamp: int | None) -> Path:
+    """A PBF file holding only a header block (osmosis_replication_timestamp ``stamp``)."""
+    import struct
+    import zlib
+
+    def varint(n: int) -> bytes:
+        out = b""
+        while True:
+            b, n = n & 0x7F, n >> 7
+            out += bytes([b | (0x80 if n else 0)])
+            if not n:
+                return out
+
+    def field(number: int, value: int | bytes) -> bytes:
+        if isinstance(value, int):
+            return varint(number << 3) + varint(value)
+        return varint(number << 3 | 2) + varint(len(value)) + value
+
+    header = field(4, b"OsmSchema-V0.6") + field(16, b"test")
+    if stamp is not None:
+        header += field(32, stamp)
+    blob = field(2, len(header)) + field(3, zlib.compress(header))
+    blob_header = field(1, b"OSMHeader") + field(3, len(blob))
+    path.write_bytes(struct.pack(">I", len(blob_header)) + blob_header + blob)
+    return path
+
+
+def test_source_date_reads_the_extract_timestamp(tmp_path):
+    import bz2
+    import os
+
+    from circles.sources import source_date
+
+    stamp = 1438031641  # 2015-07-27T21:14:01Z, the shared Liechtenstein extract's
+    assert source_date(_pbf_with_timestamp(tmp_path / "a.osm.pbf", stamp)) == (
+        "2015-07-27",
+        "extract",
+    )
+    bare = _pbf_with_timestamp(tmp_path / "b.osm.pbf", None)
+    os.utime(bare, (1700000000, 1700000000))  # 2023-11-14
+    assert source_date(bare) == ("2023-11-14", "file")
+    xml = tmp_path / "c.osm.bz2"
+    xml.write_bytes(
+        bz2.compress(b'<?xml version="1.0"?>\n<osm version="0.6" timestamp="2024-05-01T20:00:00Z">')
+    )
+    assert source_date(xml) == ("2024-05-01", "extract")
+    assert source_date(tmp_path / "missing.pbf") is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("lang", "kind", "words"),
+    [
+        ("en", "extract", "© OpenStreetMap contributors (ODbL 1.0), extract of 2015-07-27"),
+        ("zh", "extract", "© OpenStreetMap 贡献者（ODbL 1.0），数据截至2015-07-27"),
+        ("en", "file", "(ODbL 1.0), input file modified 2015-07-27"),
+        ("zh", "file", "（ODbL 1.0），输入文件修改日期2015-07-27"),
+    ],
+)
+def test_the_source_line_dates_the_data(helsinki, lang, kind, words):
+    from dataclasses import replace
+
+    if lang == "zh" and fonts.find_cjk_font() is None:
+        pytest.skip(fonts.NO_CJK_FONT)
+    text = replace(_text(helsinki, "fitness", lang), data_date=("2015-07-27", kind))
+    fig = category_figure(
+        helsinki.communities,
+        helsinki.edges,
+        helsinki.facilities,
+        category="fitness",
+        text=text,
+        crs=helsinki.network.crs,
+        lang=lang,
+    )
+    (source,) = _by_gid(fig, GIDS["source"])
+    assert words in source.get_text()
+    assert "2025-06-01" in source.get_text()  # and the run's date
+
+
+def test_figures_once_made_are_kept_current(tmp_path):
+    """After `circles figures`, later runs redraw the figures with the settings they were
+    made with (like the report), so the figures on disk show the run the manifest
+    records; with the figures folder removed, runs stop making them."""
+    from dataclasses import replace
+
+    from circles.config import default_config
+    from circles.figures import figure_setting
+
+    cfg = default_config()
+    cfg = replace(cfg, study=replace(cfg.study, maps_dir=str(tmp_path)))
+    assert not cfg.figures.enabled
+    prev = {"figures": {"formats": ["png"], "dpi": 300, "categories": []}}
+    folder = tmp_path / cfg.study.name / "figures"
+    folder.mkdir(parents=True)
+    (folder / "park.png").write_bytes(b"png")
+    assert figure_setting(cfg, prev) == prev["figures"]
+    assert figure_setting(cfg, {}) is None
+    (folder / "park.png").unlink()
+    assert figure_setting(cfg, prev) is None  # the planner removed them
+    on = replace(cfg, figures=replace(cfg.figures, enabled=True, dpi=150))
+    assert figure_setting(on, {})["dpi"] == 150

@@ -851,3 +851,34 @@ def test_browser_draws_the_park_footprint_with_its_category(tmp_path):
     assert fill == CATEGORY_COLOURS[CATS.index("fitness")]  # in its category's colour
     assert canteen == 0
     assert errors == []
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+def test_browser_scale_in_the_pages_words_and_osm_credited_without_tiles(tmp_path, lang):
+    """The scale bar reads 米 / 千米 in Chinese (Leaflet's own is 'm' / 'km'), and with the
+    base map off the attribution still credits OpenStreetMap for the data."""
+    m = coverage_map(
+        make_communities(),
+        make_facilities(),
+        categories=CATS,
+        labels=LABELS,
+        tiles=False,
+        lang=lang,
+    )
+    page_path = save_map(m, tmp_path / f"coverage_{lang}.html")
+    with open_page(page_path) as (page, errors, _):
+        scale = page.locator(".leaflet-control-scale-line").all_inner_texts()
+        attribution = page.locator(".leaflet-control-attribution").inner_text()
+        # zoomed out, the scale crosses 1000 m: its kilometres in the page's words too
+        page.evaluate(
+            "() => { const m = Object.values(window).find(v => v instanceof L.Map);"
+            " m.setZoom(m.getZoom() - 4, {animate: false}); }"
+        )
+        page.wait_for_timeout(200)
+        far = page.locator(".leaflet-control-scale-line").all_inner_texts()
+    assert len(scale) == 1
+    unit, km = ("米", "千米") if lang == "zh" else ("m", "km")
+    assert re.fullmatch(rf"\d+ ({unit}|{km})", scale[0].strip()), scale
+    assert re.fullmatch(rf"[\d.]+ {km}", far[0].strip()), far
+    assert "© OpenStreetMap contributors" in attribution
+    assert errors == []

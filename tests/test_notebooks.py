@@ -11,6 +11,7 @@ nothing heavy when ``../shared/data`` is absent.
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import sys
@@ -38,6 +39,31 @@ ALL = sorted(NOTEBOOKS.glob("*.ipynb"))
 #: Appended to the in-memory copy of each notebook (never to the file): proves the
 #: kernel ran this interpreter.
 PROBE = "import sys\nprint('PROBE', sys.prefix, sys.executable)"
+
+
+#: A script or stylesheet loaded from the web (also inside an ``<iframe srcdoc>``, once
+#: unescaped): ``<script src="https://…">``, ``<link href="//…">``, ``@import url(http…)``.
+_REMOTE_ASSET = re.compile(
+    r"""<script\b[^>]*\bsrc\s*=\s*\\?["']?\s*(?:https?:)?//[^"'\s>]*"""
+    r"""|<link\b[^>]*\bhref\s*=\s*\\?["']?\s*(?:https?:)?//[^"'\s>]*"""
+    r"""|@import\s+(?:url\(\s*)?["']?\s*(?:https?:)?//[^"'\s)]*""",
+    re.IGNORECASE,
+)
+
+
+def remote_assets(page: str) -> list[str]:
+    """The web scripts and stylesheets ``page`` (notebook output HTML) would load."""
+    return _REMOTE_ASSET.findall(html.unescape(page))
+
+
+def test_remote_assets_are_found():
+    cdn = '<script src="https://cdn.jsdelivr.net/npm/leaflet@1.9.3/dist/leaflet.js"></script>'
+    assert remote_assets(cdn)
+    assert remote_assets(f'<iframe srcdoc="{html.escape(cdn)}"></iframe>')
+    assert remote_assets('<link rel="stylesheet" href="//cdn.example.org/a.css"/>')
+    assert remote_assets("<style>@import url('https://fonts.example.org/x.css');</style>")
+    assert not remote_assets('<script>var L = {};</script><a href="https://www.openstreetmap.org">')
+    assert not remote_assets('<img src="data:image/png;base64,AAAA">')
 
 
 def test_expected_notebooks_exist():
@@ -147,14 +173,16 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
     assert f"data/processed/{study}/circles.gpkg" in written, written
     mine = (f"maps/{study}/", f"data/processed/{study}/")
     assert all(w.startswith(mine) for w in written), "only this study's outputs"
-    html = [
-        o
+    pages = [
+        o["data"]["text/html"]
         for c in nb.cells
         if c.cell_type == "code"
         for o in c.outputs
-        if "text/html" in o.get("data", {}) and "leaflet" in o["data"]["text/html"].lower()
+        if "text/html" in o.get("data", {})
     ]
-    assert html, "no inline map was displayed"
+    assert [p for p in pages if "leaflet" in p.lower()], "no inline map was displayed"
+    for page in pages:  # offline: no script or stylesheet from the web (a CDN's Leaflet)
+        assert not remote_assets(page), (path.name, remote_assets(page)[:3])
     if path.name.startswith("05"):
         assert "scenario coverage == predicted coverage" in text
         assert f"data/processed/{study}/compare/three_canteens/compare.csv" in written

@@ -39,7 +39,10 @@ VADUZ = (9.5215, 47.1395)
 @pytest.mark.slow
 @pytest.mark.shared_data
 def test_liechtenstein_run(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.chdir(tmp_path)  # anything written relative to the working folder stays here
     pyogrio = pytest.importorskip("pyogrio")
@@ -79,13 +82,18 @@ category = "elderly_canteen"
         encoding="utf-8",
     )
     assert main(["run", str(toml)]) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     last = printed.strip().splitlines()
     names_line = next(line for line in last if line.startswith("communities: Triesen") or
                       (line.startswith("communities: ") and "," in line))  # fmt: skip
     listed = [n.strip() for n in names_line.removeprefix("communities: ").split(",")]
     assert sorted(listed) == MUNICIPALITIES
     assert "Fläsch" not in printed  # the Swiss municipality in the extract is left out
+    # ... and the warning names it in words, not as a Python list
+    said = captured.err + caplog.text
+    assert "communities outside 'Liechtenstein' left out: Fläsch" in said
+    assert "['Fläsch']" not in said
     assert "communities: 11 (OSM boundary admin_level=8)" in printed
     assert "rejected planner rows: 1" in printed
 

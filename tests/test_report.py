@@ -315,3 +315,118 @@ def test_report_has_the_robustness_flags(tmp_path: Path, lang: str) -> None:
         lang=lang,
     )
     assert "robustness_csv" not in plain
+
+
+#: English words circles writes as values; none may be left in a Chinese report.
+_ENGLISH_VALUES = {
+    "required",
+    "recommended",
+    "verified",
+    "unverified",
+    "conflicting",
+    "exact",
+    "no data",
+    "yes",
+    "no",
+    "true",
+    "false",
+    "urban",
+    "rural",
+}
+
+
+def _english_cell(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    text = value.strip().lower()
+    return text in _ENGLISH_VALUES or "no data" in text or "lower bound" in text
+
+
+def test_chinese_report_with_a_checklist_is_chinese_throughout(tmp_path: Path) -> None:
+    """The Yuxi case: a checklist profile; every header of every sheet and CSV is Chinese
+    and no cell holds one of circles' English value words."""
+    from openpyxl import load_workbook
+
+    from circles.categories import load_profile
+
+    paths = write_report(
+        {"communities": _table(), "facilities": _facilities(), "categories": CATS},
+        tmp_path,
+        lang="zh",
+        profile=load_profile("china_life_circle"),
+    )
+    cjk = re.compile(r"[\u4e00-\u9fff]")
+    wb = load_workbook(paths["indicators_xlsx"])
+    assert {"生活圈清单", "清单项目"} <= set(wb.sheetnames)
+    for ws in wb.worksheets:
+        headers = [c.value for c in ws[1]]
+        english = [h for h in headers if not cjk.search(str(h))]
+        assert not english, (ws.title, english)
+        cells = [v for row in ws.iter_rows(min_row=3, values_only=True) for v in row]
+        left = sorted({str(v) for v in cells if _english_cell(v)})
+        assert not left, (ws.title, left)
+    items = wb["清单项目"]
+    headers = [c.value for c in items[1]]
+    assert "配建要求" in headers
+    assert "5分钟可达居民比例（%）" in headers
+    col = headers.index("配建要求") + 1
+    assert {items.cell(row=r, column=col).value for r in range(3, 10)} <= {"应配建", "宜配建"}
+    chk = [c.value for c in wb["生活圈清单"][1]]
+    assert "幼儿园、托儿所：满足的最小层级（分钟）" in chk  # named by the item's label
+    for key in ("indicators_csv", "ledger_csv", "summary_csv", "checklist_csv"):
+        csv = pd.read_csv(paths[key], encoding="utf-8-sig")
+        english = [h for h in csv.columns if not cjk.search(str(h))]
+        assert not english, (key, english)
+    csv = pd.read_csv(paths["checklist_items_csv"], encoding="utf-8-sig", dtype=str)
+    assert all(cjk.search(h) for h in csv.columns), list(csv.columns)
+    left = sorted({v for v in csv.to_numpy().ravel() if _english_cell(v)})
+    assert not left, left
+
+
+def test_chinese_csvs_hold_percentages_and_rounded_minutes(tmp_path: Path) -> None:
+    """A "（%）" CSV column holds 0-100 with one decimal, minutes one decimal (as the XLSX
+    shows them); the English CSVs keep the raw fractions for scripts."""
+    t = _table()
+    t["fitness_median_min"] = [5.206404230494017, 7.26, 12.0, np.nan]
+    tabs = {"communities": t, "facilities": _facilities(), "categories": CATS}
+    zh = write_report(tabs, tmp_path / "zh", lang="zh")
+    ledger = pd.read_csv(zh["ledger_csv"], encoding="utf-8-sig")
+    fit = ledger[ledger["设施类别"] == "fitness"].reset_index(drop=True)
+    assert fit["15分钟可达居民比例（%）"].tolist()[:3] == [100.0, 80.0, 79.0]
+    assert fit["步行时间中位数（分钟）"].tolist()[:3] == [5.2, 7.3, 12.0]
+    summary = pd.read_csv(zh["summary_csv"], encoding="utf-8-sig")
+    reached = summary["达标社区比例（%）"].dropna()
+    assert reached.between(0, 100).all()
+    assert reached.max() > 1  # percentages, not fractions
+    assert (reached.round(1) == reached).all()
+    assert summary["15分钟可达居民比例（%）"].max() > 1
+    en = write_report(tabs, tmp_path / "en", lang="en")
+    raw = pd.read_csv(en["ledger_csv"], encoding="utf-8-sig")
+    assert raw.loc[raw["category"] == "fitness", "share_15"].max() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+def test_report_html_has_the_problem_ledger(tmp_path: Path, lang: str) -> None:
+    """report.html holds the 问题台账 with the XLSX sheet's columns (Chinese under zh)."""
+    from openpyxl import load_workbook
+
+    paths = write_report(
+        {"communities": _table(), "facilities": _facilities(), "categories": CATS},
+        tmp_path,
+        lang=lang,
+    )
+    page = paths["report_html"].read_text(encoding="utf-8")
+    heading = "问题台账" if lang == "zh" else "Problem ledger"
+    assert f"<h2>{heading}</h2>" in page
+    ledger_html = page.split(f"<h2>{heading}</h2>", 1)[1].split("</table>", 1)[0]
+    sheet = load_workbook(paths["indicators_xlsx"])[
+        "问题台账" if lang == "zh" else "problem ledger"
+    ]
+    headers = [str(c.value) for c in sheet[1]]
+    assert re.findall(r"<th>(.*?)</th>", ledger_html) == [html.escape(h) for h in headers]
+    shown = [c for c in CATS if f"{c}_share_15" in _table()]  # categories with coverage
+    assert ledger_html.count("<tr>") == 1 + 4 * len(shown)  # header + communities x categories
+    if lang == "zh":
+        assert "15分钟可达居民比例（%）" in headers
+        assert "<td>是</td>" in ledger_html  # flagged, in Chinese
+        assert "<td>90.0%</td>" in ledger_html  # c1's canteen share, formatted

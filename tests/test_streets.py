@@ -214,3 +214,51 @@ def test_helsinki_pieces_lie_between_their_ends_and_keep_one_level(helsinki_net)
     assert np.all(cls == want[:, None])
     # more pieces than segments: levels are crossed inside segments
     assert len(pieces) > net.n_edges
+
+
+@pytest.mark.slow
+def test_written_edges_layer_agrees_with_the_nodes_layer(helsinki_zh_run):
+    """The GeoPackage read back: every piece's ends are nodes of the ``nodes`` layer, the
+    pieces of a segment tile it from 0 to 1, and a piece's mean minutes lie within the
+    walk along the segment of either end's minutes (|mean - T_u| <= mid * c and
+    |mean - T_v| <= (1 - mid) * c below, one of them above, c the segment's walk)."""
+    pyogrio = pytest.importorskip("pyogrio")
+    res = helsinki_zh_run
+    gpkg = res.outputs["gpkg"]
+    edges = pyogrio.read_dataframe(gpkg, layer="edges", read_geometry=False)
+    nodes = pyogrio.read_dataframe(gpkg, layer="nodes", read_geometry=False)
+    assert not res.summary["slope_aware"]  # flat walking: a segment's walk is length / speed
+    assert len(edges) >= res.network.n_edges
+    by_id = nodes.set_index("node_id")
+    assert edges["u_node"].isin(by_id.index).all()
+    assert edges["v_node"].isin(by_id.index).all()
+    # pieces tile their segment
+    e = edges.sort_values(["edge", "from_frac"])
+    first = e.groupby("edge")["from_frac"].first()
+    last = e.groupby("edge")["to_frac"].last()
+    assert np.allclose(first, 0.0)
+    assert np.allclose(last, 1.0)
+    nxt = e.groupby("edge")["from_frac"].shift(-1)
+    gap = (nxt - e["to_frac"]).dropna()
+    assert np.allclose(gap, 0.0, atol=1e-9)
+    span = (e["to_frac"] - e["from_frac"]).to_numpy()
+    ok = span > 1e-9
+    full_m = np.where(ok, e["length_m"].to_numpy() / np.where(ok, span, 1.0), np.nan)
+    mid = 0.5 * (e["from_frac"] + e["to_frac"]).to_numpy()
+    checked = 0
+    for cat in res.categories:
+        prof = res.summary["walking_profiles"][cat]
+        c_min = full_m * float(prof["steps_factor"]) / float(prof["speed_m_s"]) / 60.0
+        mean = e[f"{cat}_min"].to_numpy(float)
+        tu = by_id.loc[e["u_node"], f"{cat}_min"].to_numpy(float)
+        tv = by_id.loc[e["v_node"], f"{cat}_min"].to_numpy(float)
+        sel = ok & np.isfinite(mean) & np.isfinite(tu) & np.isfinite(tv)
+        if not sel.any():
+            continue
+        m, u, v, c, f = mean[sel], tu[sel], tv[sel], c_min[sel], mid[sel]
+        tol = 1e-4
+        assert (m >= u - f * c - tol).all(), cat  # u reaches a facility through the piece
+        assert (m >= v - (1 - f) * c - tol).all(), cat
+        assert (m <= np.maximum(u + f * c, v + (1 - f) * c) + tol).all(), cat  # and back
+        checked += int(sel.sum())
+    assert checked > 1000

@@ -79,3 +79,22 @@ def test_drop_warnings_name_the_communities() -> None:
     detail = network_report(whole, comm, assign_nodes(whole, comm))
     assert drop_warnings(whole, detail[:-1], quiet) == []
     assert np.isclose(sum(d["street_km"] for d in detail), 0.1, atol=1e-3)
+
+
+def test_an_areas_halo_is_not_counted_outside_its_communities() -> None:
+    """An area run: node 6 (500 m) lies in the halo beyond the area's boundary; it is
+    outside every community by design and no warning names it."""
+    from circles.summary import nodes_outside
+
+    net, comm = town()
+    node_comm = assign_nodes(net, comm)
+    assert nodes_outside(net, node_comm, None) == (1, net.n_nodes, None)
+    boundary = shapely.Polygon([xy(-10, -20), xy(410, -20), xy(410, 80), xy(-10, 80)])
+    out, of, halo = nodes_outside(net, node_comm, boundary)
+    assert (out, of, halo) == (0, net.n_nodes - 1, 1)
+    report = network_report(net, comm, node_comm)
+    outside = {"nodes": out, "share_of_nodes": out / of, "communities_left_out": []}
+    assert not [w for w in drop_warnings(net, report[:-1], outside) if "outside every" in w]
+    # a node inside the boundary but in no community still counts
+    wider = shapely.Polygon([xy(-10, -20), xy(600, -20), xy(600, 80), xy(-10, 80)])
+    assert nodes_outside(net, node_comm, wider) == (1, net.n_nodes, 0)
