@@ -59,6 +59,7 @@ import pandas as pd
 from circles import io
 from circles import report_tables as tables
 from circles._errors import ConfigError, InputDataError
+from circles.report_tables import write_xlsx_atomic
 from circles.settings import FLAG_THRESHOLD_SHARE
 
 __all__ = [
@@ -621,33 +622,6 @@ def indicator_table(
 
 
 # --------------------------------------------------------------------------- writing
-
-
-def write_xlsx_atomic(
-    sheets: Mapping[str, pd.DataFrame],
-    path: str | os.PathLike[str],
-    *,
-    layouts: Mapping[str, Any] | None = None,
-) -> Path:
-    """Write several sheets into one XLSX file atomically (temp file, then rename).
-
-    ``layouts`` maps a sheet name to its :class:`circles.report_tables.SheetLayout`
-    (number formats, widths, a frozen header and a hidden row of English column ids).
-    """
-    tmp, final = io.atomic_path(path)
-    try:
-        with pd.ExcelWriter(tmp, engine="openpyxl") as writer:
-            for name, df in sheets.items():
-                layout = (layouts or {}).get(name)
-                if layout is None:
-                    df.to_excel(writer, sheet_name=name[:31], index=False)
-                else:
-                    tables.write_laid_out(writer, name[:31], df, layout)
-                io.neutralise_sheet(writer.sheets[name[:31]])  # text cells, never formulas
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return final
 
 
 _CSS: Final = """

@@ -26,14 +26,17 @@ Chinese planning office files:
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from circles import io
 from circles.vocabulary import value_zh
 
 __all__ = [
@@ -50,6 +53,7 @@ __all__ = [
     "robustness_tables",
     "text_zh",
     "write_laid_out",
+    "write_xlsx_atomic",
 ]
 
 #: Number formats (Excel) by kind of value.
@@ -814,3 +818,30 @@ def note_zh(note: str) -> str:
         if hit is not None:
             return repl(hit)
     return note
+
+
+def write_xlsx_atomic(
+    sheets: Mapping[str, pd.DataFrame],
+    path: str | os.PathLike[str],
+    *,
+    layouts: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write several sheets into one XLSX file atomically (temp file, then rename).
+
+    ``layouts`` maps a sheet name to its :class:`SheetLayout`
+    (number formats, widths, a frozen header and a hidden row of English column ids).
+    """
+    tmp, final = io.atomic_path(path)
+    try:
+        with pd.ExcelWriter(tmp, engine="openpyxl") as writer:
+            for name, df in sheets.items():
+                layout = (layouts or {}).get(name)
+                if layout is None:
+                    df.to_excel(writer, sheet_name=name[:31], index=False)
+                else:
+                    write_laid_out(writer, name[:31], df, layout)
+                io.neutralise_sheet(writer.sheets[name[:31]])  # text cells, never formulas
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return final
