@@ -246,10 +246,15 @@ class Area:
         Its polygon (EPSG:4326); None: the whole of its own source.
     doc : dict
         The ``area`` section of ``summary.json`` (name, boundary hash, halo).
+    whole : Keyed, optional
+        The source's whole walking network, before the area was cut from it: hexagon
+        communities are laid over it, so every area of a study shares one grid (the same
+        hexagon has the same id in every area, and the city merge keeps it once).
     """
 
     boundary: Any
     doc: dict[str, Any]
+    whole: Keyed[WalkNetwork] | None = None
 
 
 def study_area(
@@ -269,4 +274,4 @@ def study_area(
     halo = halo_m(cfg) if area.halo_m is None else float(area.halo_m)
     net, doc = area_network(network, boundary, area=area, halo_m=halo, store=ctx.store)
     ctx.say(f"area {area.name!r}: boundary plus a {halo:.0f} m halo ({doc['halo_source']})")
-    return net, Area(boundary, doc)
+    return net, Area(boundary, doc, whole=network)

@@ -569,10 +569,14 @@ def study_communities(
         ]
     ctx.say("reading communities")
 
+    # hexagons are laid over the source's whole network: one grid for every area
+    grid = area.whole if area is not None and area.whole is not None else network
+    laid = grid if c.source == "hexagons" else network
+
     def compute() -> gpd.GeoDataFrame:
         out = load_communities(
             c,
-            network.value,
+            laid.value,
             source,
             base_dir=base_dir,
             speed_m_s=walk.resolved_speed_m_s,
@@ -584,6 +588,7 @@ def study_communities(
         "communities",
         [
             network.key,
+            laid.key,
             src_sha,
             asdict(c),
             files,

@@ -359,3 +359,37 @@ def test_city_merge_warns_of_communities_no_area_kept(
     assert "Neighbour" not in text  # 1 % inside: a neighbour of the city, not lost
     comm = pyogrio.read_dataframe(cfg.study_dir / "city" / "circles.gpkg", layer="communities")
     assert sorted(comm["community_id"]) == ["e", "w"]
+
+
+@pytest.mark.slow
+def test_hexagon_areas_share_one_grid(tmp_path: Path) -> None:
+    """With `source = "hexagons"` and [[areas]], every area lays the same grid over the
+    source's whole network: a hexagon has one id and one outline in every area, so the
+    areas together hold exactly the whole study's hexagons, each once (before, each
+    area laid its own grid over its own clipped network and reused the same ids for
+    other places, and the city merge dropped them as duplicates)."""
+    _, west, east = _split_helsinki(tmp_path)
+    base = {
+        "network": {"source": HEL},
+        "communities": {"source": "hexagons"},
+        **QUIET,
+    }
+    whole = run(config_from_dict(base), write=False).communities
+    # a short halo: each area's network is well short of the whole one
+    areas = [
+        {"name": "west", "boundary": str(west), "halo_m": 100.0},
+        {"name": "east", "boundary": str(east), "halo_m": 100.0},
+    ]
+    cfg = config_from_dict(
+        {**base, "study": {"name": "hex", "output_dir": str(tmp_path / "o")}, "areas": areas},
+        base_dir=tmp_path,
+    )
+    parts = [run(cfg, area=n, write=False).communities for n in ("west", "east")]
+    got = pd.concat(parts, ignore_index=True).drop_duplicates("community_id")
+    assert sorted(got["community_id"]) == sorted(whole["community_id"])
+    by_id = whole.set_index("community_id").geometry
+    for part in parts:
+        same = shapely.equals_exact(
+            part.geometry.to_numpy(), by_id.loc[part["community_id"]].to_numpy(), 1e-9
+        )
+        assert same.all()
