@@ -389,10 +389,8 @@ def _degrees_like(gdf: gpd.GeoDataFrame) -> bool:
     return bool(inside.mean() > 0.5)
 
 
-def swapped_error(
-    x: Any, y: Any, *, area: shapely.Geometry | None, source: str, fix: str
-) -> InputDataError | None:
-    """The error for a file whose longitudes and latitudes are swapped throughout, or None.
+def check_swapped(x: Any, y: Any, *, area: shapely.Geometry | None, source: str, fix: str) -> None:
+    """Stop on a file whose longitudes and latitudes are swapped throughout.
 
     They are when fewer than half of the points are usable as read and more than half
     would be read the other way round: usable means longitude within ±180 and latitude
@@ -408,12 +406,18 @@ def swapped_error(
         The file, for the message.
     fix : str
         How to read the file the right way round.
+
+    Raises
+    ------
+    InputDataError
+        The coordinates are swapped: how many points are unusable as read, how many
+        would be usable swapped, and ``fix``.
     """
     x, y = np.asarray(x, float), np.asarray(y, float)
     ok = np.isfinite(x) & np.isfinite(y)
     x, y = x[ok], y[ok]
     if not x.size:
-        return None
+        return
 
     def usable(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
         u = (np.abs(lon) <= 180) & (np.abs(lat) <= 90)
@@ -423,9 +427,9 @@ def swapped_error(
 
     as_read, swapped = usable(x, y), usable(y, x)
     if not swapped.mean() > 0.5 > as_read.mean():
-        return None
+        return
     where = " inside the study area" if area is not None else ""
-    return InputDataError(
+    raise InputDataError(
         f"{source}: longitude and latitude look swapped: {int((~as_read).sum())} of {x.size} "
         f"points are not valid longitude/latitude{where} as read, and {int(swapped.sum())} "
         f"would be with the two coordinates swapped; {fix}"
@@ -439,9 +443,8 @@ SPATIAL_SWAP_FIX = (
 )
 
 
-def _rep_xy(gdf: gpd.GeoDataFrame) -> tuple[np.ndarray, np.ndarray]:
+def _rep_xy(g: gpd.GeoSeries) -> tuple[np.ndarray, np.ndarray]:
     """x and y of a point on each geometry (NaN for missing or empty ones)."""
-    g = gdf.geometry
     ok = ~(g.isna() | g.is_empty).to_numpy()
     x, y = np.full(len(g), np.nan), np.full(len(g), np.nan)
     rp = g[ok].representative_point()
@@ -479,7 +482,7 @@ def spatial_crs(
     InputDataError
         The file has no CRS and its coordinates are not degrees; or its CRS and the
         ``crs`` option disagree; or its coordinates are not degrees in a geographic CRS;
-        or they are degrees with longitude and latitude swapped (:func:`swapped_error`).
+        or they are degrees with longitude and latitude swapped (:func:`check_swapped`).
     ConfigError
         The ``crs`` option is not a CRS.
     """
@@ -492,9 +495,7 @@ def spatial_crs(
     geojson = Path(path).suffix.lower() in {".geojson", ".json"}
     if gdf.crs is None or (given and geojson and gdf.crs == CRS.from_user_input(WGS84)):
         if not given and not _degrees_like(gdf):
-            swapped = swapped_error(*_rep_xy(gdf), area=area, source=path, fix=SPATIAL_SWAP_FIX)
-            if swapped is not None:
-                raise swapped
+            check_swapped(*_rep_xy(gdf.geometry), area=area, source=path, fix=SPATIAL_SWAP_FIX)
             prj = " (no .prj beside it)" if Path(path).suffix.lower() == ".shp" else ""
             raise InputDataError(
                 f"{path}: the file has no CRS{prj} and its coordinates are not degrees "
@@ -511,9 +512,7 @@ def spatial_crs(
             f"{spec.crs!r}; remove the crs option or fix the file"
         )
     if own.is_geographic and not _degrees_like(gdf):
-        swapped = swapped_error(*_rep_xy(gdf), area=area, source=path, fix=SPATIAL_SWAP_FIX)
-        if swapped is not None:
-            raise swapped
+        check_swapped(*_rep_xy(gdf.geometry), area=area, source=path, fix=SPATIAL_SWAP_FIX)
         raise InputDataError(
             f"{path}: its CRS {own.to_string()} is in degrees but most coordinates are "
             'not (they look projected); fix the file\'s CRS or set crs = "EPSG:xxxx"'
@@ -687,7 +686,7 @@ def _point_geometry(
     area: shapely.Geometry | None = None,
 ) -> tuple[np.ndarray, str]:
     """Points of a table's coordinate columns (EPSG:4326), rejecting unusable rows (a
-    file whose columns are swapped throughout is an error: :func:`swapped_error`)."""
+    file whose columns are swapped throughout is an error: :func:`check_swapped`)."""
     src = str(spec.path)
     try:
         crs = CRS.from_user_input(spec.crs)
@@ -708,9 +707,7 @@ def _point_geometry(
             f"set lon_column = {lat_c!r} and lat_column = {lon_c!r} in its "
             "[[facilities.files]] entry, or swap the two columns in the file"
         )
-        swapped = swapped_error(xn[good], yn[good], area=area, source=src, fix=fix)
-        if swapped is not None:
-            raise swapped
+        check_swapped(xn[good], yn[good], area=area, source=src, fix=fix)
         far = ((xn.abs() > 180) | (yn.abs() > 90))[good]
         if far.mean() > 0.5:
             raise InputDataError(
@@ -794,14 +791,10 @@ def read_planner_file(
     if spatial:
         geom = raw.geometry.to_crs(WGS84).reset_index(drop=True)
         reject(geom.isna() | geom.is_empty, "missing geometry")
-        lon = pd.Series(np.nan, index=df.index)
-        lat = pd.Series(np.nan, index=df.index)
         ok = ~(geom.isna() | geom.is_empty)
-        rp = geom[ok].representative_point()
-        lon[ok], lat[ok] = rp.x, rp.y
-        swapped = swapped_error(lon, lat, area=area, source=src, fix=SPATIAL_SWAP_FIX)
-        if swapped is not None:
-            raise swapped
+        x, y = _rep_xy(geom)
+        lon, lat = pd.Series(x, index=df.index), pd.Series(y, index=df.index)
+        check_swapped(x, y, area=area, source=src, fix=SPATIAL_SWAP_FIX)
         why = _out_of_range(lon, lat)
         reject(ok & (why != ""), why)
         geoms = geom.to_numpy()
