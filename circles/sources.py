@@ -147,44 +147,6 @@ def study_network(section: NetworkSection, ctx: RunContext) -> tuple[str, Keyed[
 # --------------------------------------------------------------------------- data date
 
 
-def _varint(buf: bytes, i: int) -> tuple[int, int]:
-    shift = value = 0
-    while True:
-        if i >= len(buf):
-            raise ValueError("truncated varint")
-        b = buf[i]
-        i += 1
-        value |= (b & 0x7F) << shift
-        if b < 0x80:
-            return value, i
-        shift += 7
-        if shift > 63:
-            raise ValueError("varint too long")
-
-
-def _fields(buf: bytes) -> dict[int, list[int | bytes]]:
-    """The fields of a protobuf message: number -> values (varints or bytes)."""
-    out: dict[int, list[int | bytes]] = {}
-    i = 0
-    while i < len(buf):
-        key, i = _varint(buf, i)
-        number, wire = key >> 3, key & 7
-        value: int | bytes
-        if wire == 0:
-            value, i = _varint(buf, i)
-        elif wire == 2:
-            n, i = _varint(buf, i)
-            value, i = buf[i : i + n], i + n
-        elif wire == 1:
-            value, i = int.from_bytes(buf[i : i + 8], "little"), i + 8
-        elif wire == 5:
-            value, i = int.from_bytes(buf[i : i + 4], "little"), i + 4
-        else:
-            raise ValueError(f"unsupported protobuf wire type {wire}")
-        out.setdefault(number, []).append(value)
-    return out
-
-
 def pbf_timestamp(path: str | Path) -> int | None:
     """The ``osmosis_replication_timestamp`` of an OSM PBF file's header block.
 
@@ -202,28 +164,32 @@ def pbf_timestamp(path: str | Path) -> int | None:
     import struct
     import zlib
 
-    with open(path, "rb") as f:
-        head = f.read(4)
-        if len(head) < 4:
+    from google.protobuf.message import DecodeError
+    from pyrosm.proto.fileformat_pb2 import Blob, BlobHeader
+    from pyrosm.proto.osmformat_pb2 import HeaderBlock
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+            if len(head) < 4:
+                return None
+            (n,) = struct.unpack(">I", head)
+            if n > 64 * 1024:
+                return None
+            blob_header = BlobHeader.FromString(f.read(n))
+            if blob_header.type != "OSMHeader" or blob_header.datasize > 32 * 1024 * 1024:
+                return None
+            blob = Blob.FromString(f.read(blob_header.datasize))
+        if blob.HasField("raw"):
+            raw = blob.raw
+        elif blob.HasField("zlib_data"):
+            raw = zlib.decompress(blob.zlib_data)
+        else:
             return None
-        (n,) = struct.unpack(">I", head)
-        if n > 64 * 1024:
-            return None
-        blob_header = _fields(f.read(n))
-        if blob_header.get(1, [b""])[0] != b"OSMHeader":
-            return None
-        size = blob_header.get(3, [0])[0]
-        if not isinstance(size, int) or size > 32 * 1024 * 1024:
-            return None
-        blob = _fields(f.read(size))
-    raw = blob.get(1, [None])[0]
-    if raw is None and 3 in blob:
-        packed = blob[3][0]
-        raw = zlib.decompress(packed) if isinstance(packed, bytes) else None
-    if not isinstance(raw, bytes):
+        stamp = int(HeaderBlock.FromString(raw).osmosis_replication_timestamp)
+    except (DecodeError, zlib.error):  # not a PBF header after all
         return None
-    stamp = _fields(raw).get(32, [None])[0]
-    return stamp if isinstance(stamp, int) and stamp > 0 else None
+    return stamp if stamp > 0 else None
 
 
 def _xml_timestamp(path: str | Path) -> str | None:
