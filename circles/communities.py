@@ -173,8 +173,9 @@ def load_communities(
     return out
 
 
-#: Attribute columns that the plan indicators (:mod:`circles.report`) read as numbers:
-#: read as numbers like ``population_column`` (the others are copied as they are).
+#: Attribute columns that the plan indicators read as numbers (the numeric part of
+#: :data:`circles.report.COMMUNITY_COLUMNS`, which is built from this): read as numbers
+#: like ``population_column`` (the others are copied as they are).
 NUMERIC_ATTRIBUTES = (
     "households",
     "population",
@@ -570,8 +571,8 @@ def study_communities(
     ctx.say("reading communities")
 
     # hexagons are laid over the source's whole network: one grid for every area
-    grid = area.whole if area is not None and area.whole is not None else network
-    laid = grid if c.source == "hexagons" else network
+    whole = area.whole if area is not None else None
+    laid = whole if whole is not None and c.source == "hexagons" else network
 
     def compute() -> gpd.GeoDataFrame:
         out = load_communities(

@@ -59,6 +59,7 @@ import pandas as pd
 from circles import io
 from circles import report_tables as tables
 from circles._errors import ConfigError, InputDataError
+from circles.communities import NUMERIC_ATTRIBUTES
 from circles.report_tables import write_xlsx_atomic
 from circles.settings import FLAG_THRESHOLD_SHARE
 
@@ -74,17 +75,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Community attribute columns the indicators read (see the module docstring).
-COMMUNITY_COLUMNS: Final = (
-    "county",
-    "street",
-    "kind",
-    "households",
-    "population",
-    "service_area_m2",
-    "activity_area_m2",
-    "community_workers",
-)
+#: Community attribute columns the indicators read (see the module docstring): the
+#: numeric ones are read as numbers with the communities file
+#: (:data:`circles.communities.NUMERIC_ATTRIBUTES`).
+COMMUNITY_COLUMNS: Final = ("county", "street", "kind", *NUMERIC_ATTRIBUTES)
 #: Facility attribute columns (planner files) summed per community as a fallback.
 FACILITY_COLUMNS: Final = {
     "service_area_m2": "floor_area_m2",
