@@ -28,6 +28,9 @@ import geopandas as gpd
 import numpy as np
 import shapely
 
+# the county benchmark's study writer and extract (this script runs from benchmarks/)
+from bench_county import LIECHTENSTEIN, write_study
+
 from circles import categories, entries, io
 from circles.access import access_by_profile, compute_access
 from circles.config import load_config
@@ -91,25 +94,11 @@ def counts(path: Path) -> dict[str, Any]:
 
 def liechtenstein_coverage(folder: Path) -> dict[str, Any]:
     """Fitness and park coverage of the 11 municipalities, with and without entries."""
-    toml = folder / "study.toml"
-    toml.write_text(
-        f"""[study]
-name = "li11"
-output_dir = "{folder / "processed"}"
-maps_dir = "{folder / "maps"}"
-
-[network]
-source = "{DATA / "liechtenstein-latest.osm.pbf"}"
-
-[communities]
-source = "osm"
-admin_level = 8
-parent = "Liechtenstein"
-
-[map]
-enabled = false
-""",
-        encoding="utf-8",
+    toml = write_study(
+        folder,
+        LIECHTENSTEIN,
+        'source = "osm"\nadmin_level = 8\nparent = "Liechtenstein"',
+        "[map]\nenabled = false\n",
     )
     cfg = load_config(toml)
     res = run(cfg)
@@ -170,7 +159,7 @@ def park(r: dict[str, Any]) -> str:
 
 
 def main() -> int:
-    if not (DATA / "liechtenstein-latest.osm.pbf").exists():
+    if not LIECHTENSTEIN.exists():
         print(f"skipped: {DATA} not found (../shared/data is not on this machine)")
         return 0
     doc: dict[str, Any] = {"extracts": [counts(p) for p in extracts()]}
