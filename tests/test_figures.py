@@ -114,14 +114,9 @@ def test_nice_scale_lengths():
     assert _nice_length(3.0) == 1.0
 
 
-@pytest.mark.slow
-def test_chinese_figure_uses_a_cjk_font(helsinki, tmp_path):
-    from fontTools.ttLib import TTFont
-    from matplotlib import font_manager
-
-    if fonts.find_cjk_font() is None:
-        pytest.skip(fonts.NO_CJK_FONT)
-    fig = category_figure(
+def _zh_canteen_figure(helsinki):
+    """The Chinese elderly-canteen figure of the Helsinki run."""
+    return category_figure(
         helsinki.communities,
         helsinki.edges,
         helsinki.facilities,
@@ -130,6 +125,16 @@ def test_chinese_figure_uses_a_cjk_font(helsinki, tmp_path):
         crs=helsinki.network.crs,
         lang="zh",
     )
+
+
+@pytest.mark.slow
+def test_chinese_figure_uses_a_cjk_font(helsinki, tmp_path):
+    from fontTools.ttLib import TTFont
+    from matplotlib import font_manager
+
+    if fonts.find_cjk_font() is None:
+        pytest.skip(fonts.NO_CJK_FONT)
+    fig = _zh_canteen_figure(helsinki)
     # drawing it must not miss a glyph (matplotlib warns, and warnings are errors here)
     png = save_figure(fig, tmp_path / "zh.png", dpi=40)
     assert png.stat().st_size > 1000
@@ -212,15 +217,7 @@ def test_a_cjk_font_without_bold_draws_without_findfont_warnings(
     from circles.figures import has_bold
 
     def draw():
-        return category_figure(
-            helsinki.communities,
-            helsinki.edges,
-            helsinki.facilities,
-            category="elderly_canteen",
-            text=_text(helsinki, "elderly_canteen", "zh"),
-            crs=helsinki.network.crs,
-            lang="zh",
-        )
+        return _zh_canteen_figure(helsinki)
 
     if fonts.find_cjk_font() is None:
         pytest.skip(fonts.NO_CJK_FONT)
