@@ -211,7 +211,7 @@ def write_city(
         for layer in ("communities", "facilities", "isochrones"):
             gdf = merged[layer]
             if gdf is not None:
-                gdf.to_file(gpkg, layer=layer, driver="GPKG", engine="pyogrio")
+                io.write_layer(gdf, gpkg, layer)
         fac = merged["facilities"]
         snapped = (
             fac[fac["status"] == "snapped"]["category"].astype(str).value_counts().to_dict()

@@ -452,7 +452,7 @@ const North = L.Control.extend({
   },
 });
 new North().addTo(map);
-// Leaflet writes 'm' and 'km' itself: the scale in the page's words (米 / 千米)
+// Leaflet writes 'm' and 'km' itself: the scale in the page's words (metres, kilometres)
 const Scale = L.Control.Scale.extend({
   _updateMetric(maxMeters) {
     const m = this._getRoundNum(maxMeters), u = D.text.units || ['m', 'km'];

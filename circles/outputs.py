@@ -247,7 +247,7 @@ _LAYERS_BEFORE_AREAS = ("communities", "facilities", "nodes", "edges", "isochron
 
 def _write_gpkg(layers: dict[str, gpd.GeoDataFrame], path: Path) -> None:
     for name, gdf in layers.items():
-        gdf.to_file(path, layer=name, driver="GPKG", engine="pyogrio")
+        io.write_layer(gdf, path, name)
 
 
 def _write_csv(df: pd.DataFrame, path: Path) -> None:
@@ -482,7 +482,7 @@ def _update_gpkg(
             if sa_cats or sa_new:
                 assert service_areas is not None
                 rows = service_areas.rows(sa_cats + sa_new)
-                rows.to_file(scratch, layer="service_areas", driver="GPKG", engine="pyogrio")
+                io.write_layer(rows, scratch, "service_areas")
                 if not gpkg_inplace.replace_rows(
                     con, "service_areas", scratch, "category", sa_cats, append=sa_new
                 ):

@@ -341,3 +341,14 @@ def test_killed_run_leaves_previous_outputs_intact(tmp_path: Path) -> None:
             == pd.read_csv(new_dir / "processed" / "k" / "coverage.csv").shape
         )
     assert killed_writing >= 1  # at least one kill hit a run in the middle of writing
+
+
+def test_sha256_file_equals_hashlib_on_the_bytes(tmp_path) -> None:
+    """Hashed through a memory map (one GIL release); empty files hash too."""
+    import hashlib
+
+    for size in (0, 1, 5_000_001):
+        p = tmp_path / f"f{size}"
+        data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes()
+        p.write_bytes(data)
+        assert cache_mod.sha256_file(p) == hashlib.sha256(data).hexdigest()

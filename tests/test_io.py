@@ -315,3 +315,43 @@ def test_atomic_writers(tmp_path: Path) -> None:
     # nothing but the outputs is left in the folder (no temp files)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.gpkg", "sub", "t.csv"]
     assert [p.name for p in (tmp_path / "sub").iterdir()] == ["a.txt"]
+
+
+def test_write_layer_through_arrow_equals_row_by_row(tmp_path) -> None:
+    """The Arrow path writes the same columns, types, nulls and geometries as GDAL's
+    row-by-row path; mixed Python types in one column fall back to row by row."""
+    import geopandas as gpd
+    import pyogrio
+    from shapely.geometry import LineString, Point
+
+    from circles.io import write_layer
+
+    frame = gpd.GeoDataFrame(
+        {
+            "id": ["a", "b", None],
+            "n": np.array([1, 2, 3], dtype=np.int64),
+            "x": [0.5, np.nan, 2.0],
+            "flag": [True, False, True],
+            "label": ["公园", "park", None],
+        },
+        geometry=[LineString([(0, 0), (1, 1)]), LineString([(1, 1), (2, 0)]), None],
+        crs=4326,
+    )
+    arrow, rows = tmp_path / "arrow.gpkg", tmp_path / "rows.gpkg"
+    write_layer(frame, arrow, "edges")
+    frame.to_file(rows, layer="edges", driver="GPKG", engine="pyogrio")
+    a = pyogrio.read_dataframe(arrow, layer="edges", fid_as_index=True)
+    b = pyogrio.read_dataframe(rows, layer="edges", fid_as_index=True)
+    assert a.dtypes.equals(b.dtypes)
+    assert a.drop(columns="geometry").equals(b.drop(columns="geometry"))
+    assert a.geometry.isna().tolist() == b.geometry.isna().tolist() == [False, False, True]
+    assert a.geometry[:2].geom_equals_exact(b.geometry[:2], 0).all()
+    info = pyogrio.read_info(arrow, layer="edges")
+    assert info["geometry_type"] == pyogrio.read_info(rows, layer="edges")["geometry_type"]
+    mixed = gpd.GeoDataFrame({"v": [1, "two"]}, geometry=[Point(0, 0), Point(1, 1)], crs=4326)
+    write_layer(mixed, tmp_path / "mixed.gpkg", "points")  # row by row
+    back = pyogrio.read_dataframe(tmp_path / "mixed.gpkg", layer="points")
+    assert back["v"].astype(str).tolist() == ["1", "two"]
+    empty = frame.iloc[:0]
+    write_layer(empty, tmp_path / "empty.gpkg", "edges")
+    assert len(pyogrio.read_dataframe(tmp_path / "empty.gpkg", layer="edges")) == 0

@@ -882,3 +882,27 @@ def test_browser_scale_in_the_pages_words_and_osm_credited_without_tiles(tmp_pat
     assert re.fullmatch(rf"[\d.]+ {km}", far[0].strip()), far
     assert "© OpenStreetMap contributors" in attribution
     assert errors == []
+
+
+def test_english_page_embeds_no_cjk_font(tmp_path) -> None:
+    """A page without Chinese text carries no font subset: the map's own script held two
+    Chinese characters in a comment, and every English county map spent a second
+    subsetting a CJK font for them."""
+    from circles import fonts
+
+    comm, fac = make_communities(), make_facilities()
+    comm["name"] = [f"Community {i}" for i in range(len(comm))]
+    fac["name"] = [f"Facility {i}" for i in range(len(fac))]
+    page_text = save_map(
+        coverage_map(
+            comm,
+            fac,
+            categories=CATS,
+            labels={c: {"en": c} for c in CATS},
+            lang="en",
+            isochrones=make_isochrones(),
+        ),
+        tmp_path / "en.html",
+    ).read_text(encoding="utf-8")
+    assert fonts.cjk_characters(page_text) == ""
+    assert fonts.WEB_FAMILY not in page_text
