@@ -584,6 +584,35 @@ class _Arrays:
         return value
 
 
+class _Text:
+    """A text (e.g. a map part's JSON) as a UTF-8 ``.txt`` entry."""
+
+    def load(self, store: Cache, kind: str, key: str) -> str | None:
+        got = store._check(kind, key, ".txt")
+        if got is None:
+            return None
+        try:
+            return got[0].read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            logger.warning("cache entry %s unreadable (%s); rebuilding it", got[0].name, exc)
+            store.hits.pop()
+            store.misses.append(kind)
+            return None
+
+    def save(self, store: Cache, kind: str, key: str, value: str) -> str:
+        if store.root is None:
+            return value
+        path, _ = store._paths(kind, key, ".txt")
+        tmp, final = atomic_path(path)
+        try:
+            tmp.write_text(value, encoding="utf-8")
+            os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
+        store._seal(kind, key, final, None)
+        return value
+
+
 class _Network:
     """A :class:`WalkNetwork` as arrays."""
 
@@ -618,6 +647,8 @@ FRAME: Codec[pd.DataFrame] = _Frame()
 FRAMES: Codec[dict[str, Any]] = _Frames()
 #: A dict of numpy arrays and JSON values.
 ARRAYS: Codec[dict[str, Any]] = _Arrays()
+#: A text (UTF-8).
+TEXT: Codec[str] = _Text()
 #: A :class:`WalkNetwork`.
 NETWORK: Codec[WalkNetwork] = _Network()
 #: A :class:`WalkNetwork` and a dict of arrays.

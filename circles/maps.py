@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import functools
 import html
+import json
 import logging
 import math
 import os
@@ -44,8 +45,9 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from circles import fonts, mapview
+from circles import fonts, mapparts, mapview
 from circles._errors import DataFileError, InputDataError
+from circles.cache import Cache, frame_digest
 from circles.io import atomic_path
 from circles.mapview import esc as _esc
 from circles.network import utm_crs
@@ -62,7 +64,16 @@ from circles.vocabulary import in_lang
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SHARE_BREAKS", "InlineMap", "coverage_map", "inline", "page_html", "save_map"]
+__all__ = [
+    "NO_DATA_COLOUR",
+    "SHARE_BREAKS",
+    "SHARE_COLOURS",
+    "InlineMap",
+    "coverage_map",
+    "inline",
+    "page_html",
+    "save_map",
+]
 
 #: Outline of flagged communities: thick red dashes.
 FLAG_STYLE: Mapping[str, Any] = {"color": FLAG_COLOUR, "weight": 4, "dashArray": "8 6"}
@@ -92,32 +103,10 @@ _ISOCHRONE_COLUMNS = ("community_id", "minutes", "area_km2")
 # --------------------------------------------------------------------------- helpers
 
 
-def _fmt_share(value: Any) -> str:
-    """Format a 0-1 share as a percentage ('–' when missing)."""
-    v = float(value)
-    return "–" if math.isnan(v) else f"{100.0 * v:.0f}%"
-
-
-def _fmt_minutes(value: Any, text: Mapping[str, str]) -> str:
-    """Format minutes with one decimal, 'beyond cut-off' for inf, '–' for NaN."""
-    v = float(value)
-    if math.isnan(v):
-        return "–"
-    if math.isinf(v):
-        return text["beyond"]
-    return f"{v:.1f} {text['min']}"
-
-
 def _table(rows: Sequence[tuple[str, str]]) -> str:
     """An HTML table of already-escaped (label, value) pairs."""
     cells = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
     return f"<table class='circles-popup'>{cells}</table>"
-
-
-def _share_class(share: np.ndarray) -> np.ndarray:
-    """Class index 0-4 of each share by :data:`SHARE_BREAKS`; -1 for NaN."""
-    cls = np.digitize(np.clip(share, 0.0, 1.0), SHARE_BREAKS[1:-1], right=False)
-    return np.where(np.isnan(share), -1, cls)
 
 
 def _simplify(gdf: gpd.GeoDataFrame, simplify_m: float) -> gpd.GeoDataFrame:
@@ -302,6 +291,7 @@ def coverage_map(
     date: str | None = None,
     opening: str | None = None,
     streets_shown: bool = True,
+    store: Cache | None = None,
 ) -> folium.Map:
     """Draw community coverage, facilities and isochrones on one folium map.
 
@@ -357,6 +347,11 @@ def coverage_map(
         first category with facilities, :func:`circles.palette.opening_category`).
     streets_shown : bool, default True
         Whether the streets layer is switched on when the page opens.
+    store : circles.cache.Cache, optional
+        Keep the map's parts in this cache, keyed by their content: each category's
+        community values (fills, flags, popups, tooltips, flagged list) and the encoded
+        isochrones. A later drawing in which one category changed (an update) computes
+        that category's part only and reads the others.
 
     Returns
     -------
@@ -463,34 +458,35 @@ def coverage_map(
     fills_all, flags_all, popups_all, tips_all, popup_rows = [], [], [], [], []
     flagged_html = []
     groups: dict[str, str] = {}
+    memo = mapparts.memo_text(store)
     for cat in cats:
         group = folium.FeatureGroup(name=label(cat), overlay=False, show=(cat == opening))
         groups[group.get_name()] = cat
-        share15 = comm[f"{cat}_share_{top}"].to_numpy(dtype=float)
-        flags = comm[f"{cat}_flag"].eq(True).to_numpy(dtype=bool)  # NaN -> not flagged
-        cls = _share_class(share15)
-        fills = np.where(cls < 0, NO_DATA_COLOUR, np.asarray(SHARE_COLOURS)[np.clip(cls, 0, 4)])
-        cols = {s: comm[f"{cat}_{s}"].to_numpy() for s in suffixes}
-        popups, tips = [], []
-        for j in range(len(comm)):
-            rows = [
-                *[
-                    (_esc(text["share"].format(m=mm)), _fmt_share(cols[f"share_{mm}"][j]))
-                    for mm in lev_keys
-                ],
-                (_esc(text["median"]), _esc(_fmt_minutes(cols["median_min"][j], text))),
-                (_esc(text["p90"]), _esc(_fmt_minutes(cols["p90_min"][j], text))),
-                (_esc(text["flag"]), _esc(text["yes"] if flags[j] else text["no"])),
-                *_robustness_rows(comm, cat, top, j, text),
-            ]
-            if j == 0:  # the same labels for every community: sent once per category
-                popup_rows.append([k for k, _ in rows])
-            popups.append([v for _, v in rows])
-            tips.append(f"{names[j]}: {_fmt_share(share15[j])}")
-        fills_all.append(fills.tolist())
-        flags_all.append(flags.tolist())
-        popups_all.append(popups)
-        tips_all.append(tips)
+        robust_names = ("robust", "flip_m_s", f"share_{top}_slow", f"share_{top}_fast")
+        robust_cols = [f"{cat}_{c}" for c in robust_names if f"{cat}_{c}" in comm.columns]
+        key_parts = [
+            cat,
+            label(cat),
+            text,
+            lev_keys,
+            frame_digest(comm, ["community_id", "name", *[f"{cat}_{s}" for s in suffixes]])
+            if memo is not None
+            else None,
+            frame_digest(comm, robust_cols) if memo is not None and robust_cols else None,
+        ]
+
+        def part(cat: str = cat) -> str:
+            return mapview.safe_json(
+                mapparts.category_part(comm, cat, label(cat), names, ids, lev_keys, suffixes, text)
+            )
+
+        doc = json.loads(memo("map_category", key_parts, part) if memo is not None else part())
+        popup_rows.append(doc["rows"])
+        fills_all.append(doc["fills"])
+        flags_all.append(doc["flags"])
+        popups_all.append(doc["popups"])
+        tips_all.append(doc["tips"])
+        flagged_html.append(doc["flagged"])
         _add_facilities(
             group,
             fac[fac["category"].astype(str) == cat],
@@ -501,19 +497,6 @@ def coverage_map(
             cluster_threshold,
         )
         group.add_to(m)
-        items = "".join(
-            f"<li>{names[j]} <small>({ids[j]})</small></li>" for j in np.flatnonzero(flags)
-        )
-        flagged_html.append(
-            f"<div class='circles-flagged-category' data-category='{_esc(cat)}'>"
-            f"<b>{label(cat)}</b>{_esc(text['colon'])}"
-            + (
-                f"<ul style='margin:0;padding-left:16px'>{items}</ul>"
-                if items
-                else _esc(text["none"])
-            )
-            + "</div>"
-        )
     # one outline per community, shared by every category (restyled by the view)
     comm_features = [
         {
@@ -531,21 +514,18 @@ def coverage_map(
         }
         for j, g in enumerate(comm.geometry)
     ]
-    iso_by_comm: dict[str, list[dict[str, Any]]] = {}  # rings as mapview.encode_rings
+    iso_json: mapview.RawJSON | dict[str, list[dict[str, Any]]] = {}
     if iso is not None and len(iso):
-        minutes = iso["minutes"].to_numpy(dtype=float)
-        iso = iso.iloc[np.argsort(-minutes, kind="stable")]  # largest below, 5 min on top
-        for cid, mins, geom in zip(
-            iso["community_id"].map(_esc), iso["minutes"].astype(float), iso.geometry, strict=True
-        ):
-            if geom is None or geom.is_empty:
-                continue
-            iso_by_comm.setdefault(cid, []).append(
-                {
-                    "m": int(mins) if float(mins).is_integer() else mins,
-                    "p": mapview.encode_rings(geom),
-                }
-            )
+        iso_in = iso
+
+        def iso_part() -> str:
+            return mapview.safe_json(mapparts.isochrone_part(iso_in))
+
+        if memo is not None:
+            key = frame_digest(iso_in, ["community_id", "minutes", iso_in.geometry.name])
+            iso_json = mapview.RawJSON(memo("map_isochrones", [key], iso_part))
+        else:
+            iso_json = mapparts.isochrone_part(iso_in)
     street_doc = mapview.street_layer(edges, cats, levels) if edges is not None else None
     level_txt = "/".join(lev_keys)
     bounds_ll = [[float(south), float(west)], [float(north), float(east)]]
@@ -577,7 +557,7 @@ def coverage_map(
             groups=groups,
             control=control.get_name(),
             communities={"type": "FeatureCollection", "features": comm_features},
-            isochrones=iso_by_comm,
+            isochrones=iso_json,
             iso_colours=ISOCHRONE_COLOURS,
             streets=street_doc,
             street_colours=level_colours(len(levels)),
@@ -599,24 +579,6 @@ def coverage_map(
         css=mapview.VIEW_CSS,
     ).add_to(m)
     return m
-
-
-def _robustness_rows(
-    comm: gpd.GeoDataFrame, cat: str, top: str, j: int, text: Mapping[str, str]
-) -> list[tuple[str, str]]:
-    """Popup rows of the walking-speed band (``[robustness]``, :mod:`circles.robustness`)
-    when the table has them."""
-    if f"{cat}_robust" not in comm.columns:
-        return []
-    robust = bool(comm[f"{cat}_robust"].iloc[j])
-    flip = float(comm[f"{cat}_flip_m_s"].iloc[j])
-    verdict = text["robust"] if robust else text["fragile"].format(v=f"{flip:.2f}")
-    rows = [(_esc(text["speed_flag"]), _esc(verdict))]
-    slow, fast = f"{cat}_share_{top}_slow", f"{cat}_share_{top}_fast"
-    if slow in comm.columns and fast in comm.columns:
-        both = f"{_fmt_share(comm[slow].iloc[j])} / {_fmt_share(comm[fast].iloc[j])}"
-        rows.append((_esc(text["speed_share"]), both))
-    return rows
 
 
 def _add_facilities(

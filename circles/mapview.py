@@ -24,6 +24,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -185,10 +186,32 @@ class _Raw(branca.element.Element):
         return self._text
 
 
-def _safe_json(doc: Any) -> str:
-    """JSON that can sit inside a ``<script>`` element."""
+class RawJSON(str):
+    """JSON text made by :func:`safe_json`, placed in the page's data as it is (a map
+    part kept in the cache: :func:`circles.maps.coverage_map`)."""
+
+
+def safe_json(doc: Any) -> str:
+    """JSON that can sit inside a ``<script>`` element.
+
+    Values of a top-level mapping that are :class:`RawJSON` are inserted as they are.
+    """
+    raws: dict[str, str] = {}
+    if isinstance(doc, Mapping) and any(isinstance(v, RawJSON) for v in doc.values()):
+        nonce = uuid.uuid4().hex
+        items = {}
+        for k, v in doc.items():
+            if isinstance(v, RawJSON):
+                token = f"circles-raw-{len(raws)}-{nonce}"
+                raws[json.dumps(token)] = str(v)
+                v = token
+            items[k] = v
+        doc = items
     text = json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    return text.replace("</", "<\\/").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    text = text.replace("</", "<\\/").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    for token, raw in raws.items():
+        text = text.replace(token, raw, 1)
+    return text
 
 
 class StreetData:
@@ -299,7 +322,7 @@ class MapView(branca.element.MacroElement):
         )
         control = self.data.get("control")
         script = (
-            f"(function() {{\nconst D = {_safe_json(self.data)};\n"
+            f"(function() {{\nconst D = {safe_json(self.data)};\n"
             f"const map = {parent.get_name()};\n"
             f"const control = {control if control else 'null'};\n"
             f"const byLayer = {{}};\n{links}{_SCRIPT}\n}})();"
@@ -534,7 +557,7 @@ def view_data(
     groups: Mapping[str, str],
     control: str | None,
     communities: dict[str, Any],
-    isochrones: Mapping[str, list[dict[str, Any]]],
+    isochrones: Mapping[str, list[dict[str, Any]]] | RawJSON,
     iso_colours: Mapping[int, str],
     streets: StreetData | None,
     street_colours: Sequence[str],
@@ -554,7 +577,7 @@ def view_data(
         "groups": dict(groups),
         "control": control,
         "communities": communities,
-        "isochrones": dict(isochrones),
+        "isochrones": isochrones if isinstance(isochrones, RawJSON) else dict(isochrones),
         "isoColours": {str(k): v for k, v in iso_colours.items()},
         "streets": streets.doc() if streets is not None else None,
         "streetUnit": _STREET_UNIT_DEG,
@@ -703,8 +726,8 @@ def lean_markers(facilities: gpd.GeoDataFrame, *, colour: str, subtitle: str, na
     callback = (
         "function (row) {"
         " var m = L.circleMarker(new L.LatLng(row[0], row[1]), {radius: 5, color: '#222',"
-        f" weight: 1, fillOpacity: 0.9, fillColor: row[3] ? {_safe_json(colour)} : '#9e9e9e'}});"
-        f" m.bindPopup('<b>' + row[2] + '</b><br>' + {_safe_json(subtitle)});"
+        f" weight: 1, fillOpacity: 0.9, fillColor: row[3] ? {safe_json(colour)} : '#9e9e9e'}});"
+        f" m.bindPopup('<b>' + row[2] + '</b><br>' + {safe_json(subtitle)});"
         " return m; }"
     )
     return folium.plugins.FastMarkerCluster(rows, callback=callback, name=name, control=False)

@@ -294,7 +294,9 @@ def write_map(result: StudyResult, path: str | Path | None = None, *, store: Any
     Community and isochrone outlines are simplified for display here (as
     :func:`circles.maps.coverage_map` would) and, with a ``store``
     (:class:`circles.cache.Cache`), kept in the cache: they do not change when facilities
-    do, and simplifying them is a third of the map's cost.
+    do, and simplifying them is a third of the map's cost. The map's parts (each
+    category's community values, the encoded isochrones: :mod:`circles.mapparts`) are
+    kept there too, so an update draws only the parts of the categories it changed.
     """
     from circles import maps
 
@@ -322,6 +324,7 @@ def write_map(result: StudyResult, path: str | Path | None = None, *, store: Any
         title=cfg.study.name,
         date=utc_now()[:10],
         opening=styles.opening_category(result),
+        store=store,
     )
     out = Path(path) if path is not None else cfg.map_dir / "coverage.html"
     return str(maps.save_map(m, out, self_contained=cfg.map.self_contained))

@@ -49,6 +49,7 @@ LAYERS = {
         "fonts",
         "vocabulary",
         "mapview",
+        "mapparts",
         "report_tables",
         "figures",
         "styles",

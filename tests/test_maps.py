@@ -21,13 +21,13 @@ import shapely
 from shapely.geometry import Point, box
 
 from circles._errors import InputDataError
+from circles.mapparts import share_class as _share_class
 from circles.maps import (
     FLAG_STYLE,
     LEGEND_ID,
     NO_DATA_COLOUR,
     SHARE_COLOURS,
     _esc,
-    _share_class,
     coverage_map,
     save_map,
 )
@@ -906,3 +906,45 @@ def test_english_page_embeds_no_cjk_font(tmp_path) -> None:
     ).read_text(encoding="utf-8")
     assert fonts.cjk_characters(page_text) == ""
     assert fonts.WEB_FAMILY not in page_text
+
+
+def _page_data(m: folium.Map) -> dict:
+    """The view's data as the page holds it (folium's random layer names left out)."""
+    import json
+
+    from circles.maps import page_html
+
+    page = page_html(m, self_contained=False, embed_font=False)
+    doc = json.loads(re.search(r"const D = (.*?);\nconst map = ", page, re.S)[1])
+    return {k: v for k, v in doc.items() if k not in ("groups", "control")}
+
+
+def test_map_parts_are_kept_in_the_cache_and_redrawn_only_where_they_changed(tmp_path) -> None:
+    """With a cache, each category's community values and the isochrones are parts of
+    their own: a drawing in which one category changed computes that part only, and the
+    page holds what a drawing without the cache holds."""
+    from circles.cache import Cache
+
+    store = Cache(tmp_path / "cache")
+    comm, fac, iso = make_communities(), make_facilities(), make_isochrones()
+    kw = {"categories": CATS, "labels": LABELS, "isochrones": iso}
+    first = coverage_map(comm, fac, store=store, **kw)
+    assert sorted(store.misses) == ["map_category"] * len(CATS) + ["map_isochrones"]
+    assert _page_data(first) == _page_data(coverage_map(comm, fac, **kw))
+    changed = comm.copy()
+    changed["fitness_share_15"] = changed["fitness_share_15"].to_numpy()[::-1]
+    changed["fitness_flag"] = changed["fitness_share_15"] < 0.5
+    store.hits.clear()
+    store.misses.clear()
+    second = coverage_map(changed, fac, store=store, **kw)
+    assert store.misses == ["map_category"]  # fitness only
+    assert sorted(store.hits) == ["map_category"] * (len(CATS) - 1) + ["map_isochrones"]
+    data = _page_data(second)
+    assert data == _page_data(coverage_map(changed, fac, **kw))
+    k = CATS.index("fitness")
+    fills = [f["properties"]["fill"][k] for f in data["communities"]["features"]]
+    assert fills != [
+        f["properties"]["fill"][k] for f in _page_data(first)["communities"]["features"]
+    ]
+    assert list(data["isochrones"]) == ["c0"]
+    assert len(data["isochrones"]["c0"]) == 3

@@ -1,0 +1,141 @@
+"""The coverage map's parts: each category's community values and the encoded
+isochrones, computed apart so that a drawing can keep them in the cache.
+
+:func:`circles.maps.coverage_map` assembles the page from these parts. Each is keyed by
+its content (:func:`circles.cache.frame_digest` of the columns it reads), so a later
+drawing in which one category changed (``circles update``) computes that category's part
+only and reads the others and the isochrones' rings from the cache.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+
+from circles.cache import TEXT, Cache
+from circles.mapview import encode_rings
+from circles.mapview import esc as _esc
+from circles.palette import NO_DATA_COLOUR, SHARE_BREAKS, SHARE_COLOURS
+
+
+def fmt_share(value: Any) -> str:
+    """Format a 0-1 share as a percentage ('–' when missing)."""
+    v = float(value)
+    return "–" if math.isnan(v) else f"{100.0 * v:.0f}%"
+
+
+def fmt_minutes(value: Any, text: Mapping[str, str]) -> str:
+    """Format minutes with one decimal, 'beyond cut-off' for inf, '–' for NaN."""
+    v = float(value)
+    if math.isnan(v):
+        return "–"
+    if math.isinf(v):
+        return text["beyond"]
+    return f"{v:.1f} {text['min']}"
+
+
+def share_class(share: np.ndarray) -> np.ndarray:
+    """Class index 0-4 of each share by :data:`SHARE_BREAKS`; -1 for NaN."""
+    cls = np.digitize(np.clip(share, 0.0, 1.0), SHARE_BREAKS[1:-1], right=False)
+    return np.where(np.isnan(share), -1, cls)
+
+
+def memo_text(store: Cache | None) -> Callable[[str, list[Any], Callable[[], str]], str] | None:
+    """``memo(kind, parts, compute) -> text`` on ``store`` (None without a store)."""
+    if store is None or store.root is None:
+        return None
+
+    def memo(kind: str, parts: list[Any], compute: Callable[[], str]) -> str:
+        return store.memo(kind, parts, compute, codec=TEXT).value
+
+    return memo
+
+
+def category_part(
+    comm: gpd.GeoDataFrame,
+    cat: str,
+    cat_label: str,
+    names: np.ndarray,
+    ids: np.ndarray,
+    lev_keys: list[str],
+    suffixes: tuple[str, ...],
+    text: Mapping[str, str],
+) -> dict[str, Any]:
+    """One category's community values on the map: fill colours, flags, popup values
+    (with the popup's row labels once), tooltips and the flagged list's HTML."""
+    top = lev_keys[-1]
+    share15 = comm[f"{cat}_share_{top}"].to_numpy(dtype=float)
+    flags = comm[f"{cat}_flag"].eq(True).to_numpy(dtype=bool)  # NaN -> not flagged
+    cls = share_class(share15)
+    fills = np.where(cls < 0, NO_DATA_COLOUR, np.asarray(SHARE_COLOURS)[np.clip(cls, 0, 4)])
+    cols = {s: comm[f"{cat}_{s}"].to_numpy() for s in suffixes}
+    popups, tips, labels_row = [], [], []
+    for j in range(len(comm)):
+        rows = [
+            *[
+                (_esc(text["share"].format(m=mm)), fmt_share(cols[f"share_{mm}"][j]))
+                for mm in lev_keys
+            ],
+            (_esc(text["median"]), _esc(fmt_minutes(cols["median_min"][j], text))),
+            (_esc(text["p90"]), _esc(fmt_minutes(cols["p90_min"][j], text))),
+            (_esc(text["flag"]), _esc(text["yes"] if flags[j] else text["no"])),
+            *robustness_rows(comm, cat, top, j, text),
+        ]
+        if j == 0:  # the same labels for every community: sent once per category
+            labels_row = [k for k, _ in rows]
+        popups.append([v for _, v in rows])
+        tips.append(f"{names[j]}: {fmt_share(share15[j])}")
+    items = "".join(f"<li>{names[j]} <small>({ids[j]})</small></li>" for j in np.flatnonzero(flags))
+    flagged = (
+        f"<div class='circles-flagged-category' data-category='{_esc(cat)}'>"
+        f"<b>{cat_label}</b>{_esc(text['colon'])}"
+        + (f"<ul style='margin:0;padding-left:16px'>{items}</ul>" if items else _esc(text["none"]))
+        + "</div>"
+    )
+    return {
+        "rows": labels_row,
+        "fills": fills.tolist(),
+        "flags": flags.tolist(),
+        "popups": popups,
+        "tips": tips,
+        "flagged": flagged,
+    }
+
+
+def isochrone_part(iso: gpd.GeoDataFrame) -> dict[str, list[dict[str, Any]]]:
+    """Each community's isochrones as the page draws them (largest first, rings as
+    :func:`circles.encode_rings`)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    minutes = iso["minutes"].to_numpy(dtype=float)
+    iso = iso.iloc[np.argsort(-minutes, kind="stable")]  # largest below, 5 min on top
+    for cid, mins, geom in zip(
+        iso["community_id"].map(_esc), iso["minutes"].astype(float), iso.geometry, strict=True
+    ):
+        if geom is None or geom.is_empty:
+            continue
+        out.setdefault(cid, []).append(
+            {"m": int(mins) if float(mins).is_integer() else mins, "p": encode_rings(geom)}
+        )
+    return out
+
+
+def robustness_rows(
+    comm: gpd.GeoDataFrame, cat: str, top: str, j: int, text: Mapping[str, str]
+) -> list[tuple[str, str]]:
+    """Popup rows of the walking-speed band (``[robustness]``, :mod:`circles.robustness`)
+    when the table has them."""
+    if f"{cat}_robust" not in comm.columns:
+        return []
+    robust = bool(comm[f"{cat}_robust"].iloc[j])
+    flip = float(comm[f"{cat}_flip_m_s"].iloc[j])
+    verdict = text["robust"] if robust else text["fragile"].format(v=f"{flip:.2f}")
+    rows = [(_esc(text["speed_flag"]), _esc(verdict))]
+    slow, fast = f"{cat}_share_{top}_slow", f"{cat}_share_{top}_fast"
+    if slow in comm.columns and fast in comm.columns:
+        both = f"{fmt_share(comm[slow].iloc[j])} / {fmt_share(comm[fast].iloc[j])}"
+        rows.append((_esc(text["speed_share"]), both))
+    return rows
