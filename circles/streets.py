@@ -51,7 +51,7 @@ import shapely
 
 from circles._errors import InputDataError
 from circles.access import SnappedArrays
-from circles.cache import FRAME, Keyed, digest
+from circles.cache import Cache, Keyed, digest
 from circles.config import WalkSection
 from circles.network import WalkNetwork
 from circles.result import Facilities, RunContext, StudyAccess, level_key
@@ -406,6 +406,57 @@ def study_streets(
             walk.max_minutes,
         ],
         compute,
-        codec=FRAME,
+        codec=PIECES,
     )
     return Keyed(got.value, digest("edges", got.key), got.cached)
+
+
+class _Pieces:
+    """The ``edges`` layer as plain arrays in one ``.npz`` entry: each column, and the
+    pieces' two end points (the lines are rebuilt from them exactly).
+
+    Written as GeoParquet it cost 0.28 s per update on a county network (60,989 pieces),
+    more than computing it; as arrays 0.04 s. Text columns are stored as fixed-width
+    text; a column holding anything else than text is not an array and the entry is not
+    kept (the stage computes it again next time).
+    """
+
+    def load(self, store: Cache, kind: str, key: str) -> gpd.GeoDataFrame | None:
+        got = store.load_arrays(kind, key)
+        if got is None:
+            return None
+        arrays, info = got
+        names = list(info.get("columns", []))
+        text = set(info.get("text", []))
+        if "__ends__" not in arrays or any(n not in arrays for n in names):
+            return None
+        cols = {n: arrays[n].astype(object) if n in text else arrays[n] for n in names}
+        geometry = shapely.linestrings(arrays["__ends__"]) if len(arrays["__ends__"]) else []
+        return gpd.GeoDataFrame(cols, geometry=geometry, crs=info.get("crs", WGS84))
+
+    def save(self, store: Cache, kind: str, key: str, value: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+        geoms = np.asarray(value.geometry.array, dtype=object)
+        if len(geoms) and not (shapely.get_num_coordinates(geoms) == 2).all():
+            return value
+        arrays: dict[str, np.ndarray] = {
+            "__ends__": shapely.get_coordinates(geoms).reshape(-1, 2, 2)
+        }
+        names, text = [], []
+        for name in value.columns:
+            if name == value.geometry.name:
+                continue
+            col = value[name].to_numpy()
+            if col.dtype == object:
+                if not all(isinstance(v, str) for v in col):
+                    return value  # not kept: None or mixed values
+                col = col.astype(str)
+                text.append(str(name))
+            names.append(str(name))
+            arrays[str(name)] = col
+        crs = value.crs.to_string() if value.crs is not None else WGS84
+        store.save_arrays(kind, key, arrays, {"columns": names, "text": text, "crs": crs})
+        return value
+
+
+#: The ``edges`` layer's cache codec (:class:`_Pieces`).
+PIECES = _Pieces()

@@ -262,3 +262,32 @@ def test_written_edges_layer_agrees_with_the_nodes_layer(helsinki_zh_run):
         assert (m <= np.maximum(u + f * c, v + (1 - f) * c) + tol).all(), cat  # and back
         checked += int(sel.sum())
     assert checked > 1000
+
+
+def test_pieces_cache_entry_gives_back_the_same_layer(helsinki_net, tmp_path):
+    """The ``edges`` layer kept in the cache as arrays reads back equal to the computed
+    one (columns, types, text, exact end points); a frame with a column that is not text
+    is not kept."""
+    import geopandas.testing
+
+    from circles.cache import Cache, digest
+    from circles.streets import PIECES
+
+    net = helsinki_net
+    cost = np.column_stack([net.length_m / 1.2] * 2)
+    fac_edge, fac_frac, fac_acc = np.array([3, 40]), np.array([0.5, 0.25]), np.zeros(2)
+    sec, _ = nearest_seconds(AccessGraph.from_network(net, cost), fac_edge, fac_frac, fac_acc)
+    em = edge_minutes(
+        net, sec, cost, facility_edge=fac_edge, facility_frac=fac_frac, facility_access_s=fac_acc
+    )
+    pieces = street_pieces(net, {"c": em}, levels_minutes=[5, 10, 15], max_minutes=45)
+    store = Cache(tmp_path / "cache")
+    got = store.memo("streets", ["k"], lambda: pieces, codec=PIECES)
+    assert not got.cached
+    again = store.memo("streets", ["k"], lambda: pytest.fail("recomputed"), codec=PIECES)
+    assert again.cached
+    geopandas.testing.assert_geodataframe_equal(again.value, pieces, check_less_precise=False)
+    mixed = pieces.head(3).copy()
+    mixed["highway"] = [None, "footway", "path"]
+    store.memo("streets", ["mixed"], lambda: mixed, codec=PIECES)
+    assert not store.has("streets", digest("streets", "mixed"))
