@@ -533,6 +533,15 @@ def digest_entries(entries: pd.DataFrame | None) -> str:
     return frame_digest(entries, ["facility_id", "edge", "frac", "node", "access_m"])
 
 
+def digest_footprints(facilities: pd.DataFrame) -> str:
+    """Content key of what :func:`footprint_layer` draws from ``facilities``."""
+    if "footprint_wkb" not in facilities:
+        return digest("footprints", None)
+    rows = facilities[facilities["footprint_wkb"].notna()]
+    cols = ["facility_id", "name", "category", "source", "footprint_wkb", *SUMMARY_COLUMNS]
+    return frame_digest(rows, [c for c in cols if c in rows])
+
+
 # --------------------------------------------------------------------------- output layers
 
 

@@ -279,7 +279,7 @@ def coverage_map(
     *,
     categories: Sequence[str],
     labels: Mapping[str, Mapping[str, str]] | None = None,
-    isochrones: gpd.GeoDataFrame | None = None,
+    isochrones: gpd.GeoDataFrame | mapview.RawJSON | None = None,
     lang: str = "en",
     simplify_m: float = 10.0,
     cluster_threshold: int = 50,
@@ -313,9 +313,11 @@ def coverage_map(
         follow it).
     labels : mapping, optional
         ``{category: {"en": ..., "zh": ...}}``; missing entries fall back to the id.
-    isochrones : geopandas.GeoDataFrame, optional
+    isochrones : geopandas.GeoDataFrame or circles.mapview.RawJSON, optional
         ``community_id``, ``minutes`` (5, 10, 15), ``area_km2`` and (Multi)Polygons;
-        clicking a community draws its own isochrones (nobody else's).
+        clicking a community draws its own isochrones (nobody else's). Or the part
+        :func:`circles.mapparts.isochrone_part` already encoded as JSON (kept in a
+        cache by the caller, who knows the isochrones' content key).
     lang : {"en", "zh"}
         Language of the labels.
     simplify_m : float
@@ -391,7 +393,7 @@ def coverage_map(
     )
     fac = _check_frame(facilities, "facilities", _FACILITY_COLUMNS, geom_types=("Point",))
     iso = None
-    if isochrones is not None:
+    if isochrones is not None and not isinstance(isochrones, mapview.RawJSON):
         iso = _check_frame(
             isochrones, "isochrones", _ISOCHRONE_COLUMNS, geom_types=("Polygon", "MultiPolygon")
         )
@@ -515,7 +517,9 @@ def coverage_map(
         for j, g in enumerate(comm.geometry)
     ]
     iso_json: mapview.RawJSON | dict[str, list[dict[str, Any]]] = {}
-    if iso is not None and len(iso):
+    if isinstance(isochrones, mapview.RawJSON):  # already encoded (a kept part)
+        iso_json = isochrones
+    elif iso is not None and len(iso):
         iso_in = iso
 
         def iso_part() -> str:

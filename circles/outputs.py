@@ -43,17 +43,17 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pyogrio.errors
-import shapely
 
-from circles import entries, gpkg_inplace, io, report_tables, styles
+from circles import entries, gpkg_inplace, io, styles
 from circles._errors import CirclesError, OutputError
 from circles._hooks import checkpoint, fail_write
-from circles.cache import FRAME, Cache, array_digest, digest, frame_digest, sha256_file
+from circles.cache import Cache, array_digest, digest, frame_digest, sha256_file
 from circles.config import StudyConfig
 from circles.coverage import assign_nodes
 from circles.facilities import STATUS_SNAPPED
 from circles.isochrones import ServiceAreas
 from circles.report import ReportRequest
+from circles.report_tables import coverage_long
 from circles.result import (
     Facilities,
     Residents,
@@ -67,6 +67,7 @@ from circles.result import (
     utc_now,
 )
 from circles.settings import WGS84
+from circles.studymap import write_map
 from circles.transaction import Transaction, os_error_message, remove_dropped
 
 logger = logging.getLogger(__name__)
@@ -184,8 +185,12 @@ def nodes_frame(result: StudyResult) -> gpd.GeoDataFrame:
     return finite_or_nan(nodes)
 
 
-def output_layers(result: StudyResult, names: Any = None) -> dict[str, gpd.GeoDataFrame]:
-    """The GeoPackage layers (all, or those named)."""
+def output_layers(
+    result: StudyResult, names: Any = None, *, skip: Any = ()
+) -> dict[str, gpd.GeoDataFrame]:
+    """The GeoPackage layers (all, or those named; ``"facilities"`` names the
+    ``facilities``, ``facility_footprints`` and ``facility_entries`` layers), without
+    the layers named in ``skip``."""
     want = None if names is None else set(names)
     layers: dict[str, gpd.GeoDataFrame] = {}
     if want is None or "communities" in want:
@@ -195,8 +200,10 @@ def output_layers(result: StudyResult, names: Any = None) -> dict[str, gpd.GeoDa
         fac["name"] = fac["name"].astype(object).where(fac["name"].notna(), None)
         layers["facilities"] = fac
         # area facilities: their footprints and where they are entered (circles.entries)
-        layers["facility_footprints"] = entries.footprint_layer(result.facilities)
-        layers["facility_entries"] = entries.entry_layer(result.entries)
+        if "facility_footprints" not in skip:
+            layers["facility_footprints"] = entries.footprint_layer(result.facilities)
+        if "facility_entries" not in skip:
+            layers["facility_entries"] = entries.entry_layer(result.entries)
     if want is None or "nodes" in want:
         layers["nodes"] = nodes_frame(result)
     if result.edges is not None and (want is None or "edges" in want):
@@ -208,37 +215,6 @@ def output_layers(result: StudyResult, names: Any = None) -> dict[str, gpd.GeoDa
     if areas is not None:
         layers["service_areas"] = areas
     return layers
-
-
-def coverage_long(result: StudyResult) -> pd.DataFrame:
-    """``coverage.csv``: one row per community and category (the robustness, choice and
-    equity columns follow where the run has them: :func:`report_tables.analysis_columns`)."""
-    t = pd.DataFrame(result.communities.drop(columns=result.communities.geometry.name))
-    levels = result.config.walk.levels_minutes
-    cats = list(result.categories)
-    n = len(t)
-
-    def stack(suffix: str) -> np.ndarray:
-        if not cats:
-            return np.zeros(0)
-        return np.concatenate([t[f"{c}_{suffix}"].to_numpy() for c in cats])
-
-    cols: dict[str, Any] = {
-        "community_id": np.tile(t["community_id"].to_numpy(), len(cats)),
-        "name": np.tile(t["name"].to_numpy(), len(cats)),
-        "category": np.repeat(np.asarray(cats, dtype=object), n),
-        "residents": np.tile(t["residents"].to_numpy(), len(cats)),
-        "residents_basis": np.tile(t["residents_basis"].to_numpy(), len(cats)),
-    }
-    for lev in levels:
-        k = level_key(lev)
-        cols[f"share_{k}_min"] = stack(f"share_{k}")
-    cols["median_min"] = stack("median_min")
-    cols["p90_min"] = stack("p90_min")
-    cols["flag"] = stack("flag")
-    # robustness, choice and equity columns where the run has them
-    cols.update(report_tables.analysis_columns(t, cats, level_key(levels[-1])))
-    return finite_or_nan(pd.DataFrame(cols))
 
 
 #: The GeoPackage layers written before the service areas are waited for.
@@ -259,75 +235,6 @@ def _write_text(text: str, path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- the map
-
-
-def display_geometry(gdf: gpd.GeoDataFrame, tol_m: float, store: Any) -> gpd.GeoDataFrame:
-    """Rows of ``gdf`` with geometry simplified by ``tol_m`` metres as the map draws it
-    (:func:`circles.maps._simplify`), cached by the geometries' content."""
-    from circles import maps
-
-    if len(gdf) == 0 or gdf.crs is None:
-        return gdf
-    wkb = shapely.to_wkb(np.asarray(gdf.geometry.array, dtype=object))
-
-    def compute() -> gpd.GeoDataFrame:
-        g = gpd.GeoDataFrame(
-            {"pos": np.arange(len(gdf), dtype=np.int64)},
-            geometry=np.asarray(gdf.geometry.array, dtype=object),
-            crs=gdf.crs,
-        )
-        return maps._simplify(g, tol_m).reset_index(drop=True)
-
-    cache = store if store is not None else Cache(None)
-    parts = [array_digest(wkb), gdf.crs.to_string(), tol_m]
-    simple = cache.memo("map_geometry", parts, compute, codec=FRAME).value
-    out = gdf.iloc[simple["pos"].to_numpy()]
-    return out.set_geometry(
-        gpd.GeoSeries(np.asarray(simple.geometry.array, dtype=object), index=out.index, crs=4326)
-    )
-
-
-def write_map(result: StudyResult, path: str | Path | None = None, *, store: Any = None) -> str:
-    """The coverage map (self-contained by default), at ``path`` or
-    ``maps/<study>/coverage.html``.
-
-    Community and isochrone outlines are simplified for display here (as
-    :func:`circles.maps.coverage_map` would) and, with a ``store``
-    (:class:`circles.cache.Cache`), kept in the cache: they do not change when facilities
-    do, and simplifying them is a third of the map's cost. The map's parts (each
-    category's community values, the encoded isochrones: :mod:`circles.mapparts`) are
-    kept there too, so an update draws only the parts of the categories it changed.
-    """
-    from circles import maps
-
-    cfg = result.config
-    iso = result.isochrones
-    if iso is not None and cfg.map.isochrones != "all":
-        iso = iso[iso["community_id"] == cfg.map.isochrones]
-    comm = result.communities
-    tol = float(cfg.map.simplify_m)
-    if tol > 0:
-        comm = display_geometry(comm, tol, store)
-        if iso is not None:
-            iso = display_geometry(iso, tol, store)
-    m = maps.coverage_map(
-        comm,
-        result.facilities,
-        categories=result.categories,
-        labels=result.labels,
-        isochrones=iso,
-        lang=cfg.study.lang,
-        simplify_m=0.0 if tol > 0 else tol,
-        tiles=cfg.map.tiles,
-        levels_minutes=cfg.walk.levels_minutes,
-        edges=result.edges,
-        title=cfg.study.name,
-        date=utc_now()[:10],
-        opening=styles.opening_category(result),
-        store=store,
-    )
-    out = Path(path) if path is not None else cfg.map_dir / "coverage.html"
-    return str(maps.save_map(m, out, self_contained=cfg.map.self_contained))
 
 
 def _map_content(result: StudyResult, digests: dict[str, Any]) -> str:
@@ -376,7 +283,17 @@ def _start_map(
         return _MapJob(content, None)
     path = _staged(tx, "maps", "coverage.html")
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="circles-map")
-    job = pool.submit(_guarded, tx, "maps", "coverage.html", write_map, result, path, store=store)
+    job = pool.submit(
+        _guarded,
+        tx,
+        "maps",
+        "coverage.html",
+        write_map,
+        result,
+        path,
+        store=store,
+        iso_key=None if digests.get("isochrones") is None else str(digests["isochrones"]),
+    )
     pool.shutdown(wait=False)
     return _MapJob(content, job)
 
@@ -389,6 +306,8 @@ def _layer_digests(result: StudyResult, digests: dict[str, Any]) -> dict[str, An
     out = {
         "communities": digests["communities"],
         "facilities": digests["facilities"],
+        "facility_footprints": entries.digest_footprints(result.facilities),
+        "facility_entries": entries.digest_entries(result.entries),
         "nodes_base": digest("nodes", digests["network"], digests["residents"], cats),
         "styles": styles.styles_content(result),
     }
@@ -496,7 +415,10 @@ def _update_gpkg(
         finally:
             con.close()
         if changed_layers:
-            _write_gpkg(output_layers(result, changed_layers), staged)
+            # a point facility added or moved leaves the area facilities' layers as
+            # they are: only the layers whose content changed are rewritten
+            same = [n for n in ("facility_footprints", "facility_entries") if old[n] == new[n]]
+            _write_gpkg(output_layers(result, changed_layers, skip=same), staged)
         ok = True
         return True
     finally:

@@ -31,13 +31,17 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from circles import io
+from circles.result import finite_or_nan, level_key
 from circles.vocabulary import value_zh
+
+if TYPE_CHECKING:
+    from circles.result import StudyResult
 
 __all__ = [
     "COLUMNS",
@@ -845,3 +849,34 @@ def write_xlsx_atomic(
     finally:
         tmp.unlink(missing_ok=True)
     return final
+
+
+def coverage_long(result: StudyResult) -> pd.DataFrame:
+    """``coverage.csv``: one row per community and category (the robustness, choice and
+    equity columns follow where the run has them: :func:`analysis_columns`)."""
+    t = pd.DataFrame(result.communities.drop(columns=result.communities.geometry.name))
+    levels = result.config.walk.levels_minutes
+    cats = list(result.categories)
+    n = len(t)
+
+    def stack(suffix: str) -> np.ndarray:
+        if not cats:
+            return np.zeros(0)
+        return np.concatenate([t[f"{c}_{suffix}"].to_numpy() for c in cats])
+
+    cols: dict[str, Any] = {
+        "community_id": np.tile(t["community_id"].to_numpy(), len(cats)),
+        "name": np.tile(t["name"].to_numpy(), len(cats)),
+        "category": np.repeat(np.asarray(cats, dtype=object), n),
+        "residents": np.tile(t["residents"].to_numpy(), len(cats)),
+        "residents_basis": np.tile(t["residents_basis"].to_numpy(), len(cats)),
+    }
+    for lev in levels:
+        k = level_key(lev)
+        cols[f"share_{k}_min"] = stack(f"share_{k}")
+    cols["median_min"] = stack("median_min")
+    cols["p90_min"] = stack("p90_min")
+    cols["flag"] = stack("flag")
+    # robustness, choice and equity columns where the run has them
+    cols.update(analysis_columns(t, cats, level_key(levels[-1])))
+    return finite_or_nan(pd.DataFrame(cols))

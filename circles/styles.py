@@ -395,10 +395,17 @@ def write_styles(
     """Write ``styles`` into the GeoPackage's ``layer_styles`` table (replacing it).
 
     The table has QGIS's own columns and is registered in ``gpkg_contents`` as an
-    attributes table, as QGIS registers it.
+    attributes table, as QGIS registers it. A table that already holds exactly these
+    styles (an update's in-place copy of the GeoPackage) is left as it is.
     """
+    rows = [
+        (s.layer, geometry_column, s.name, s.qml, 1 if s.default else 0, s.description)
+        for s in styles
+    ]
     con = sqlite3.connect(str(path))
     try:
+        if _holds_styles(con, rows):
+            return
         with con:
             con.execute('DROP TABLE IF EXISTS "layer_styles"')
             con.execute("DELETE FROM gpkg_contents WHERE table_name = 'layer_styles'")
@@ -412,13 +419,26 @@ def write_styles(
                 'INSERT INTO "layer_styles" (f_table_catalog, f_table_schema, f_table_name, '
                 "f_geometry_column, styleName, styleQML, styleSLD, useAsDefault, description, "
                 "owner, ui) VALUES ('', '', ?, ?, ?, ?, '', ?, ?, 'circles', NULL)",
-                [
-                    (s.layer, geometry_column, s.name, s.qml, 1 if s.default else 0, s.description)
-                    for s in styles
-                ],
+                rows,
             )
     finally:
         con.close()
+
+
+def _holds_styles(con: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> bool:
+    """Whether ``layer_styles`` holds exactly ``rows`` (in order), written by circles and
+    registered in ``gpkg_contents``."""
+    try:
+        registered = con.execute(
+            "SELECT count(*) FROM gpkg_contents WHERE table_name = 'layer_styles'"
+        ).fetchone()[0]
+        have = con.execute(
+            "SELECT f_table_name, f_geometry_column, styleName, styleQML, useAsDefault, "
+            'description, owner FROM "layer_styles" ORDER BY id'
+        ).fetchall()
+    except sqlite3.Error:  # no table yet
+        return False
+    return registered == 1 and have == [(*r, "circles") for r in rows]
 
 
 def check_qml(qml: str, *, fields: Sequence[str] | None = None) -> dict[str, Any]:

@@ -50,6 +50,7 @@ LAYERS = {
         "vocabulary",
         "mapview",
         "mapparts",
+        "studymap",
         "report_tables",
         "figures",
         "styles",

@@ -138,3 +138,45 @@ def test_qgis_opens_the_geopackage_styled(helsinki_zh_run, tmp_path):
 
     with Image.open(png) as img:
         assert len(img.convert("RGB").getcolors(maxcolors=1 << 20) or []) > 20
+
+
+def test_write_styles_leaves_the_same_styles_untouched(tmp_path):
+    """An update's in-place copy already holds the styles: writing the same ones again
+    changes nothing (ids and times kept); other styles replace them."""
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    from circles.styles import study_styles, write_styles
+
+    gpkg = tmp_path / "s.gpkg"
+    gpd.GeoDataFrame({"community_id": ["a"]}, geometry=[box(0, 0, 1, 1)], crs=4326).to_file(
+        gpkg, layer="communities", driver="GPKG", engine="pyogrio"
+    )
+
+    def styles(opening: str):
+        return study_styles(
+            ["fitness", "shelter"],
+            {},
+            levels_minutes=[5, 10, 15],
+            lang="en",
+            default_category=opening,
+            layers=["communities"],
+        )
+
+    def table():
+        with sqlite3.connect(gpkg) as con:
+            return con.execute(
+                'SELECT id, update_time, styleName, useAsDefault FROM "layer_styles" ORDER BY id'
+            ).fetchall()
+
+    write_styles(gpkg, styles("fitness"))
+    first = table()
+    with sqlite3.connect(gpkg) as con:  # mark the rows: a rewrite would drop the mark
+        con.execute("UPDATE layer_styles SET update_time = 'marked'")
+    write_styles(gpkg, styles("fitness"))
+    assert [r[0] for r in table()] == [r[0] for r in first]
+    assert {r[1] for r in table()} == {"marked"}
+    write_styles(gpkg, styles("shelter"))  # another default: rewritten
+    assert "marked" not in {r[1] for r in table()}
+    assert [r[3] for r in table()] != [r[3] for r in first]
+    assert pyogrio.list_layers(gpkg).tolist()  # still a GeoPackage GDAL reads

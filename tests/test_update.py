@@ -313,8 +313,14 @@ def test_update_equals_full_run_liechtenstein(tmp_path: Path) -> None:
     ).to_csv(canteen, index=False)
     inc = _cfg(tmp_path, "inc", extract, comm)
     run(inc)
+    before = _last_change(inc.out_dir / "circles.gpkg")
     res = update(inc, canteen, category="elderly_canteen")
     assert res.manifest["categories"]["recomputed"] == ["elderly_canteen"]
+    after = _last_change(inc.out_dir / "circles.gpkg")
+    # changed in place: a point canteen leaves the area facilities' layers as they were
+    assert after["facilities"] != before["facilities"]
+    for layer in ("facility_footprints", "facility_entries", "isochrones", "nodes"):
+        assert after[layer] == before[layer], layer
     full = _cfg(
         tmp_path,
         "full",
@@ -324,3 +330,14 @@ def test_update_equals_full_run_liechtenstein(tmp_path: Path) -> None:
     )
     run(full)
     assert_same_outputs(inc.out_dir, full.out_dir)
+
+
+def _last_change(gpkg: Path) -> dict[str, str]:
+    """``gpkg_contents.last_change`` of each layer (GDAL sets it when it writes one)."""
+    import sqlite3
+
+    con = sqlite3.connect(gpkg)
+    try:
+        return dict(con.execute("SELECT table_name, last_change FROM gpkg_contents"))
+    finally:
+        con.close()
