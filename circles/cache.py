@@ -602,14 +602,10 @@ class _Text:
     def save(self, store: Cache, kind: str, key: str, value: str) -> str:
         if store.root is None:
             return value
+        from circles.io import write_atomic_text
+
         path, _ = store._paths(kind, key, ".txt")
-        tmp, final = atomic_path(path)
-        try:
-            tmp.write_text(value, encoding="utf-8")
-            os.replace(tmp, final)
-        finally:
-            tmp.unlink(missing_ok=True)
-        store._seal(kind, key, final, None)
+        store._seal(kind, key, write_atomic_text(path, value), None)
         return value
 
 
