@@ -65,8 +65,32 @@ def category_part(
     suffixes: tuple[str, ...],
     text: Mapping[str, str],
 ) -> dict[str, Any]:
-    """One category's community values on the map: fill colours, flags, popup values
-    (with the popup's row labels once), tooltips and the flagged list's HTML."""
+    """One category's community values on the map.
+
+    Parameters
+    ----------
+    comm : geopandas.GeoDataFrame
+        The communities with the category's columns ``<cat>_share_<level>`` (0-1),
+        ``<cat>_median_min`` and ``<cat>_p90_min`` (minutes), ``<cat>_flag`` and, where
+        the run has them, the walking-speed band's columns.
+    cat, cat_label : str
+        The category's id and its label (escaped HTML).
+    names, ids : numpy.ndarray
+        The communities' names and ids, escaped for HTML, in the rows' order.
+    lev_keys : list of str
+        The levels as written in column names (``["5", "10", "15"]``), last the largest.
+    suffixes : tuple of str
+        The category's column suffixes the popup shows.
+    text : mapping
+        The page's words in its language (:data:`circles.mapview.TEXT`).
+
+    Returns
+    -------
+    dict
+        ``rows`` (the popup's row labels, once), ``fills`` (colours), ``flags``,
+        ``popups`` (values per community), ``tips`` (tooltips) and ``flagged`` (the
+        flagged list's HTML for the category), all JSON values.
+    """
     top = lev_keys[-1]
     share15 = comm[f"{cat}_share_{top}"].to_numpy(dtype=float)
     flags = comm[f"{cat}_flag"].eq(True).to_numpy(dtype=bool)  # NaN -> not flagged
@@ -107,8 +131,20 @@ def category_part(
 
 
 def isochrone_part(iso: gpd.GeoDataFrame) -> dict[str, list[dict[str, Any]]]:
-    """Each community's isochrones as the page draws them (largest first, rings as
-    :func:`circles.encode_rings`)."""
+    """Each community's isochrones as the page draws them.
+
+    Parameters
+    ----------
+    iso : geopandas.GeoDataFrame
+        EPSG:4326 isochrones with ``community_id`` and ``minutes``.
+
+    Returns
+    -------
+    dict
+        Escaped community id -> ``[{"m": minutes, "p": rings}, ...]``, largest level
+        first, rings as :func:`circles.mapview.encode_rings` (integer offsets of
+        1e-5 degree).
+    """
     out: dict[str, list[dict[str, Any]]] = {}
     minutes = iso["minutes"].to_numpy(dtype=float)
     iso = iso.iloc[np.argsort(-minutes, kind="stable")]  # largest below, 5 min on top
