@@ -9,6 +9,7 @@ only and reads the others and the isochrones' rings from the cache.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -16,8 +17,8 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 
-from circles.cache import TEXT, Cache
-from circles.mapview import encode_rings
+from circles.cache import TEXT, Cache, frame_digest
+from circles.mapview import RawJSON, encode_rings, safe_json
 from circles.mapview import esc as _esc
 from circles.palette import NO_DATA_COLOUR, SHARE_BREAKS, SHARE_COLOURS
 
@@ -44,15 +45,49 @@ def share_class(share: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(share), -1, cls)
 
 
-def memo_text(store: Cache | None) -> Callable[[str, list[Any], Callable[[], str]], str] | None:
-    """``memo(kind, parts, compute) -> text`` on ``store`` (None without a store)."""
-    if store is None or store.root is None:
-        return None
+def kept_category_part(
+    store: Cache | None,
+    comm: gpd.GeoDataFrame,
+    cat: str,
+    cat_label: str,
+    names: np.ndarray,
+    ids: np.ndarray,
+    lev_keys: list[str],
+    suffixes: tuple[str, ...],
+    text: Mapping[str, str],
+    *,
+    rows_key: str | None = None,
+) -> dict[str, Any]:
+    """:func:`category_part`, read from ``store`` when it holds it, else computed and kept
+    there (computed only, without a store).
 
-    def memo(kind: str, parts: list[Any], compute: Callable[[], str]) -> str:
-        return store.memo(kind, parts, compute, codec=TEXT).value
+    ``rows_key`` is the content key of the communities' ids and names (the same for
+    every category of a drawing: computed once by the caller); the category's own
+    columns and the page's words key the rest.
+    """
 
-    return memo
+    def compute() -> dict[str, Any]:
+        return category_part(comm, cat, cat_label, names, ids, lev_keys, suffixes, text)
+
+    if store is None:
+        return compute()
+    top = lev_keys[-1]
+    band = ("robust", "flip_m_s", f"share_{top}_slow", f"share_{top}_fast")
+    cols = [f"{cat}_{c}" for c in (*suffixes, *band) if f"{cat}_{c}" in comm.columns]
+    parts = [cat, cat_label, text, lev_keys, rows_key, frame_digest(comm, cols)]
+    kept = store.memo("map_category", parts, lambda: safe_json(compute()), codec=TEXT)
+    return dict(json.loads(kept.value))
+
+
+def kept_isochrone_part(
+    store: Cache, parts: list[Any], isochrones: Callable[[], gpd.GeoDataFrame]
+) -> RawJSON:
+    """:func:`isochrone_part` as page JSON, read from ``store`` under the content key
+    ``parts``, else drawn from ``isochrones()`` (called only then) and kept there."""
+    kept = store.memo(
+        "map_isochrones", parts, lambda: safe_json(isochrone_part(isochrones())), codec=TEXT
+    )
+    return RawJSON(kept.value)
 
 
 def category_part(

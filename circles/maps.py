@@ -27,7 +27,6 @@ from __future__ import annotations
 import base64
 import functools
 import html
-import json
 import logging
 import math
 import os
@@ -460,29 +459,15 @@ def coverage_map(
     fills_all, flags_all, popups_all, tips_all, popup_rows = [], [], [], [], []
     flagged_html = []
     groups: dict[str, str] = {}
-    memo = mapparts.memo_text(store)
+    if store is not None and store.root is None:  # a cache that keeps nothing
+        store = None
+    rows_key = frame_digest(comm, ["community_id", "name"]) if store is not None else None
     for cat in cats:
         group = folium.FeatureGroup(name=label(cat), overlay=False, show=(cat == opening))
         groups[group.get_name()] = cat
-        robust_names = ("robust", "flip_m_s", f"share_{top}_slow", f"share_{top}_fast")
-        robust_cols = [f"{cat}_{c}" for c in robust_names if f"{cat}_{c}" in comm.columns]
-        key_parts = [
-            cat,
-            label(cat),
-            text,
-            lev_keys,
-            frame_digest(comm, ["community_id", "name", *[f"{cat}_{s}" for s in suffixes]])
-            if memo is not None
-            else None,
-            frame_digest(comm, robust_cols) if memo is not None and robust_cols else None,
-        ]
-
-        def part(cat: str = cat) -> str:
-            return mapview.safe_json(
-                mapparts.category_part(comm, cat, label(cat), names, ids, lev_keys, suffixes, text)
-            )
-
-        doc = json.loads(memo("map_category", key_parts, part) if memo is not None else part())
+        doc = mapparts.kept_category_part(
+            store, comm, cat, label(cat), names, ids, lev_keys, suffixes, text, rows_key=rows_key
+        )
         popup_rows.append(doc["rows"])
         fills_all.append(doc["fills"])
         flags_all.append(doc["flags"])
@@ -519,17 +504,11 @@ def coverage_map(
     iso_json: mapview.RawJSON | dict[str, list[dict[str, Any]]] = {}
     if isinstance(isochrones, mapview.RawJSON):  # already encoded (a kept part)
         iso_json = isochrones
+    elif iso is not None and len(iso) and store is not None:
+        key = frame_digest(iso, ["community_id", "minutes", iso.geometry.name])
+        iso_json = mapparts.kept_isochrone_part(store, [key], lambda: iso)
     elif iso is not None and len(iso):
-        iso_in = iso
-
-        def iso_part() -> str:
-            return mapview.safe_json(mapparts.isochrone_part(iso_in))
-
-        if memo is not None:
-            key = frame_digest(iso_in, ["community_id", "minutes", iso_in.geometry.name])
-            iso_json = mapview.RawJSON(memo("map_isochrones", [key], iso_part))
-        else:
-            iso_json = mapparts.isochrone_part(iso_in)
+        iso_json = mapparts.isochrone_part(iso)
     street_doc = mapview.street_layer(edges, cats, levels) if edges is not None else None
     level_txt = "/".join(lev_keys)
     bounds_ll = [[float(south), float(west)], [float(north), float(east)]]

@@ -190,28 +190,32 @@ def output_layers(
 ) -> dict[str, gpd.GeoDataFrame]:
     """The GeoPackage layers (all, or those named; ``"facilities"`` names the
     ``facilities``, ``facility_footprints`` and ``facility_entries`` layers), without
-    the layers named in ``skip``."""
+    the layers named in ``skip`` (which are not built either)."""
     want = None if names is None else set(names)
+
+    def wanted(layer: str, group: str | None = None) -> bool:
+        return (want is None or (group or layer) in want) and layer not in skip
+
     layers: dict[str, gpd.GeoDataFrame] = {}
-    if want is None or "communities" in want:
+    if wanted("communities"):
         layers["communities"] = finite_or_nan(result.communities.copy())
-    if want is None or "facilities" in want:
+    if wanted("facilities"):
         fac = result.facilities.drop(columns=["footprint_wkb"], errors="ignore")
         fac["name"] = fac["name"].astype(object).where(fac["name"].notna(), None)
         layers["facilities"] = fac
-        # area facilities: their footprints and where they are entered (circles.entries)
-        if "facility_footprints" not in skip:
-            layers["facility_footprints"] = entries.footprint_layer(result.facilities)
-        if "facility_entries" not in skip:
-            layers["facility_entries"] = entries.entry_layer(result.entries)
-    if want is None or "nodes" in want:
+    # area facilities: their footprints and where they are entered (circles.entries)
+    if wanted("facility_footprints", "facilities"):
+        layers["facility_footprints"] = entries.footprint_layer(result.facilities)
+    if wanted("facility_entries", "facilities"):
+        layers["facility_entries"] = entries.entry_layer(result.entries)
+    if wanted("nodes"):
         layers["nodes"] = nodes_frame(result)
-    if result.edges is not None and (want is None or "edges" in want):
+    if result.edges is not None and wanted("edges"):
         layers["edges"] = finite_or_nan(result.edges)
-    if result.isochrones is not None and (want is None or "isochrones" in want):
+    if result.isochrones is not None and wanted("isochrones"):
         layers["isochrones"] = result.isochrones
     # (service areas are read or drawn only when wanted)
-    areas = result.service_areas if want is None or "service_areas" in want else None
+    areas = result.service_areas if wanted("service_areas") else None
     if areas is not None:
         layers["service_areas"] = areas
     return layers

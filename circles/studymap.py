@@ -13,7 +13,7 @@ import numpy as np
 import shapely
 
 from circles import styles
-from circles.cache import FRAME, TEXT, Cache, array_digest
+from circles.cache import FRAME, Cache, array_digest
 from circles.result import utc_now
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ def write_map(
     With ``iso_key`` (the isochrones' content key) the encoded isochrones are found by
     it, without reading or hashing their outlines again.
     """
-    from circles import mapparts, maps, mapview
+    from circles import mapparts, maps
 
     cfg = result.config
     iso = result.isochrones
@@ -77,13 +77,9 @@ def write_map(
         comm = display_geometry(comm, tol, store)
     if iso is not None and store is not None and iso_key is not None and tol > 0:
         iso_in = iso
-
-        def iso_part() -> str:
-            shown = display_geometry(iso_in, tol, store)
-            return mapview.safe_json(mapparts.isochrone_part(shown))
-
-        parts = [iso_key, cfg.map.isochrones, tol]
-        iso = mapview.RawJSON(store.memo("map_isochrones", parts, iso_part, codec=TEXT).value)
+        iso = mapparts.kept_isochrone_part(
+            store, [iso_key, cfg.map.isochrones, tol], lambda: display_geometry(iso_in, tol, store)
+        )
     elif iso is not None and tol > 0:
         iso = display_geometry(iso, tol, store)
     m = maps.coverage_map(
