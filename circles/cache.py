@@ -42,6 +42,7 @@ import logging
 import mmap
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
@@ -286,6 +287,10 @@ class Cache:
     root: Path | None
     hits: list[str] = field(default_factory=list)
     misses: list[str] = field(default_factory=list)
+    #: Entries being computed in a background thread (:meth:`start_memo`), by kind and key.
+    _pending: dict[tuple[str, str], Future[Any]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     @property
     def enabled(self) -> bool:
@@ -372,6 +377,44 @@ class Cache:
             How the value is stored (:data:`FRAME`, :data:`ARRAYS`...).
         """
         return memo(self, kind, parts, compute, codec=codec)
+
+    def start_memo(
+        self,
+        kind: str,
+        parts: Sequence[Any],
+        compute: Callable[[], T],
+        *,
+        codec: Codec[T],
+        suffix: str,
+    ) -> bool:
+        """Begin :meth:`memo` of an entry that is not stored in a background thread.
+
+        A later :meth:`memo` of the same entry waits for it (re-raising its error)
+        instead of computing it again. For work that later stages ask for but that can
+        start early, on a core the run leaves idle (the map's encoded isochrones, as soon
+        as the isochrones are drawn).
+
+        Parameters
+        ----------
+        kind, parts, compute, codec
+            As :meth:`memo`.
+        suffix : str
+            The entry's data file suffix (``".txt"`` for :data:`TEXT`), to see whether it
+            is stored.
+
+        Returns
+        -------
+        bool
+            Whether a computation was started (False: no cache folder, the entry is
+            stored, or it is being computed already).
+        """
+        key = digest(kind, *parts)
+        if self.root is None or (kind, key) in self._pending or self.exists(kind, key, suffix):
+            return False
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"circles-{kind}")
+        self._pending[(kind, key)] = pool.submit(_memo_key, self, kind, key, compute, codec)
+        pool.shutdown(wait=False)
+        return True
 
     # arrays ------------------------------------------------------------------
 
@@ -659,8 +702,19 @@ def memo(
     *,
     codec: Codec[T],
 ) -> Keyed[T]:
-    """``store.memo``: the value under ``digest(kind, *parts)``, computed once."""
+    """``store.memo``: the value under ``digest(kind, *parts)``, computed once (or
+    waited for, where :meth:`Cache.start_memo` began it)."""
     key = digest(kind, *parts)
+    pending = store._pending.pop((kind, key), None)
+    if pending is not None:
+        return pending.result()
+    return _memo_key(store, kind, key, compute, codec)
+
+
+def _memo_key(
+    store: Cache, kind: str, key: str, compute: Callable[[], T], codec: Codec[T]
+) -> Keyed[T]:
+    """The entry ``kind``/``key`` read, else computed and stored."""
     got = codec.load(store, kind, key)
     if got is not None:
         return Keyed(got, key, True)

@@ -84,10 +84,19 @@ def kept_isochrone_part(
 ) -> RawJSON:
     """:func:`isochrone_part` as page JSON, read from ``store`` under the content key
     ``parts``, else drawn from ``isochrones()`` (called only then) and kept there."""
-    kept = store.memo(
-        "map_isochrones", parts, lambda: safe_json(isochrone_part(isochrones())), codec=TEXT
-    )
+    kept = store.memo(ISOCHRONE_ENTRY, parts, lambda: encoded_isochrones(isochrones()), codec=TEXT)
     return RawJSON(kept.value)
+
+
+#: Cache kind of the encoded isochrones (:func:`kept_isochrone_part`; begun early by
+#: :func:`circles.studymap.start_isochrone_part`, which names it without importing this
+#: module and folium with it).
+ISOCHRONE_ENTRY = "map_isochrones"
+
+
+def encoded_isochrones(iso: gpd.GeoDataFrame) -> str:
+    """:func:`isochrone_part` of the display outlines ``iso``, as page JSON."""
+    return safe_json(isochrone_part(iso))
 
 
 def category_part(

