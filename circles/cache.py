@@ -195,8 +195,14 @@ def read_parquet_frame(source: Any, *, crs: str | None = None) -> pd.DataFrame:
     )
 
 
-def frame_roundtrip(df: pd.DataFrame) -> Any:
-    """``df`` written to (Geo)Parquet in memory and read back: its canonical cached form."""
+def frame_parquet(df: pd.DataFrame) -> tuple[bytes, str | None]:
+    """``df`` as (Geo)Parquet bytes, and its CRS (None: not a GeoDataFrame).
+
+    Raises
+    ------
+    ValueError
+        A GeoDataFrame without a CRS, or whose geometry column is not ``geometry``.
+    """
     import io as _io
 
     buf = _io.BytesIO()
@@ -206,8 +212,19 @@ def frame_roundtrip(df: pd.DataFrame) -> Any:
             raise ValueError("cached GeoDataFrames need a CRS and a 'geometry' column")
         crs = df.crs.to_string()
     df.to_parquet(buf, index=False)
-    buf.seek(0)
-    return read_parquet_frame(buf, crs=crs)
+    return buf.getvalue(), crs
+
+
+def parquet_frame(data: bytes, crs: str | None) -> Any:
+    """The frame of :func:`frame_parquet`'s bytes and CRS (its canonical cached form)."""
+    import io as _io
+
+    return read_parquet_frame(_io.BytesIO(data), crs=crs)
+
+
+def frame_roundtrip(df: pd.DataFrame) -> Any:
+    """``df`` written to (Geo)Parquet in memory and read back: its canonical cached form."""
+    return parquet_frame(*frame_parquet(df))
 
 
 # --------------------------------------------------------------------------- networks
@@ -480,16 +497,26 @@ class Cache:
         """Store a (Geo)DataFrame as a verified (Geo)Parquet entry."""
         if self.root is None:
             return
+        self.save_parquet(kind, key, *frame_parquet(df), info)
+
+    def save_parquet(
+        self,
+        kind: str,
+        key: str,
+        data: bytes,
+        crs: str | None,
+        info: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Store (Geo)Parquet bytes (:func:`frame_parquet`) as a verified entry."""
+        if self.root is None:
+            return
         path, _ = self._paths(kind, key, ".parquet")
         tmp, final = atomic_path(path)
-        geo = isinstance(df, gpd.GeoDataFrame)
-        extra: dict[str, Any] = {"geo": geo}
-        if geo:
-            if df.crs is None or df.geometry.name != "geometry":
-                raise ValueError("cached GeoDataFrames need a CRS and a 'geometry' column")
-            extra["crs"] = df.crs.to_string()
+        extra: dict[str, Any] = {"geo": crs is not None}
+        if crs is not None:
+            extra["crs"] = crs
         try:
-            df.to_parquet(tmp, index=False)
+            tmp.write_bytes(data)
             os.replace(tmp, final)
         finally:
             tmp.unlink(missing_ok=True)
@@ -571,9 +598,10 @@ class _Frame:
         return None if got is None else got[0]
 
     def save(self, store: Cache, kind: str, key: str, value: pd.DataFrame) -> pd.DataFrame:
-        value = frame_roundtrip(value)
-        store.save_frame(kind, key, value)
-        return value
+        # encoded once: the bytes stored are the ones read back as the canonical form
+        data, crs = frame_parquet(value)
+        store.save_parquet(kind, key, data, crs)
+        return parquet_frame(data, crs)
 
 
 class _Frames:
@@ -600,14 +628,14 @@ class _Frames:
     def save(self, store: Cache, kind: str, key: str, value: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(value.get(kind), pd.DataFrame):
             raise ValueError(f"a FRAMES record of kind {kind!r} needs a frame named {kind!r}")
-        frames = {k: frame_roundtrip(v) for k, v in value.items() if isinstance(v, pd.DataFrame)}
-        values = {k: v for k, v in value.items() if k not in frames}
+        encoded = {k: frame_parquet(v) for k, v in value.items() if isinstance(v, pd.DataFrame)}
+        values = {k: v for k, v in value.items() if k not in encoded}
         # the other frames first: the first frame's sidecar, written last, seals the record
-        for name, df in frames.items():
+        for name, (data, crs) in encoded.items():
             if name != kind:
-                store.save_frame(name, key, df)
-        store.save_frame(kind, key, frames[kind], {"frames": list(frames), "values": values})
-        return {**frames, **values}
+                store.save_parquet(name, key, data, crs)
+        store.save_parquet(kind, key, *encoded[kind], {"frames": list(encoded), "values": values})
+        return {**{k: parquet_frame(*v) for k, v in encoded.items()}, **values}
 
 
 class _Arrays:

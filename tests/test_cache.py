@@ -390,3 +390,33 @@ def test_a_memo_begun_in_the_background_is_waited_for_not_computed_again(tmp_pat
         store.memo("part", ["j"], lambda: "other", codec=TEXT)
     # the failure is not kept: the entry is computed on the next ask
     assert store.memo("part", ["j"], lambda: "ok", codec=TEXT).value == "ok"
+
+
+def test_a_saved_frame_is_what_a_later_load_returns(tmp_path) -> None:
+    """FRAME and FRAMES encode a frame once: the value they return equals the stored
+    entry read back and the in-memory round trip, geometry, CRS and dtypes included."""
+    from circles.cache import FRAME, FRAMES, frame_roundtrip
+
+    gdf = gpd.GeoDataFrame(
+        {
+            "community_id": ["a", "b", None],
+            "minutes": [5.0, np.nan, 15.0],
+            "n": np.array([1, 2, 3], dtype=np.int32),
+        },
+        geometry=[shapely.box(0, 0, 1, 1), shapely.Point(0.5, 0.5), None],
+        crs="EPSG:32632",
+    )
+    plain = pd.DataFrame({"x": [1.5, 2.5], "label": ["食堂", "park"]})
+    store = Cache(tmp_path / "c")
+    saved = FRAME.save(store, "iso", "k" * 64, gdf)
+    loaded = FRAME.load(store, "iso", "k" * 64)
+    for other in (loaded, frame_roundtrip(gdf)):
+        pd.testing.assert_frame_equal(saved, other, check_exact=True)
+        assert other.crs == gdf.crs
+    record = FRAMES.save(store, "rec", "r" * 64, {"rec": gdf, "plain": plain, "n": 3})
+    again = FRAMES.load(store, "rec", "r" * 64)
+    assert again is not None
+    assert record["n"] == again["n"] == 3
+    for name in ("rec", "plain"):
+        pd.testing.assert_frame_equal(record[name], again[name], check_exact=True)
+    pd.testing.assert_frame_equal(record["plain"], plain, check_exact=True)
