@@ -16,9 +16,10 @@ from typing import Any
 
 import geopandas as gpd
 import numpy as np
+import shapely
 
 from circles.cache import TEXT, Cache, frame_digest
-from circles.mapview import RawJSON, encode_rings, safe_json
+from circles.mapview import RawJSON, encode_rings_of, safe_json
 from circles.mapview import esc as _esc
 from circles.palette import NO_DATA_COLOUR, SHARE_BREAKS, SHARE_COLOURS
 
@@ -186,19 +187,22 @@ def isochrone_part(iso: gpd.GeoDataFrame) -> dict[str, list[dict[str, Any]]]:
     -------
     dict
         Escaped community id -> ``[{"m": minutes, "p": rings}, ...]``, largest level
-        first, rings as :func:`circles.mapview.encode_rings` (integer offsets of
+        first, rings as :func:`circles.mapview.encode_rings_of` (integer offsets of
         1e-5 degree).
     """
     out: dict[str, list[dict[str, Any]]] = {}
     minutes = iso["minutes"].to_numpy(dtype=float)
     iso = iso.iloc[np.argsort(-minutes, kind="stable")]  # largest below, 5 min on top
-    for cid, mins, geom in zip(
-        iso["community_id"].map(_esc), iso["minutes"].astype(float), iso.geometry, strict=True
+    geoms = np.asarray(iso.geometry.array, dtype=object)
+    shown = ~(shapely.is_missing(geoms) | shapely.is_empty(geoms))
+    encoded = iter(encode_rings_of(geoms[shown]))
+    for cid, mins, has in zip(
+        iso["community_id"].map(_esc), iso["minutes"].astype(float), shown.tolist(), strict=True
     ):
-        if geom is None or geom.is_empty:
+        if not has:
             continue
         out.setdefault(cid, []).append(
-            {"m": int(mins) if float(mins).is_integer() else mins, "p": encode_rings(geom)}
+            {"m": int(mins) if float(mins).is_integer() else mins, "p": next(encoded)}
         )
     return out
 

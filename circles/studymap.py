@@ -14,7 +14,7 @@ import numpy as np
 import shapely
 
 from circles import styles
-from circles.cache import FRAME, TEXT, Cache, Keyed, array_digest
+from circles.cache import FRAME, TEXT, Keyed, array_digest
 from circles.geometry import threads_allowed
 from circles.result import utc_now
 
@@ -24,12 +24,12 @@ if TYPE_CHECKING:
 
 def display_geometry(gdf: gpd.GeoDataFrame, tol_m: float, store: Any) -> gpd.GeoDataFrame:
     """Rows of ``gdf`` with geometry simplified by ``tol_m`` metres as the map draws it
-    (:func:`circles.maps._simplify`), cached by the geometries' content."""
+    (:func:`circles.maps._simplify`), kept in ``store`` (None: not kept) by the
+    geometries' content."""
     from circles import maps
 
     if len(gdf) == 0 or gdf.crs is None:
         return gdf
-    wkb = shapely.to_wkb(np.asarray(gdf.geometry.array, dtype=object))
 
     def compute() -> gpd.GeoDataFrame:
         g = gpd.GeoDataFrame(
@@ -39,9 +39,12 @@ def display_geometry(gdf: gpd.GeoDataFrame, tol_m: float, store: Any) -> gpd.Geo
         )
         return maps._simplify(g, tol_m).reset_index(drop=True)
 
-    cache = store if store is not None else Cache(None)
-    parts = [array_digest(wkb), gdf.crs.to_string(), tol_m]
-    simple = cache.memo("map_geometry", parts, compute, codec=FRAME).value
+    if store is None:
+        simple = compute()
+    else:
+        wkb = shapely.to_wkb(np.asarray(gdf.geometry.array, dtype=object))
+        parts = [array_digest(wkb), gdf.crs.to_string(), tol_m]
+        simple = store.memo("map_geometry", parts, compute, codec=FRAME).value
     out = gdf.iloc[simple["pos"].to_numpy()]
     return out.set_geometry(
         gpd.GeoSeries(np.asarray(simple.geometry.array, dtype=object), index=out.index, crs=4326)
@@ -68,7 +71,8 @@ def _isochrone_part_job(
     tol = float(cfg.map.simplify_m)
     if iso is None or store is None or iso_key is None or tol <= 0:
         return None
-    return [iso_key, cfg.map.isochrones, tol], lambda: display_geometry(iso, tol, store)
+    # the encoded part is what is kept: the simplified outlines are not kept as well
+    return [iso_key, cfg.map.isochrones, tol], lambda: display_geometry(iso, tol, None)
 
 
 def start_isochrone_part(cfg: Any, isochrones: Keyed[gpd.GeoDataFrame] | None, store: Any) -> bool:

@@ -1007,3 +1007,90 @@ def test_a_runs_map_isochrones_are_drawn_beside_the_run_once(
     assert len(threads) == 2
     assert threads[1].startswith("circles-map_")
     assert not threads[1].startswith("circles-map_isochrones")
+
+
+def test_simplified_outlines_are_the_same_on_two_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A county's outlines are simplified in two halves on two threads: each outline is
+    the one a single pass gives, in the same order."""
+    from circles import maps
+
+    rng = np.random.default_rng(3)
+    x0, y0 = 500_000.0, 5_200_000.0
+    pts = shapely.points(x0 + rng.uniform(0, 9000, 301), y0 + rng.uniform(0, 9000, 301))
+    polys = shapely.buffer(pts, rng.uniform(50, 400, 301), quad_segs=16)
+    gdf = gpd.GeoDataFrame(
+        {"community_id": [f"c{i}" for i in range(301)]}, geometry=polys, crs="EPSG:32647"
+    ).to_crs(4326)
+    gdf.index = gdf.index[::-1]  # an index that is not 0..n-1
+    halves = maps._simplify(gdf, 10.0)
+    monkeypatch.setattr(maps, "_SPLIT_ROWS", 10**9)
+    whole = maps._simplify(gdf, 10.0)
+    assert halves.index.equals(whole.index)
+    assert list(halves["community_id"]) == list(whole["community_id"])
+    assert (shapely.to_wkb(halves.geometry.array) == shapely.to_wkb(whole.geometry.array)).all()
+    assert (
+        shapely.get_num_coordinates(halves.geometry.array).sum()
+        < shapely.get_num_coordinates(polys).sum()
+    )
+
+
+def _rings_one_by_one(geom: object, unit: float) -> list:
+    """The page's rings drawn one ring at a time (the reference for encode_rings_of)."""
+    out = []
+    for poly in getattr(geom, "geoms", [geom]):
+        rings = []
+        for k, ring in enumerate([poly.exterior, *poly.interiors]):
+            c = np.round(np.asarray(ring.coords)[:, :2] / unit).astype(np.int64)
+            if len(c):
+                c = c[np.r_[True, np.any(c[1:] != c[:-1], axis=1)]]
+            if len(c) < 4:
+                if k == 0:
+                    break
+                continue
+            d = c.copy()
+            d[1:] -= c[:-1]
+            rings.append(d.ravel().tolist())
+        if rings:
+            out.append(rings)
+    return out
+
+
+def test_all_rings_at_once_equal_one_ring_at_a_time() -> None:
+    """encode_rings_of gives, for every geometry, the rings of the one-ring-at-a-time
+    encoding: holes, multipolygons, vertices repeated after rounding, rings and polygons
+    that round to nothing, empty geometries."""
+    from circles.mapview import ISO_UNIT_DEG, encode_rings_of
+
+    rng = np.random.default_rng(7)
+    geoms = []
+    for i in range(60):
+        x, y = 102.5 + rng.uniform(0, 0.1), 24.3 + rng.uniform(0, 0.1)
+        outer = shapely.Point(x, y).buffer(
+            rng.uniform(0.001, 0.01), quad_segs=int(rng.integers(2, 20))
+        )
+        holes = [
+            shapely.Point(x + dx, y + dy).buffer(r, quad_segs=4)
+            for dx, dy, r in rng.uniform(-0.0005, 0.0005, (int(rng.integers(0, 4)), 3))
+        ]
+        g = outer.difference(shapely.union_all([h.buffer(0) for h in holes])) if holes else outer
+        if i % 3 == 0:
+            g = shapely.union(g, shapely.box(x + 0.02, y, x + 0.021, y + 1e-6))  # a sliver part
+        if i % 5 == 0:
+            g = shapely.MultiPolygon(
+                [*getattr(g, "geoms", [g]), shapely.box(x, y - 0.03, x + 2e-5, y - 0.03 + 2e-5)]
+            )
+        geoms.append(shapely.segmentize(g, 1e-6) if i % 7 == 0 else g)  # repeated after rounding
+    geoms += [
+        shapely.Polygon(),
+        shapely.box(0, 0, 1e-7, 1e-7),
+        shapely.Polygon(
+            [(0, 0), (1e-4, 0), (1e-4, 1e-4), (0, 1e-4)],
+            [[(4e-5, 4e-5), (4.2e-5, 4e-5), (4.1e-5, 4.1e-5)]],
+        ),
+    ]
+    got = encode_rings_of(np.array(geoms, dtype=object))
+    assert got == [_rings_one_by_one(g, ISO_UNIT_DEG) for g in geoms]
+    assert got[-3:-1] == [[], []]
+    assert len(got[-1]) == 1
+    assert len(got[-1][0]) == 1  # the hole that rounds away goes
+    assert sum(len(p) > 1 for g in got for p in g) > 10  # holes were encoded
