@@ -814,6 +814,7 @@ def reach_polygons(
     levels_s: Sequence[float],
     *,
     buffer_m: float = NETWORK_BUFFER_M,
+    extra_pieces: Callable[[float], tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> list[BaseGeometry]:
     """Nested ``"network"`` polygons of one origin, from the nodes it reaches only.
 
@@ -848,6 +849,10 @@ def reach_polygons(
         Time limits in seconds, in any order.
     buffer_m : float, default 25.0
         Metres from a reached street that count as within reach.
+    extra_pieces : callable, optional
+        ``level_s -> (start_xy, end_xy)``: further reached pieces at each level, as in
+        :func:`isochrone_polygons` (a facility's own edge around its snap point, for a
+        service area; the origin then is the facilities, ``edge_cost`` towards them).
 
     Returns
     -------
@@ -895,6 +900,10 @@ def reach_polygons(
         end = np.concatenate(
             [np.column_stack([xv[iw], yv[iw]]), cut_u, np.column_stack([xv[iv], yv[iv]])]
         )
+        if extra_pieces is not None:
+            es, ee = extra_pieces(level)
+            start = np.concatenate([start, np.asarray(es, float).reshape(-1, 2)])
+            end = np.concatenate([end, np.asarray(ee, float).reshape(-1, 2)])
         # reached nodes on no piece of positive length still get their buffer
         touched = np.concatenate([u[whole], v[whole], u[part_u], v[part_v]])
         lone = nodes[(secs <= level) & ~np.isin(nodes, touched)]

@@ -13,7 +13,10 @@ communities are drawn on one thread per core (:data:`COMMUNITY_THREADS`; one ins
 :func:`one_thread`), while the service areas are drawn in a thread of their own.
 
 Service areas of a category with the ``"network"`` method are drawn per *reach group*
-(:func:`reach_groups`: facilities whose walking areas meet on the network) and joined.
+(:func:`reach_groups`: facilities whose walking areas meet on the network) and joined;
+each group's levels, and each facility's, are drawn by
+:func:`circles.geometry.reach_polygons` from the nodes it reaches (the same street
+chains' buffers as the community isochrones, each level on the one below).
 Each group's area depends on its own facilities only, so a memo (the study's disk
 cache, :class:`GroupMemo`) lets an update redraw just the groups its facilities touch;
 the result is the same with or without the memo (tested).
@@ -60,7 +63,6 @@ from circles.geometry import (
     facility_edge_pieces,
     isochrone_polygons,
     layer_frame,
-    level_polygon_fn,
     map_tasks,
     nested_levels,
     one_thread,
@@ -298,9 +300,16 @@ def service_areas(
         def extra(level: float) -> tuple[np.ndarray, np.ndarray]:
             return facility_edge_pieces(net, graph.edge_cost, e.edge, e.frac, e.access_s, level)
 
-        polys = isochrone_polygons(
-            net, secs, to_fac, lev_s, method=method, buffer_m=buffer_m, extra_pieces=extra
-        )
+        if method == "network":  # drawn as the categories' areas are
+            nodes = np.flatnonzero(secs <= max(lev_s))
+            polys = reach_polygons(
+                StreetChains.of(net), nodes, secs[nodes], to_fac, lev_s, buffer_m=buffer_m,
+                extra_pieces=extra,
+            )  # fmt: skip
+        else:
+            polys = isochrone_polygons(
+                net, secs, to_fac, lev_s, method=method, buffer_m=buffer_m, extra_pieces=extra
+            )
         add_rows(polys, secs, kind, cat, fid)
 
     for cat in list(dict.fromkeys(cats.tolist())):
@@ -434,7 +443,21 @@ def _group_key(entries: Entries, lev_s: Sequence[float], buffer_m: float) -> str
         arrays = (*arrays, entries.node[order].astype(np.int64))
     facilities = array_digest(*arrays)
     levels = [float(x) for x in lev_s]
-    return digest("reach_group", facilities, levels, float(buffer_m), QUAD_SEGS, GEOMETRY_ENGINE)
+    return digest(
+        "reach_group",
+        facilities,
+        levels,
+        float(buffer_m),
+        QUAD_SEGS,
+        GEOMETRY_ENGINE,
+        SERVICE_AREA_DRAWING,
+    )
+
+
+#: How a reach group's levels are drawn (part of the cache keys of service areas):
+#: :func:`circles.geometry.reach_polygons`, each level on the one below from the street
+#: chains' buffers (before: every level from all its pieces, nested by a second union).
+SERVICE_AREA_DRAWING = "reach_polygons"
 
 
 def _grouped_polygons(
@@ -448,14 +471,17 @@ def _grouped_polygons(
     buffer_m: float,
     memo: Any,
 ) -> list[BaseGeometry]:
-    """A category's ``"network"`` polygons per level, drawn per reach group and joined."""
+    """A category's ``"network"`` polygons per level, drawn per reach group
+    (:func:`circles.geometry.reach_polygons`, the groups on threads) and joined."""
     to_fac = edge_cost[:, ::-1]
     groups = reach_groups(network, secs, source, max(lev_s), entries=entries)
     k = entries.n_facilities
     order = sorted(range(len(lev_s)), key=lambda i: float(lev_s[i]))
     levels = [float(lev_s[i]) for i in order]
     drawn: dict[str, list[BaseGeometry]] = {}
-    tasks: list[tuple[str, Callable[[float], BaseGeometry], float]] = []
+    chains = StreetChains.of(network)
+    tasks: list[Callable[[], list[BaseGeometry]]] = []
+    keys: list[str] = []
     for g in np.unique(groups).tolist():
         members = np.flatnonzero(groups == g)
         own = entries.select(members)
@@ -466,23 +492,24 @@ def _grouped_polygons(
             continue
         in_group = np.zeros(k + 1, bool)
         in_group[members] = True  # index k (= -1) stays False: not reached
-        group_secs = np.where(in_group[source], secs, np.inf)
+        nodes = np.flatnonzero(in_group[source] & (secs <= levels[-1]))
         e = _edge_entries(own)
 
         def extra(level: float, e: Entries = e) -> tuple[np.ndarray, np.ndarray]:
             return facility_edge_pieces(network, edge_cost, e.edge, e.frac, e.access_s, level)
 
-        fn = level_polygon_fn(
-            network, group_secs, to_fac, method="network", buffer_m=buffer_m, extra_pieces=extra
-        )
-        tasks.extend((key, fn, level) for level in levels)
-    # every level of every group to draw, in one pool of threads
-    polys = map_tasks(lambda t: t[1](t[2]), tasks, threads=None)
-    for j in range(0, len(tasks), len(levels)):
-        key = tasks[j][0]
-        drawn[key] = polys[j : j + len(levels)]
+        def draw(nodes: np.ndarray = nodes, extra: Any = extra) -> list[BaseGeometry]:
+            return reach_polygons(
+                chains, nodes, secs[nodes], to_fac, levels, buffer_m=buffer_m, extra_pieces=extra
+            )
+
+        tasks.append(draw)
+        keys.append(key)
+    # the groups to draw, in one pool of threads (each draws its levels one on the other)
+    for key, polys in zip(keys, map_tasks(lambda draw: draw(), tasks, threads=None), strict=True):
+        drawn[key] = polys
         if memo is not None:
-            memo.put(key, drawn[key])
+            memo.put(key, polys)
     ordered = sorted(drawn.items())  # a fixed order: the same bits in every run
     joined = []
     for j in range(len(levels)):
@@ -491,8 +518,9 @@ def _grouped_polygons(
             joined.append(parts[0])
         else:
             joined.append(polygonal(UNION(np.asarray(parts))) if parts else empty_polygon())
-    # one group: exactly what isochrone_polygons draws; several: joined, then nested
-    nested = nested_levels(joined, on_grid=len(ordered) == 1)
+    # one group: nested as drawn (each level on the one below); several: joined, then
+    # nested by a union with the level below
+    nested = joined if len(ordered) <= 1 else nested_levels(joined, on_grid=False)
     out: list[BaseGeometry] = [empty_polygon()] * len(lev_s)
     for i, poly in zip(order, nested, strict=True):
         out[i] = poly
@@ -750,6 +778,7 @@ def study_isochrones(
                 per_facility,
                 buffer_m,
                 GEOMETRY_ENGINE,
+                SERVICE_AREA_DRAWING,
             )
         areas = ServiceAreas(keys, snapped, draw_areas, ctx.store, ctx.say)
         # drawn beside the community isochrones and the rest of the run: off the

@@ -307,8 +307,8 @@ def test_minutes_counts_and_service_areas_equal_the_previous_implementation(
     liechtenstein, monkeypatch
 ) -> None:
     """Minutes and counts against a dense search from every facility (what
-    counts_within did), service areas against the previous piece finder (every edge
-    scanned), to the last bit."""
+    counts_within did), to the last bit; service areas against the previous drawing
+    (every level from all its pieces, every edge scanned), to within the chord error."""
     import geopandas as gpd
 
     from circles.isochrones import service_areas
@@ -346,20 +346,40 @@ def test_minutes_counts_and_service_areas_equal_the_previous_implementation(
         crs=4326,
     )
 
-    def draw() -> gpd.GeoDataFrame:
-        return service_areas(
-            graph, fac, net.node_weight_m(), levels_minutes=[5, 10], speed_m_s=speed,
-            per_facility=False,
-        )  # fmt: skip
+    from circles.access import SnappedArrays
+    from circles.geometry import facility_edge_pieces
+    from circles.isochrones import _edge_entries
 
-    now = draw()
+    now = service_areas(
+        graph, fac, net.node_weight_m(), levels_minutes=[5, 10], speed_m_s=speed,
+        per_facility=False,
+    )  # fmt: skip
+    assert len(now) == 4
+    metric = now.to_crs(net.crs)
+    # the previous drawing of a category's area: every level from all its pieces (every
+    # edge scanned), the facilities' own edges added, nested by a second union
     monkeypatch.setattr(geometry, "_pieces", previous_pieces)
-    before = draw()
-    assert len(now) == len(before) == 4
-    assert now.drop(columns="geometry").equals(before.drop(columns="geometry"))
-    assert shapely.to_wkb(now.geometry.to_numpy()).tolist() == (
-        shapely.to_wkb(before.geometry.to_numpy()).tolist()
-    )
+    ent = SnappedArrays(fac, None).all_entries(speed)
+    to_fac = graph.edge_cost[:, ::-1]
+    for cat in ("clinic", "school"):
+        idx = np.flatnonzero(fac["category"].to_numpy() == cat)
+        secs = dijkstra(
+            graph.with_entries(ent), directed=True, indices=n + idx, min_only=True, limit=600.0
+        )[:n]
+        e = _edge_entries(ent.select(idx))
+
+        def extra(level: float, e=e) -> tuple[np.ndarray, np.ndarray]:
+            return facility_edge_pieces(net, graph.edge_cost, e.edge, e.frac, e.access_s, level)
+
+        ref = isochrone_polygons(net, secs, to_fac, [300.0, 600.0], extra_pieces=extra)
+        rows = metric[metric["category"] == cat].sort_values("minutes")
+        assert rows["minutes"].tolist() == [5.0, 10.0]
+        for row, old, lev in zip(rows.itertuples(), ref, (300.0, 600.0), strict=True):
+            assert_same_ground(row.geometry, shapely.multipolygons(shapely.get_parts(old)))
+            assert row.residents == float(net.node_weight_m()[secs <= lev].sum())
+            assert row.area_km2 == pytest.approx(old.area / 1e6, rel=1e-3)
+        small, large = rows.geometry.tolist()
+        assert shapely.area(shapely.difference(small, large.buffer(PRECISION_M))) < 1e-6
 
 
 def test_threads_change_only_the_speed(helsinki_net) -> None:
