@@ -565,6 +565,10 @@ class GroupMemo:
         FRAME.save(self._store, "service_area_group", self._key(key), frame)
 
 
+#: Categories of service areas drawn at once (each with its reach groups on threads).
+AREA_THREADS = 2
+
+
 class ServiceAreas:
     """A run's service areas, per category: read from the cache or drawn when asked for.
 
@@ -629,13 +633,22 @@ class ServiceAreas:
         pool.shutdown(wait=False)
 
     def _draw_parts(self, cats: list[str]) -> dict[str, gpd.GeoDataFrame]:
-        assert self._snapped is not None
-        assert self._draw is not None
-        out = {}
-        for cat in cats:
-            part = self._draw(self._snapped[self._snapped["category"] == cat])
-            out[cat] = FRAME.save(self._store, "service_areas", self.keys[cat], part)
-        return out
+        """The categories ``cats`` drawn and cached, two at a time: a category whose
+        facilities form one reach group draws its levels one on the other, on one
+        thread, so the categories share the cores (the result is the same either way)."""
+        snapped, draw = self._snapped, self._draw
+        assert snapped is not None
+        assert draw is not None
+
+        def one(cat: str) -> tuple[str, gpd.GeoDataFrame]:
+            part = draw(snapped[snapped["category"] == cat])
+            return cat, FRAME.save(self._store, "service_areas", self.keys[cat], part)
+
+        workers = min(AREA_THREADS, len(cats)) if threads_allowed() else 1
+        if workers <= 1:
+            return dict(one(c) for c in cats)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="circles-areas") as pool:
+            return dict(pool.map(one, cats))
 
     def _collect(self) -> None:
         """Wait for the background drawing (re-raising its error)."""

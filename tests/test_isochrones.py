@@ -590,3 +590,52 @@ def test_reach_groups_do_not_depend_on_the_memo():
     src = np.where(src[:n] >= 0, src[:n] - n, -1)
     groups = reach_groups(net, d[:n], src, 240.0, facility_edge=edge)
     assert 1 < np.unique(groups).size < len(fac)
+
+
+def test_service_area_categories_two_at_a_time_equal_one_after_another(helsinki, tmp_path):
+    """ServiceAreas draws the categories two at a time on threads: the rows are the ones
+    drawn one after another (one_thread), to the last bit, in the categories' order."""
+    import geopandas as gpd
+
+    from circles import isochrones
+    from circles.access import AccessGraph
+    from circles.cache import Cache
+
+    net = helsinki
+    graph = AccessGraph.from_network(net, net.edge_seconds(1.2))
+    rng = np.random.default_rng(11)
+    k = 9
+    edge = rng.choice(net.n_edges, k, replace=False).astype(np.int64)
+    cats = ["clinic", "school", "park"] * 3
+    fac = gpd.GeoDataFrame(
+        {
+            "facility_id": [f"f{i}" for i in range(k)],
+            "category": cats,
+            "status": "snapped",
+            "edge": edge,
+            "frac": rng.uniform(0, 1, k),
+            "snap_m": rng.uniform(0, 40, k),
+        },
+        geometry=gpd.points_from_xy(net.lon[net.u[edge]], net.lat[net.u[edge]]),
+        crs=4326,
+    )
+
+    def draw(part: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+        return isochrones.service_areas(
+            graph, part, net.node_weight_m(), levels_minutes=[5, 10], speed_m_s=1.2,
+            per_facility=False,
+        )  # fmt: skip
+
+    def rows(folder: str) -> gpd.GeoDataFrame:
+        keys = {c: f"{c}-{folder}" for c in ("clinic", "school", "park")}
+        areas = isochrones.ServiceAreas(keys, fac, draw, Cache(tmp_path / folder), lambda m: None)
+        return areas.get()
+
+    threaded = rows("threads")
+    with isochrones.one_thread():
+        serial = rows("serial")
+    assert threaded["category"].drop_duplicates().tolist() == ["clinic", "school", "park"]
+    assert threaded.drop(columns="geometry").equals(serial.drop(columns="geometry"))
+    assert shapely.to_wkb(threaded.geometry.to_numpy()).tolist() == (
+        shapely.to_wkb(serial.geometry.to_numpy()).tolist()
+    )
