@@ -64,7 +64,7 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import shapely
@@ -458,15 +458,21 @@ def isochrone_polygons(
     return [by_level[lev] for lev in levels.tolist()]
 
 
+#: What a task of :func:`map_tasks` returns.
+R = TypeVar("R")
+
+
 def map_tasks(
-    fn: Callable[[Any], BaseGeometry], items: list[Any], *, threads: bool | None
-) -> list[BaseGeometry]:
-    """``[fn(x) for x in items]``, in threads unless :func:`one_thread` says otherwise
-    (GEOS releases the GIL; drawing the largest level alone is about half of the work)."""
+    fn: Callable[[Any], R], items: Sequence[Any], *, threads: bool | None, workers: int = 4
+) -> list[R]:
+    """``[fn(x) for x in items]``, on up to ``workers`` threads unless :func:`one_thread`
+    says otherwise (GEOS and PROJ release the GIL; drawing the largest level alone is
+    about half of the work). The result is the same either way, in the order of
+    ``items``."""
     if threads is None:
         threads = threads_allowed()
-    if len(items) > 1 and threads:
-        with ThreadPoolExecutor(max_workers=min(len(items), 4)) as pool:
+    if len(items) > 1 and threads and workers > 1:
+        with ThreadPoolExecutor(max_workers=min(len(items), workers)) as pool:
             return list(pool.map(fn, items))
     return [fn(x) for x in items]
 

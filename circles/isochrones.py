@@ -644,11 +644,7 @@ class ServiceAreas:
             part = draw(snapped[snapped["category"] == cat])
             return cat, FRAME.save(self._store, "service_areas", self.keys[cat], part)
 
-        workers = min(AREA_THREADS, len(cats)) if threads_allowed() else 1
-        if workers <= 1:
-            return dict(one(c) for c in cats)
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="circles-areas") as pool:
-            return dict(pool.map(one, cats))
+        return dict(map_tasks(one, cats, threads=None, workers=AREA_THREADS))
 
     def _collect(self) -> None:
         """Wait for the background drawing (re-raising its error)."""

@@ -32,7 +32,6 @@ import math
 import os
 import re
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from importlib import import_module
 from pathlib import Path
 from typing import Any
@@ -48,7 +47,7 @@ import shapely
 from circles import fonts, mapparts, mapview
 from circles._errors import DataFileError, InputDataError
 from circles.cache import Cache, frame_digest
-from circles.geometry import threads_allowed
+from circles.geometry import map_tasks
 from circles.io import atomic_path
 from circles.mapview import esc as _esc
 from circles.network import utm_crs
@@ -132,18 +131,15 @@ def _simplify(gdf: gpd.GeoDataFrame, simplify_m: float) -> gpd.GeoDataFrame:
         # database and costs ~0.1 s per call)
         utm = utm_crs(np.array([(x0 + x1) / 2]), np.array([(y0 + y1) / 2]))
         geoms = np.asarray(out.geometry.array, dtype=object)
-        halves = np.array_split(geoms, 2 if len(geoms) >= _SPLIT_ROWS and threads_allowed() else 1)
 
         def simplified(part: np.ndarray) -> np.ndarray:
             g = gpd.GeoSeries(part, crs=out.crs).to_crs(utm)
             back = g.simplify(simplify_m, preserve_topology=True).to_crs(4326)
             return np.asarray(back.array, dtype=object)
 
-        if len(halves) > 1:  # GEOS and PROJ release the GIL: a county's outlines on two cores
-            with ThreadPoolExecutor(max_workers=2, thread_name_prefix="circles-simplify") as pool:
-                parts = list(pool.map(simplified, halves))
-        else:
-            parts = [simplified(geoms)]
+        # a county's outlines in two halves, on two cores
+        halves = np.array_split(geoms, 2 if len(geoms) >= _SPLIT_ROWS else 1)
+        parts = map_tasks(simplified, halves, threads=None, workers=2)
         out = out.set_geometry(gpd.GeoSeries(np.concatenate(parts), index=out.index, crs=4326))
     rounded = shapely.transform(
         np.asarray(out.geometry.array, dtype=object), lambda xy: np.round(xy, COORD_DECIMALS)
